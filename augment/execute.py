@@ -1,0 +1,325 @@
+"""Executing a plan: the output folder, the three batch stages, resumability, the manifest.
+
+The stages are plain functions of one *batch payload* (a dict of lists/arrays for up to
+``batch_size`` generated rows), so the in-process executor here and the Ray executor in
+``cluster/`` run exactly the same code on exactly the same batches:
+
+    decode_stage(payload)        CPU: read and decode the source images
+    GenerateStage(ckpt)(payload) the model (a GPU actor under Ray): source -> target pose
+    write_stage(payload, out)    CPU: encode JPEG, write atomically, hash, write a shard record
+
+Resumability: an image is written under a temporary name and renamed; when every image of a
+batch is on disk, the batch's records are written as one shard (``.shards/*.parquet``,
+atomically). A row is done when a shard says so *and* the file on disk has the recorded
+hash, so a run killed at any moment loses only unfinished batches, and a re-run does only
+the rows not done. ``manifest.parquet`` is rebuilt from the plan and the shards at the end
+(overwritten, never appended).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from augment.imageio import encode_image, read_rgb, sha256_bytes, sha256_file, write_atomic
+from augment.keypoints import NUM_JOINTS, Annotations, write_annotations
+from augment.market import MARKET_DIRS, DatasetError, MarketDataset, place_file
+from augment.plan import GENERATED, REAL, Plan, write_plan
+
+# Test hook (crash injection): exit the process abruptly, as SIGKILL would, after this many
+# images have been written by this process (mid-batch when not a multiple of the batch size).
+CRASH_ENV = "POSEAUG_TEST_EXIT_AFTER_IMAGES"
+_images_written = 0
+
+RECORD_COLUMNS = ["output_name", "status", "reason", "output_hash", "seconds", "batch_id", "worker", "finished_at"]
+DONE, FAILED = "done", "failed"
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """Paths of an augmented dataset folder (Market-1501 layout plus the run's records)."""
+
+    root: Path
+
+    @property
+    def train_dir(self) -> Path:
+        return self.root / MARKET_DIRS["train"]
+
+    @property
+    def shards_dir(self) -> Path:
+        return self.root / ".shards"
+
+    @property
+    def plan_path(self) -> Path:
+        return self.root / "plan.parquet"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.parquet"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def preview_path(self) -> Path:
+        return self.root / "preview.png"
+
+    @property
+    def run_info_path(self) -> Path:
+        return self.root / "run.json"
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What an output folder was made from; a re-run into the same folder must match it."""
+
+    plan_hash: str
+    checkpoint_hash: str
+    method: str
+    dataset_fingerprint: str
+
+
+def prepare_output(plan: Plan, dataset: MarketDataset, layout: OutputLayout, identity: RunIdentity,
+                   *, overwrite: bool = False) -> int:
+    """Create (or re-open) the output folder; returns the number of stale temporary files removed.
+
+    Refuses, before any work, a folder written from another plan, checkpoint or dataset
+    unless ``overwrite`` (which then starts the folder afresh).
+    """
+    root = layout.root
+    if layout.run_info_path.exists():
+        previous = RunIdentity(**json.loads(layout.run_info_path.read_text()))
+        if previous != identity:
+            if not overwrite:
+                diff = [k for k, v in asdict(identity).items() if asdict(previous)[k] != v]
+                raise DatasetError(
+                    f"{root}: holds a run of another {', '.join(diff)}; use another --out or pass --overwrite"
+                )
+            _clear_output(layout)
+    elif root.exists() and any(root.iterdir()):
+        if not overwrite:
+            raise DatasetError(f"{root}: not empty and not an augmentation output; use another --out or --overwrite")
+        _clear_output(layout)
+    layout.train_dir.mkdir(parents=True, exist_ok=True)
+    layout.shards_dir.mkdir(exist_ok=True)
+    # the real test split, linked (not copied): query and gallery are always the real ones
+    for split in ("gallery", "query"):
+        records = dataset.split(split)
+        link = root / MARKET_DIRS[split]
+        if records and not link.exists():
+            os.symlink(records[0].path.parent.resolve(), link, target_is_directory=True)
+    stale = [p for d in (layout.train_dir, layout.shards_dir, root) for p in d.glob(".*.tmp*")]
+    for p in stale:
+        p.unlink()
+    if not layout.plan_path.exists():
+        write_plan(plan, layout.plan_path)
+    write_atomic(layout.run_info_path, json.dumps(asdict(identity), indent=1).encode())
+    return len(stale)
+
+
+def _clear_output(layout: OutputLayout) -> None:
+    import shutil
+
+    for p in layout.root.iterdir():
+        if p.is_symlink() or p.is_file():
+            p.unlink()
+        else:
+            shutil.rmtree(p)
+
+
+def read_records(layout: OutputLayout) -> pd.DataFrame:
+    """All shard records, the latest per output name."""
+    files = sorted(layout.shards_dir.glob("*.parquet"))
+    if not files:
+        return pd.DataFrame(columns=RECORD_COLUMNS)
+    df = pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+    return df.sort_values("finished_at", kind="stable").drop_duplicates("output_name", keep="last")
+
+
+def done_names(layout: OutputLayout, records: pd.DataFrame | None = None) -> set[str]:
+    """Output names recorded done whose file on disk still has the recorded hash."""
+    records = read_records(layout) if records is None else records
+    done = records[records["status"] == DONE]
+    return {n for n, h in zip(done["output_name"], done["output_hash"]) if sha256_file(layout.train_dir / n) == h}
+
+
+def make_payloads(rows: pd.DataFrame, dataset: MarketDataset, batch_size: int) -> list[dict]:
+    """Cut generated rows (plan order) into batch payloads: plain lists/arrays, cheap to ship to workers."""
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    paths = {r.name: str(r.path) for r in dataset.train}
+    missing = sorted(set(rows["source_name"]) - paths.keys())
+    if missing:
+        raise DatasetError(f"plan names source images not in {dataset.root} train split, e.g. {missing[0]}")
+    payloads = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows.iloc[start:start + batch_size]
+        names = chunk["output_name"].tolist()
+        payloads.append({
+            "batch_id": f"{names[0]}+{len(names)}",
+            "output_name": names,
+            "source_path": [paths[s] for s in chunk["source_name"]],
+            "source_kps": np.stack(chunk["source_kps"].to_numpy()).reshape(-1, NUM_JOINTS, 2).astype(np.int64),
+            "target_kps": np.stack(chunk["target_kps"].to_numpy()).reshape(-1, NUM_JOINTS, 2).astype(np.int64),
+            "seed": chunk["seed"].to_numpy(np.int64),
+        })
+    return payloads
+
+
+def decode_stage(payload: dict) -> dict:
+    """Adds ``src_img`` (B, H, W, 3) uint8 and ``error`` (B,) str ('' when fine).
+
+    An unreadable source, or one whose size differs from the batch's first readable image,
+    becomes a zero image with an error: its row is recorded failed, the batch goes on.
+    """
+    images, errors = [], []
+    for path in payload["source_path"]:
+        try:
+            images.append(read_rgb(path))
+            errors.append("")
+        except DatasetError as e:
+            images.append(None)
+            errors.append(str(e))
+    shape = next((im.shape for im in images if im is not None), (128, 64, 3))
+    for i, (im, path) in enumerate(zip(images, payload["source_path"])):
+        if im is not None and im.shape != shape:
+            errors[i] = f"{path}: size {im.shape[:2]} differs from the batch's {shape[:2]}"
+        if errors[i]:
+            images[i] = np.zeros(shape, np.uint8)
+    return {**payload, "src_img": np.stack(images), "error": errors}
+
+
+class GenerateStage:
+    """Holds a generator on its device; ``__call__(payload)`` adds ``gen_img`` (B, H, W, 3) uint8.
+
+    Ray Data constructs one per actor (``map_batches`` with a callable class).
+    """
+
+    def __init__(self, checkpoint: str | os.PathLike, device: str | None = None, precision: str | None = None,
+                 torch_threads: int | None = None):
+        import torch
+
+        from generators.inference import Transferer
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.transferer = Transferer(checkpoint, device=device, dtype=precision)
+
+    def __call__(self, payload: dict) -> dict:
+        t0 = time.perf_counter()
+        out = dict(payload)
+        out["gen_img"] = self.transferer(payload["src_img"], payload["source_kps"], payload["target_kps"])
+        out["model_seconds"] = time.perf_counter() - t0
+        return out
+
+
+def write_stage(payload: dict, out_root: str | os.PathLike) -> pd.DataFrame:
+    """Encode and write a batch's images atomically, then its shard; returns the records."""
+    layout = OutputLayout(Path(out_root))
+    n = len(payload["output_name"])
+    per_image = float(payload.get("model_seconds", 0.0)) / max(n, 1)
+    rows = []
+    for name, img, err in zip(payload["output_name"], payload["gen_img"], payload["error"]):
+        if err:
+            rows.append((name, FAILED, err, "", 0.0))
+            continue
+        data = encode_image(img, ext=Path(name).suffix)
+        write_atomic(layout.train_dir / name, data)
+        _maybe_crash()
+        rows.append((name, DONE, "", sha256_bytes(data), per_image))
+    now = time.time()
+    records = pd.DataFrame(rows, columns=RECORD_COLUMNS[:5])
+    records["batch_id"] = payload["batch_id"]
+    records["worker"] = f"{socket.gethostname()}:{os.getpid()}"
+    records["finished_at"] = now
+    shard = layout.shards_dir / f"{sha256_bytes(payload['batch_id'].encode())[:16]}-{int(now * 1e6)}.parquet"
+    tmp = shard.with_name(f".{shard.name}.tmp")
+    pq.write_table(pa.Table.from_pandas(records, preserve_index=False), tmp)
+    os.replace(tmp, shard)
+    return records
+
+
+def _maybe_crash() -> None:
+    global _images_written
+    _images_written += 1
+    limit = os.environ.get(CRASH_ENV)
+    if limit and _images_written >= int(limit):
+        os._exit(137)
+
+
+def place_real_rows(rows: pd.DataFrame, dataset: MarketDataset, layout: OutputLayout, mode: str = "hardlink") -> pd.DataFrame:
+    """Link (or copy) the kept real images into the output train folder; idempotent."""
+    paths = {r.name: r.path for r in dataset.train}
+    recs = []
+    now = time.time()
+    for name, src in zip(rows["output_name"], rows["source_name"]):
+        dst = layout.train_dir / name
+        src_hash = sha256_file(paths[src])
+        if sha256_file(dst) != src_hash:
+            place_file(paths[src], dst, mode)
+        recs.append((name, DONE, "", src_hash, 0.0, "real", "", now))
+    return pd.DataFrame(recs, columns=RECORD_COLUMNS)
+
+
+def build_manifest(plan: Plan, records: pd.DataFrame, identity: RunIdentity) -> pd.DataFrame:
+    """The plan plus what execution did: status (done / failed / pending), reason, hash, timing."""
+    m = plan.table.merge(records, on="output_name", how="left")
+    m["status"] = m["status"].fillna("pending")
+    m["reason"] = m["reason"].fillna("")
+    m["output_hash"] = m["output_hash"].fillna("")
+    m["seconds"] = m["seconds"].fillna(0.0)
+    m["checkpoint_hash"] = np.where(m["kind"] == GENERATED, identity.checkpoint_hash, "")
+    return m
+
+
+def write_manifest(manifest: pd.DataFrame, layout: OutputLayout) -> Path:
+    tmp = layout.manifest_path.with_name(".manifest.parquet.tmp")
+    pq.write_table(pa.Table.from_pandas(manifest, preserve_index=False), tmp)
+    os.replace(tmp, layout.manifest_path)
+    return layout.manifest_path
+
+
+def write_train_annotations(manifest: pd.DataFrame, layout: OutputLayout) -> Path:
+    """Keypoints of the output train images (real: their own; generated: the target pose)."""
+    done = manifest[manifest["status"] == DONE]
+    kps = np.where(
+        (done["kind"] == REAL).to_numpy()[:, None],
+        np.stack(done["source_kps"].to_numpy()) if len(done) else np.zeros((0, 2 * NUM_JOINTS)),
+        np.stack(done["target_kps"].to_numpy()) if len(done) else np.zeros((0, 2 * NUM_JOINTS)),
+    ).reshape(-1, NUM_JOINTS, 2)
+    return write_annotations(layout.root / "market-annotation-train.csv",
+                             Annotations(done["output_name"].tolist(), kps))
+
+
+def write_preview(manifest: pd.DataFrame, dataset: MarketDataset, layout: OutputLayout, *, rows: int = 8,
+                  seed: int = 0) -> Path | None:
+    """PNG grid of random generated images: source | target pose (the real image) | generated."""
+    import cv2
+
+    gen = manifest[(manifest["kind"] == GENERATED) & (manifest["status"] == DONE)]
+    if gen.empty:
+        return None
+    pick = gen.iloc[np.sort(np.random.default_rng(seed).choice(len(gen), min(rows, len(gen)), replace=False))]
+    paths = {r.name: r.path for r in dataset.train}
+    tiles = []
+    for r in pick.itertuples():
+        row = [read_rgb(paths[r.source_name]), read_rgb(paths[r.target_pose_name]), read_rgb(layout.train_dir / r.output_name)]
+        tiles.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in row], axis=1))
+    grid = np.concatenate(tiles, axis=0)
+    header = np.full((16, grid.shape[1], 3), 255, np.uint8)
+    w = grid.shape[1] // 3
+    for i, label in enumerate(["source", "target pose", "generated"]):
+        cv2.putText(header, label, (i * w + 3, 12), cv2.FONT_HERSHEY_PLAIN, 0.8, (0, 0, 0), 1, cv2.LINE_AA)
+    grid = np.concatenate([header, grid], axis=0)
+    write_atomic(layout.preview_path, encode_image(grid, ".png"))
+    return layout.preview_path

@@ -1,0 +1,51 @@
+"""The Ray executor writes exactly the images the local executor writes, and survives a crashed actor."""
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from augment.imageio import sha256_file
+from augment.run import run
+from cluster.ray_executor import FAULT_ENV, actor_resources
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    import generators.patn  # noqa: F401
+    from generators.base import build
+    from generators.checkpoint import save
+
+    return save(tmp_path_factory.mktemp("ckpt") / "tiny.pt", build("patn", "synth", ngf=8, n_blocks=1, ndf=8))
+
+
+def hashes(out: Path) -> dict:
+    d = out / "bounding_box_train"
+    return {p.name: sha256_file(p) for p in sorted(d.iterdir()) if not p.name.startswith(".")}
+
+
+def test_actor_resources_never_ask_for_absent_gpus():
+    r = actor_resources({"CPU": 2.0}, None, None)
+    assert r["num_gpus"] == 0 and r["actors"] == 1 and r["device"] == "cpu" and r["num_cpus"] < 2
+    r = actor_resources({"CPU": 16.0, "GPU": 4.0, "generator": 4.0}, None, None)
+    assert r["num_gpus"] == 1 and r["actors"] == 4 and r["resources"] == {"generator": 1}
+    with pytest.raises(SystemExit, match="no GPU"):
+        actor_resources({"CPU": 2.0}, None, "cuda")
+    with pytest.raises(SystemExit, match="--actors 3 > 2 GPUs"):
+        actor_resources({"CPU": 8.0, "GPU": 2.0}, 3, None)
+
+
+def test_ray_equals_local_and_survives_a_killed_actor(tiny_market, tiny_checkpoint, tmp_path, monkeypatch):
+    common = ["--method", "patn", "--data", str(tiny_market), "--checkpoint", str(tiny_checkpoint),
+              "--portion", "0.3", "--seed", "2", "--batch-size", "4"]
+    run([*common, "--executor", "local", "--out", str(tmp_path / "local")])
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    marker = tmp_path / "killed-once"
+    monkeypatch.setenv(FAULT_ENV, str(marker))  # the first actor call exits its process
+    summary = run([*common, "--executor", "ray", "--out", str(tmp_path / "ray")])
+    assert marker.exists(), "the fault hook did not fire"
+    assert summary["generated_this_run"] > 0
+    assert hashes(tmp_path / "ray") == hashes(tmp_path / "local")
+    m = pd.read_parquet(tmp_path / "ray" / "manifest.parquet")
+    assert m.output_name.is_unique and (m.status == "done").all()

@@ -1,0 +1,166 @@
+"""The augmentation service end to end on the tiny embedded dataset (local executor)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from augment.execute import CRASH_ENV
+from augment.imageio import read_rgb, sha256_file
+from augment.keypoints import read_annotations
+from augment.market import parse_market_name, read_market
+from augment.plan import read_plan
+from augment.run import run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    import generators.patn  # noqa: F401  (registers the method)
+    from generators.base import build
+    from generators.checkpoint import save
+
+    bundle = build("patn", "synth", ngf=8, n_blocks=1, ndf=8, seed=0)
+    return save(tmp_path_factory.mktemp("ckpt") / "tiny.pt", bundle)
+
+
+def augment_args(data, ckpt, out, *extra):
+    return ["--method", "patn", "--data", str(data), "--checkpoint", str(ckpt), "--out", str(out),
+            "--executor", "local", "--batch-size", "4", *extra]
+
+
+def file_hashes(train_dir: Path) -> dict:
+    return {p.name: sha256_file(p) for p in sorted(train_dir.iterdir()) if not p.name.startswith(".")}
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_market, tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("aug") / "p03"
+    summary = run(augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.3", "--seed", "1"))
+    return out, summary
+
+
+def test_output_layout_manifest_and_reader(reference_run, tiny_market):
+    out, summary = reference_run
+    plan = read_plan(out / "plan.parquet")
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    assert len(manifest) == len(plan.table) and manifest.output_name.is_unique
+    assert (manifest.status == "done").all()
+    gen = manifest[manifest.kind == "generated"]
+    assert len(gen) == plan.summary["generated_rows"] > 0
+    assert gen.checkpoint_hash.str.len().eq(16).all()
+    # every row's file exists with the recorded hash; nothing else is in the train folder
+    train = out / "bounding_box_train"
+    assert file_hashes(train) == dict(zip(manifest.output_name, manifest.output_hash))
+    # generated images: decodable 128x64 RGB, names keep pid and camera
+    for row in gen.head(5).itertuples():
+        assert read_rgb(train / row.output_name).shape == (128, 64, 3)
+        mn = parse_market_name(row.output_name)
+        assert mn.pid == row.pid and mn.camera == row.camera and mn.is_generated
+    # the Market reader loads the result; query/gallery are the real ones, linked
+    ds, real = read_market(out), read_market(tiny_market)
+    assert len(ds.train) == len(manifest)
+    assert [r.name for r in ds.query] == [r.name for r in real.query]
+    assert (out / "query").is_symlink() and (out / "bounding_box_test").is_symlink()
+    # annotations of the output train set: generated images carry their target pose
+    ann = read_annotations(out / "market-annotation-train.csv")
+    row = gen.iloc[0]
+    np.testing.assert_array_equal(ann[row.output_name].reshape(-1), row.target_kps)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["generated_this_run"] == len(gen) and (out / "preview.png").stat().st_size > 0
+    assert summary["rows"]["generated_done"] == len(gen)
+
+
+def test_rerun_is_idempotent(reference_run, tiny_market, tiny_checkpoint):
+    out, _ = reference_run
+    before = file_hashes(out / "bounding_box_train")
+    manifest_before = pd.read_parquet(out / "manifest.parquet")
+    summary = run(augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.3", "--seed", "1"))
+    assert summary["generated_this_run"] == 0 and summary["already_done"] == len(
+        manifest_before[manifest_before.kind == "generated"])
+    assert file_hashes(out / "bounding_box_train") == before
+    after = pd.read_parquet(out / "manifest.parquet")
+    assert len(after) == len(manifest_before)
+    pd.testing.assert_frame_equal(after.drop(columns=["seconds"]), manifest_before.drop(columns=["seconds"]))
+
+
+def test_deleted_or_corrupted_image_is_redone(reference_run, tiny_market, tiny_checkpoint, tmp_path):
+    out, _ = reference_run
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    gen = manifest[manifest.kind == "generated"].output_name.tolist()
+    before = file_hashes(out / "bounding_box_train")
+    (out / "bounding_box_train" / gen[0]).unlink()
+    (out / "bounding_box_train" / gen[1]).write_bytes(b"garbage")
+    summary = run(augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.3", "--seed", "1"))
+    assert summary["generated_this_run"] == 2
+    assert file_hashes(out / "bounding_box_train") == before
+
+
+@pytest.mark.parametrize("crash_after", [3, 9])  # mid-batch (batch 4) and later
+def test_crash_and_resume_gives_the_same_images(reference_run, tiny_market, tiny_checkpoint, tmp_path, crash_after):
+    ref_out, _ = reference_run
+    out = tmp_path / "crashed"
+    cmd = [sys.executable, "-m", "augment.run", *augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.3",
+                                                              "--seed", "1")]
+    env = {**os.environ, CRASH_ENV: str(crash_after)}
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 137, proc.stderr[-2000:]
+    assert not (out / "manifest.parquet").exists()
+    partial = [p for p in (out / "bounding_box_train").iterdir() if "_patn-" in p.name]
+    assert 0 < len(partial) < len(read_plan(ref_out / "plan.parquet").generated())
+    summary = run(augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.3", "--seed", "1"))
+    assert summary["already_done"] == (crash_after // 4) * 4  # finished batches were kept
+    assert file_hashes(out / "bounding_box_train") == file_hashes(ref_out / "bounding_box_train")
+    m = pd.read_parquet(out / "manifest.parquet")
+    assert m.output_name.is_unique and (m.status == "done").all()
+
+
+def test_no_generate_and_kept_poses(tiny_market, tmp_path):
+    summary = run(["--data", str(tiny_market), "--out", str(tmp_path / "none"), "--portion", "0.5",
+                   "--no-generate", "--executor", "local"])
+    m = pd.read_parquet(tmp_path / "none" / "manifest.parquet")
+    assert (m.kind == "real").all() and summary["checkpoint"] is None
+    assert len(read_market(tmp_path / "none").train) == len(m) < len(read_market(tiny_market).train)
+
+
+def test_plan_only_needs_no_checkpoint(tiny_market, tmp_path):
+    run(["--data", str(tiny_market), "--out", str(tmp_path / "p"), "--ratio", "2", "--plan-only"])
+    plan = read_plan(tmp_path / "p" / "plan.parquet")
+    assert plan.summary["generated_rows"] > 0 and not (tmp_path / "p" / "bounding_box_train").exists()
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--portion", "0"], "--portion"),
+    (["--portion", "0.5", "--ratio", "2"], "not allowed with"),
+    (["--ratio", "1"], "--ratio"),
+    (["--ratio", "2", "--target-poses", "kept"], "--target-poses"),
+    (["--portion", "0.5", "--batch-size", "0"], "--batch-size"),
+])
+def test_bad_flags(tiny_market, tmp_path, args, msg, capsys):
+    with pytest.raises(SystemExit) as e:
+        run(["--data", str(tiny_market), "--out", str(tmp_path / "x"), *args])
+    assert msg in str(e.value) + capsys.readouterr().err
+
+
+def test_bad_paths_named(tiny_market, tiny_checkpoint, tmp_path):
+    with pytest.raises(SystemExit, match="--checkpoint .*nope.pt"):
+        run(["--data", str(tiny_market), "--checkpoint", str(tmp_path / "nope.pt"), "--portion", "0.5",
+             "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match="--checkpoint is required"):
+        run(["--data", str(tiny_market), "--portion", "0.5", "--out", str(tmp_path / "o")])
+    from augment.market import DatasetError
+    with pytest.raises(DatasetError, match="does not exist"):
+        run(["--data", str(tmp_path / "missing"), "--portion", "0.5", "--no-generate"])
+
+
+def test_other_plan_in_same_folder_refused(reference_run, tiny_market, tiny_checkpoint):
+    out, _ = reference_run
+    from augment.market import DatasetError
+    with pytest.raises(DatasetError, match="another plan_hash"):
+        run(augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.5", "--seed", "1"))
