@@ -3,8 +3,13 @@
 from pathlib import Path
 
 import pytest
+import torch
 
-from augment.synth import SynthConfig, render_dataset
+# The tests run tiny networks: one intra-op thread is as fast on 2 idle cores and far faster
+# when the machine is busy (OpenMP threads spin against other processes).
+torch.set_num_threads(1)
+
+from augment.synth import SynthConfig, render_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="session")
