@@ -214,8 +214,9 @@ def heatmaps(kps: Array, size: Sequence[int] = IMAGE_SIZE, sigma: float = HEATMA
     ky, kx = k[..., 0, None, None], k[..., 1, None, None]                # (N,18,1,1)
     d2 = (rows - ky) ** 2 + (cols - kx) ** 2                             # exact integers
     maps = torch.exp(-d2.double() / (2 * float(sigma) ** 2))
-    maps = maps * _present(k)[..., None, None]
-    return _out(maps.float(), is_numpy)
+    maps = (maps * _present(k)[..., None, None]).float()
+    maps = maps.masked_fill_(maps < torch.finfo(torch.float32).tiny, 0.0)
+    return _out(maps, is_numpy)
 
 
 def joint_disks(kps: Array, size: Sequence[int] = IMAGE_SIZE, radius: int = JOINT_RADIUS) -> Array:

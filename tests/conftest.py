@@ -1,9 +1,14 @@
 """Shared fixtures: a tiny embedded dataset (augment.synth), rendered once per test session."""
 
+import os
 from pathlib import Path
 
-import pytest
-import torch
+# Idle OpenMP threads sleep instead of spinning (set before torch loads its OpenMP runtime):
+# spinning threads slow small operations 20-100x when other processes share the cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # The tests run tiny networks: one intra-op thread is as fast on 2 idle cores and far faster
 # when the machine is busy (OpenMP threads spin against other processes).
