@@ -36,7 +36,7 @@ from augment.execute import (
     make_payloads, place_real_rows, prepare_output, read_records, write_manifest, write_preview, write_stage,
     write_train_annotations,
 )
-from augment.imageio import sha256_file, write_atomic
+from augment.imageio import write_atomic
 from augment.keypoints import find_keypoint_file, read_annotations
 from augment.market import DatasetError, read_market
 from augment.plan import GENERATED, REAL, PlanSpec, TrainIndex, make_plan, write_plan
@@ -113,6 +113,13 @@ def spec_from_args(a: argparse.Namespace) -> PlanSpec:
         raise SystemExit("error: --seed must be >= 0")
     if (a.target_poses != "removed" or a.no_generate) and a.portion is None:
         raise SystemExit("error: --target-poses and --no-generate go with --portion")
+    if not a.no_generate:
+        from generators.base import get_method
+
+        try:
+            get_method(a.method)
+        except ValueError as e:
+            raise SystemExit(f"error: --method: {e}") from None
     if a.portion is not None:
         return PlanSpec("portion", portion=a.portion, target_poses=a.target_poses, generate=not a.no_generate,
                         method=a.method, seed=a.seed)
@@ -152,6 +159,23 @@ def ensure_embedded_checkpoint(method: str, data: Path, iterations: int | None) 
     return ckpt
 
 
+def check_checkpoint(path: Path, method: str, dataset_fingerprint: str) -> str:
+    """Refuse, before any work, a missing, corrupt or other-method checkpoint; returns its content hash."""
+    from generators.checkpoint import CheckpointError, read_checkpoint
+
+    try:
+        info = read_checkpoint(path)
+    except CheckpointError as e:
+        raise SystemExit(f"error: --checkpoint {e}") from None
+    if info["method"] != method:
+        raise SystemExit(f"error: --checkpoint {path} holds a {info['method']!r} generator but --method is "
+                         f"{method!r}; pass --method {info['method']}")
+    trained_on = info.get("dataset_fingerprint")
+    if trained_on and trained_on != dataset_fingerprint:
+        print(f"[augment] note: {path} was trained on dataset {trained_on}, this dataset is {dataset_fingerprint}")
+    return str(info["content_hash"])[:16]
+
+
 def run(argv: list[str] | None = None) -> dict:
     a = build_parser().parse_args(argv)
     spec = spec_from_args(a)
@@ -172,19 +196,18 @@ def run(argv: list[str] | None = None) -> dict:
     out = a.out or DEFAULT_RUNS / "augment" / Path(data).resolve().name / spec.name()
 
     needs_model = spec.generate and not a.plan_only and len(plan.generated()) > 0
-    checkpoint = None
+    checkpoint, checkpoint_hash = None, ""
     if needs_model:
         if a.checkpoint is not None:
-            if not a.checkpoint.is_file():
-                raise SystemExit(f"error: --checkpoint {a.checkpoint}: no such file")
             checkpoint = a.checkpoint
         elif a.data is None:
             checkpoint = ensure_embedded_checkpoint(a.method, data, a.train_iterations)
         else:
             raise SystemExit(f"error: --checkpoint is required with --data (train one: python -m generators.train "
                              f"--method {a.method} --data {data} --preset market --out DIR)")
-    identity = RunIdentity(plan.plan_hash(), (sha256_file(checkpoint) or "")[:16] if checkpoint else "",
-                           spec.method if spec.generate else "", index.fingerprint)
+        checkpoint_hash = check_checkpoint(checkpoint, spec.method, index.fingerprint)
+    identity = RunIdentity(plan.plan_hash(), checkpoint_hash, spec.method if spec.generate else "",
+                           index.fingerprint)
     layout = OutputLayout(Path(out))
     if a.plan_only:
         layout.root.mkdir(parents=True, exist_ok=True)

@@ -137,6 +137,8 @@ def run_plan_on_ray(payloads: list[dict], opts: "ExecOptions") -> None:
                                  override_num_blocks=len(payloads))
         ds = ds.map(_decode, num_cpus=0.25)
         extra = {"resources": plan["resources"]} if "resources" in plan else {}
+        if os.environ.get(FAULT_ENV):  # reaches actors of an already running Ray too
+            extra["runtime_env"] = {"env_vars": {FAULT_ENV: os.environ[FAULT_ENV]}}
         ds = ds.map_batches(
             _GenerateUDF,
             fn_constructor_kwargs={"checkpoint": str(opts.checkpoint), "device": plan["device"],

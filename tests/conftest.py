@@ -28,3 +28,16 @@ def tiny_market(tmp_path_factory, tiny_market_config) -> Path:
     """Root of the tiny dataset: Market-1501 layout, community keypoint/pair CSVs, preview.png. Read-only."""
     root = tmp_path_factory.mktemp("synth") / "tiny-market"
     return render_dataset(tiny_market_config, root, log=None)
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One private local Ray for the whole session (never attaches to another Ray on the machine)."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    root = str(Path(__file__).resolve().parent.parent)
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
+             object_store_memory=256 * 2**20, runtime_env={"env_vars": {"PYTHONPATH": root}})
+    yield ray
+    ray.shutdown()

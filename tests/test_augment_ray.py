@@ -36,7 +36,7 @@ def test_actor_resources_never_ask_for_absent_gpus():
         actor_resources({"CPU": 8.0, "GPU": 2.0}, 3, None)
 
 
-def test_ray_equals_local_and_survives_a_killed_actor(tiny_market, tiny_checkpoint, tmp_path, monkeypatch):
+def test_ray_equals_local_and_survives_a_killed_actor(local_ray, tiny_market, tiny_checkpoint, tmp_path, monkeypatch):
     common = ["--method", "patn", "--data", str(tiny_market), "--checkpoint", str(tiny_checkpoint),
               "--portion", "0.3", "--seed", "2", "--batch-size", "4"]
     run([*common, "--executor", "local", "--out", str(tmp_path / "local")])

@@ -164,3 +164,30 @@ def test_other_plan_in_same_folder_refused(reference_run, tiny_market, tiny_chec
     from augment.market import DatasetError
     with pytest.raises(DatasetError, match="another plan_hash"):
         run(augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.5", "--seed", "1"))
+
+
+def test_unknown_method_and_other_method_checkpoint(tiny_market, tmp_path):
+    from generators.base import build
+    from generators.checkpoint import save
+
+    with pytest.raises(SystemExit, match="--method: unknown method 'nope'"):
+        run(["--data", str(tiny_market), "--method", "nope", "--portion", "0.5", "--out", str(tmp_path / "o")])
+    other = save(tmp_path / "resnet.pt", build("resnet", "synth", ngf=8, n_blocks=1, ndf=8))
+    with pytest.raises(SystemExit, match="holds a 'resnet' generator but --method is 'patn'"):
+        run(["--data", str(tiny_market), "--checkpoint", str(other), "--portion", "0.5", "--out", str(tmp_path / "o")])
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="junk.pt: truncated or corrupt"):
+        run(["--data", str(tiny_market), "--checkpoint", str(tmp_path / "junk.pt"), "--portion", "0.5",
+             "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()  # refused before any work
+
+
+def test_dataset_without_keypoints_refused(tiny_market, tmp_path):
+    import shutil
+
+    from augment.market import DatasetError
+
+    data = tmp_path / "nokp"
+    shutil.copytree(tiny_market, data, ignore=shutil.ignore_patterns("*.csv"))
+    with pytest.raises(DatasetError, match="market-annotation-train.csv not found"):
+        run(["--data", str(data), "--portion", "0.5", "--no-generate", "--out", str(tmp_path / "o")])
