@@ -1,6 +1,5 @@
 """The Ray executor writes exactly the images the local executor writes, and survives a crashed actor."""
 
-import os
 from pathlib import Path
 
 import pandas as pd
