@@ -17,17 +17,8 @@ from generators.checkpoint import (
 TINY = dict(ngf=4, n_blocks=1, ndf=4, d_blocks=1, pool_size=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # On a shared 2-core machine, 2 OpenMP threads per process slow tiny convolutions 10-100x.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def bundle(one_thread):
+def bundle():
     return build("patn", "synth", seed=3, **TINY, **{"train.iterations": 77, "train.decay_start": 11})
 
 

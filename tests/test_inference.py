@@ -17,14 +17,6 @@ SIZE = (32, 16)
 N = 7  # not a multiple of the batch sizes used below
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def realistic_bundle():
     """The synth PATN with weights that use the output range: an untrained generator's output conv
     (N(0, 0.02)) gives |y| < 0.05, where every precision looks perfect. Kaiming-normal convs and
@@ -55,7 +47,7 @@ def inputs(n=N, seed=0):
 
 
 @pytest.fixture(scope="module")
-def bundle(one_thread):
+def bundle():
     return realistic_bundle()
 
 

@@ -27,14 +27,6 @@ H, W = 128, 64
 SQUARE5 = footprint_rectangle((5, 5))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The arrays here are tiny: on a shared 2-core machine OpenMP threads only spin."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 # A standing person in a 128x64 crop, (y, x).
 TEMPLATE = np.array([
     [20, 32], [30, 32], [30, 22], [48, 18], [64, 16], [30, 42], [48, 46], [64, 48], [66, 26],

@@ -8,15 +8,6 @@ from reid_eval import metrics
 from reid_eval.compat import import_torchreid
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_torch_thread():
-    """Tiny tensors: torch's thread pool only adds overhead here (10x on shared 2-core machines)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope='module')
 def torchreid_rank():
     return import_torchreid().reid.metrics.rank

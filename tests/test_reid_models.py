@@ -13,15 +13,6 @@ from reid_eval.models import (INCEPTION_PARAMS_MARKET, MissingPretrainedWeightsE
                               build_reid_model, register_models)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_torch_thread():
-    """Tiny tensors: torch's thread pool only adds overhead here (10x on shared 2-core machines)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope='module')
 def torchreid():
     module = compat.import_torchreid()

@@ -15,14 +15,6 @@ from reid_eval.models import build_reid_model
 from reid_eval.recipes import RECIPES, RandomSizedRectCrop
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 TINY = ['--model', 'inception', '--recipe', 'cpu', '--batch-size', '8', '--device', 'cpu', '--seed', '3']
 
 

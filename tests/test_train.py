@@ -25,17 +25,8 @@ TINY = {"ngf": "4", "n_blocks": "1", "ndf": "4", "d_blocks": "1", "pool_size": "
 TINY_ARGS = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # On a shared 2-core machine, 2 OpenMP threads per process slow tiny convolutions 10-100x.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def root(tmp_path_factory, one_thread):
+def root(tmp_path_factory):
     return make_tiny_root(tmp_path_factory.mktemp("data"), size=(32, 16))
 
 
