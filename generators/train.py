@@ -37,7 +37,11 @@ a GradScaler. On CPU, ``auto`` picks bf16 autocast where the CPU computes bf16 n
 AVX512-BF16: measured 4.5x faster training steps of the synth preset on this project's AMX CPU,
 1.75 -> 7.8 images/s, same losses to 3 digits), else fp32. Losses and BatchNorm stay in fp32
 under autocast; ``--amp off`` gives plain fp32. Resume is bit-exact in both (same kernels, same
-order). ``fp16`` is CUDA only. ``--workers`` is reserved for multi-worker (Ray Train) training.
+order). ``fp16`` is CUDA only.
+
+Workers (``--workers N``, N > 1): N processes with Ray Train (``cluster.train_ray``), each running
+this same loop on its share of every batch, gradients averaged across them; rank 0 writes the
+checkpoints, samples and log. Ray is started privately unless ``--address`` / ``RAY_ADDRESS``.
 """
 
 from __future__ import annotations
@@ -111,7 +115,8 @@ class RunConfig:
     vgg_weights: Path | None = None
     no_perceptual: bool = False
     seed: int | None = None  # default 0
-    workers: int = 1  # training processes (multi-worker training: the cluster issue)
+    workers: int = 1  # training processes (N > 1: Ray Train, cluster.train_ray)
+    address: str | None = None  # Ray cluster for workers > 1 (default RAY_ADDRESS, else a private local Ray)
     loader_workers: int | None = None  # DataLoader processes; default: schedule's on CUDA, 0 on CPU
     overrides: dict[str, str] = field(default_factory=dict)  # --set field=value
     num_samples: int = 6  # rows of the sample grid
@@ -124,9 +129,8 @@ class RunConfig:
         for flag, value in positive.items():
             if value is not None and value < 1:
                 raise UsageError(flag, f"must be >= 1, got {value}")
-        if self.workers != 1:
-            raise UsageError("--workers", f"got {self.workers}: multi-worker training comes with the cluster "
-                                          "issue (Ray Train); train with --workers 1")
+        if self.workers < 1:
+            raise UsageError("--workers", f"must be >= 1, got {self.workers}")
         if self.loader_workers is not None and self.loader_workers < 0:
             raise UsageError("--loader-workers", f"must be >= 0, got {self.loader_workers}")
         if self.device not in DEVICES:
@@ -224,6 +228,31 @@ class IterationInfo:
 
 
 Hook = Callable[[IterationInfo], None]
+
+
+class SingleProcess:
+    """How :func:`train` spreads over processes: here, not at all (one process does everything).
+
+    ``cluster.train_ray`` supplies the multi-worker version (same loop in every worker)."""
+
+    rank = 0
+    world_size = 1
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run folder (checkpoints, samples, log)."""
+        return self.rank == 0
+
+    def shard(self, sampler: PairSampler) -> PairSampler:
+        """The batches this process trains on (all of them)."""
+        return sampler
+
+    def start(self, nets, ctx, *, seed: int, iteration: int) -> None:
+        """Called once the training state is in place (built or restored), before the first step."""
+
+    def reduce_losses(self, losses: dict[str, float]) -> dict[str, float]:
+        """The losses to log for a step (one process: its own)."""
+        return losses
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,10 +513,18 @@ def _read_log_tail(path: Path, keep_until: int) -> None:
     write_atomic(path, "".join(kept).encode())
 
 
-def train(run: RunConfig, *, hooks: Sequence[Hook] = (), log: Callable[[str], None] = print) -> TrainReport:
-    """Run (or resume) training as ``run`` says; see the module docstring."""
+def train(run: RunConfig, *, hooks: Sequence[Hook] = (), log: Callable[[str], None] = print,
+          parallel: SingleProcess | None = None) -> TrainReport:
+    """Run (or resume) training as ``run`` says; see the module docstring. ``parallel``: this
+    process's part in a multi-worker run (given by ``cluster.train_ray``; None: one process)."""
     # 1. flags --------------------------------------------------------------------------------
     run.validate()
+    if parallel is None:
+        if run.workers > 1:  # Ray Train workers; the cluster layer sits above this module
+            from cluster.train_ray import train_on_ray
+
+            return train_on_ray(run, hooks=hooks, log=log)
+        parallel = SingleProcess()
     paths = RunPaths(Path(run.out))
     device = resolve_device(run.device)
     amp_dtype = resolve_amp(run.amp, device)
@@ -576,7 +613,7 @@ def train(run: RunConfig, *, hooks: Sequence[Hook] = (), log: Callable[[str], No
     opts = impl.make_optimizers(nets, cfg)
     scheds = impl.make_schedulers(opts, cfg)
     train_ds = PairDataset(table=train_table, split="train")
-    sampler = PairSampler(len(train_ds), seed, sched.batch_size, epoch_size=OFFICIAL_EPOCH_PAIRS)
+    sampler = parallel.shard(PairSampler(len(train_ds), seed, sched.batch_size, epoch_size=OFFICIAL_EPOCH_PAIRS))
     start = 0
     if resume_data is not None:
         start = int(resume_data["iteration"])
@@ -594,12 +631,15 @@ def train(run: RunConfig, *, hooks: Sequence[Hook] = (), log: Callable[[str], No
         if stored_amp not in (None, amp_name(amp_dtype)):
             log(f"[train] note: the run trained with {stored_amp}, it continues with {amp_name(amp_dtype)} "
                 "(--amp): it will not match an uninterrupted run")
-        _read_log_tail(paths.log, start)
+        if parallel.writes:
+            _read_log_tail(paths.log, start)
         log(f"[train] resuming {paths.latest} at iteration {start}/{sched.iterations}")
     else:
-        _read_log_tail(paths.log, 0)  # a log without a checkpoint is from a run that saved nothing
+        if parallel.writes:
+            _read_log_tail(paths.log, 0)  # a log without a checkpoint is from a run that saved nothing
         seed_everything(seed)
     ctx.iteration = start
+    parallel.start(nets, ctx, seed=seed, iteration=start)
     loader_workers = run.loader_workers if run.loader_workers is not None else (
         sched.num_workers if device.type == "cuda" else 0)
     loader = make_loader(train_ds, sampler, num_workers=loader_workers, device=device)
@@ -612,10 +652,12 @@ def train(run: RunConfig, *, hooks: Sequence[Hook] = (), log: Callable[[str], No
                 "keypoints": str(Path(keypoints_dir).resolve()) if keypoints_dir is not None else None,
                 "pairs_file": str(train_table.pairs_file),
                 "pairs_sha256": train_table.pairs_sha256, "num_pairs": len(train_table),
-                "amp": amp_name(amp_dtype), "device": str(device)}
+                "amp": amp_name(amp_dtype), "device": str(device), "workers": parallel.world_size}
 
     def write_checkpoint(iteration: int) -> Path:
         path = paths.checkpoint(iteration)
+        if not parallel.writes:
+            return path
         save(path, bundle, iteration=iteration, dataset_fingerprint=train_table.dataset_fingerprint,
              optimizers=opts, schedulers=scheds,
              ctx={"step": ctx.state_dict(), "rng": rng_state(device), "sampler": sampler.state_dict()},
@@ -624,6 +666,9 @@ def train(run: RunConfig, *, hooks: Sequence[Hook] = (), log: Callable[[str], No
         return path
 
     def write_samples(iteration: int) -> Path:
+        path = paths.sample(iteration)
+        if not parallel.writes:
+            return path
         # Eval-mode forward in a forked RNG: sampling never changes what training draws next.
         with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else []):
             nets.eval()
@@ -633,7 +678,6 @@ def train(run: RunConfig, *, hooks: Sequence[Hook] = (), log: Callable[[str], No
                                           sample_rows["tgt_kps"])
             finally:
                 nets.train()
-        path = paths.sample(iteration)
         write_atomic(path, encode_image(sample_grid(sample_rows, gen), ".png"))
         return path
 
@@ -646,7 +690,8 @@ def train(run: RunConfig, *, hooks: Sequence[Hook] = (), log: Callable[[str], No
     losses: dict[str, float] = {}
     t0 = time.perf_counter()
     bar = batches = None
-    with deterministic_kernels(device.type == "cpu"), StopFlag() as stop, open(paths.log, "a") as log_file:
+    with deterministic_kernels(device.type == "cpu"), StopFlag() as stop, \
+            open(paths.log if parallel.writes else os.devnull, "a") as log_file:
         try:
             if completed >= sched.iterations:
                 log(f"[train] nothing to do: the checkpoint is at iteration {completed}/{sched.iterations}")
@@ -660,7 +705,7 @@ def train(run: RunConfig, *, hooks: Sequence[Hook] = (), log: Callable[[str], No
                     batch = next(batches)
                     lr = opts[next(iter(opts))].param_groups[0]["lr"]
                     in_step = True
-                    losses = impl.train_step(nets, opts, batch, ctx)
+                    losses = parallel.reduce_losses(impl.train_step(nets, opts, batch, ctx))
                     for sch in scheds.values():
                         sch.step()
                     completed += 1
@@ -766,7 +811,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of initialisation, sampling and dropout (default 0)")
     p.add_argument("--checkpoint-every", type=int, help="iterations between checkpoints (default: preset's)")
     p.add_argument("--sample-every", type=int, help="iterations between sample grids (default: preset's)")
-    p.add_argument("--workers", type=int, default=1, help="training processes (only 1 for now)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="training processes; N > 1 trains with Ray Train (cluster.train_ray), the batch split "
+                        "over them (default 1)")
+    p.add_argument("--address", help="with --workers N > 1: Ray cluster address (default: RAY_ADDRESS, else a "
+                                     "private local Ray)")
     p.add_argument("--loader-workers", type=int, help="DataLoader processes (default: schedule's on CUDA, 0 on CPU)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field, e.g. --set ngf=32 --set train.decay_start=100 (repeatable)")
@@ -788,7 +837,7 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
         iterations=args.iterations, batch_size=args.batch_size, checkpoint_every=args.checkpoint_every,
         sample_every=args.sample_every, resume=args.resume, device=args.device, amp=args.amp,
         vgg_weights=args.vgg_weights, no_perceptual=args.no_perceptual, seed=args.seed, workers=args.workers,
-        loader_workers=args.loader_workers, overrides=overrides, num_samples=args.num_samples,
+        address=args.address, loader_workers=args.loader_workers, overrides=overrides, num_samples=args.num_samples,
         progress=not args.no_progress,
     )
 
