@@ -40,7 +40,10 @@ from augment.plan import GENERATED, REAL, Plan, write_plan
 CRASH_ENV = "POSEAUG_TEST_EXIT_AFTER_IMAGES"
 _images_written = 0
 
-RECORD_COLUMNS = ["output_name", "status", "reason", "output_hash", "seconds", "batch_id", "worker", "finished_at"]
+# generated_at: when the generator finished the batch; finished_at: when its files and shard were written
+# (under Ray the write tasks can lag the generator and catch up in a burst: rates use both, see steady_state)
+RECORD_COLUMNS = ["output_name", "status", "reason", "output_hash", "seconds", "batch_id", "worker",
+                  "generated_at", "finished_at"]
 DONE, FAILED = "done", "failed"
 
 
@@ -220,6 +223,7 @@ class GenerateStage:
         out = dict(payload)
         out["gen_img"] = self.transferer(payload["src_img"], payload["source_kps"], payload["target_kps"])
         out["model_seconds"] = time.perf_counter() - t0
+        out["generated_at"] = time.time()
         return out
 
 
@@ -241,6 +245,7 @@ def write_stage(payload: dict, out_root: str | os.PathLike) -> pd.DataFrame:
     records = pd.DataFrame(rows, columns=RECORD_COLUMNS[:5])
     records["batch_id"] = payload["batch_id"]
     records["worker"] = f"{socket.gethostname()}:{os.getpid()}"
+    records["generated_at"] = float(payload.get("generated_at", now))
     records["finished_at"] = now
     shard = layout.shards_dir / f"{sha256_bytes(payload['batch_id'].encode())[:16]}-{int(now * 1e6)}.parquet"
     tmp = shard.with_name(f".{shard.name}.tmp")
@@ -267,7 +272,7 @@ def place_real_rows(rows: pd.DataFrame, dataset: MarketDataset, layout: OutputLa
         src_hash = sha256_file(paths[src])
         if sha256_file(dst) != src_hash:
             place_file(paths[src], dst, mode)
-        recs.append((name, DONE, "", src_hash, 0.0, "real", "", now))
+        recs.append((name, DONE, "", src_hash, 0.0, "real", "", now, now))
     return pd.DataFrame(recs, columns=RECORD_COLUMNS)
 
 

@@ -144,7 +144,7 @@ def _joint_ids(names: Sequence[str], device) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
-def _fill_polygons(ray_v: torch.Tensor, scan_v: torch.Tensor, n_ray: int, n_scan: int) -> torch.Tensor:
+def fill_polygons(ray_v: torch.Tensor, scan_v: torch.Tensor, n_ray: int, n_scan: int) -> torch.Tensor:
     """Even-odd crossing test of scikit-image 0.14 `point_in_polygon` on an integer grid.
 
     ray_v, scan_v: (..., V) float64 vertex coordinates along the ray axis (the test's "x") and the
@@ -302,7 +302,7 @@ def pose_mask_eval(kps: Array, size: Sequence[int] = IMAGE_SIZE, point_radius: i
     vx = torch.stack([fx + nx, fx - nx, tx - nx, tx + nx], -1)
     nan = torch.tensor(float("nan"), dtype=torch.float64, device=k.device)
     vy, vx = torch.where(ok[..., None], vy, nan), torch.where(ok[..., None], vx, nan)
-    quads = _fill_polygons(vx, vy, n_ray=w, n_scan=h).any(1)             # ray along columns
+    quads = fill_polygons(vx, vy, n_ray=w, n_scan=h).any(1)             # ray along columns
     rows, cols = _grid(size, k.device)
     d2 = (rows - k[..., 0, None, None]) ** 2 + (cols - k[..., 1, None, None]) ** 2
     disks = ((d2 < point_radius ** 2) & _present(k)[..., None, None]).any(1)
@@ -404,7 +404,7 @@ def part_masks(kps: Array, size: Sequence[int] = IMAGE_SIZE) -> Array:
     head = head & ((count > 0) & has_st)[:, None, None]
     # Limbs: grid_points_in_poly(verts (row, col)) casts the ray along rows.
     poly, ok = _limb_polygons(k, st, _inc_to(MASK_INC_TO, k.device))
-    limbs = _fill_polygons(poly[..., 1], poly[..., 0], n_ray=h, n_scan=w).transpose(-1, -2)
+    limbs = fill_polygons(poly[..., 1], poly[..., 0], n_ray=h, n_scan=w).transpose(-1, -2)
     limbs = limbs & ok[..., None, None]
     torso = torch.ones(k.shape[0], 1, h, w, dtype=torch.bool, device=k.device)
     masks = torch.cat([torso, head.unsqueeze(1), limbs], 1)

@@ -160,12 +160,17 @@ def ensure_embedded_checkpoint(method: str, data: Path, iterations: int | None) 
 
 
 def steady_state(records: pd.DataFrame) -> tuple[float, int]:
-    """(seconds, images) from the first written batch to the last, from the shards' timestamps:
-    throughput without start-up (generator loading, Ray's start) and shutdown, whatever the executor."""
+    """(seconds, images) once the executor is up, from the shards' timestamps, whatever the executor:
+    from the moment the first batch left the generator to the moment the last batch was written,
+    and the images generated after that first batch. Start-up (generator loading, Ray's start) and
+    shutdown are left out; a write stage that lags and catches up in a burst is not (the window ends
+    at the last write, not the last generation)."""
     if records.empty:
         return 0.0, 0
-    batches = records.groupby("batch_id").agg(t=("finished_at", "max"), n=("output_name", "size")).sort_values("t")
-    return float(batches["t"].iloc[-1] - batches["t"].iloc[0]), int(batches["n"].iloc[1:].sum())
+    generated = records["generated_at"] if "generated_at" in records else records["finished_at"]
+    batches = (records.assign(generated_at=generated).groupby("batch_id")
+               .agg(g=("generated_at", "min"), t=("finished_at", "max"), n=("output_name", "size")).sort_values("g"))
+    return float(batches["t"].max() - batches["g"].iloc[0]), int(batches["n"].iloc[1:].sum())
 
 
 def check_checkpoint(path: Path, method: str, dataset_fingerprint: str) -> str:

@@ -106,23 +106,11 @@ def io_seconds_per_image(payloads: list[dict], out: Path) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def late_rate(records) -> float | None:
-    """Images/s over the second half of a run's batches (from shard timestamps). augment.run's
-    steady-state window starts at the first written batch; under Ray the write tasks can start late
-    and catch up in a burst, which inflates that figure; the second half is past the burst."""
-    batches = records.groupby("batch_id").agg(t=("finished_at", "max"), n=("output_name", "size")).sort_values("t")
-    mid = len(batches) // 2
-    if len(batches) < 4:
-        return None
-    span = float(batches["t"].iloc[-1] - batches["t"].iloc[mid])
-    return float(batches["n"].iloc[mid + 1:].sum()) / span if span > 0 else None
-
-
 def measure_service(data: Path | None, executors: Sequence[str], portion: float, batch_size: int,
                     precision: str, log: Callable[[str], None] = print) -> dict:
     """Images/s of augment.run per executor (``local``, ``ray:N``) and of the model alone."""
     from augment.bench import make_checkpoint, model_only_rate, run_measured
-    from augment.execute import OutputLayout, make_payloads, read_records
+    from augment.execute import make_payloads
     from augment.keypoints import find_keypoint_file, read_annotations
     from augment.market import read_market
     from augment.plan import PlanSpec, TrainIndex, make_plan
@@ -159,16 +147,13 @@ def measure_service(data: Path | None, executors: Sequence[str], portion: float,
             if rc != 0:
                 raise SystemExit(f"error: {' '.join(cmd)} failed ({rc}):\n{output[-3000:]}")
             s = json.loads((out / "summary.json").read_text())
-            late = late_rate(read_records(OutputLayout(out)))
             row = {"executor": executor, "actors": int(actors) if actors else None,
                    "generated": s["generated_this_run"], "images_per_second": s["generated_images_per_second"],
-                   "second_half_images_per_second": None if late is None else round(late, 2),
                    "generate_seconds": s["generate_seconds"],
                    "overhead_seconds": s["executor_overhead_seconds"], "total_seconds": s["total_seconds"],
                    "peak_rss_mib": round(peak_mib, 1), "load_average": [before, load_average()]}
             runs.append(row)
-            log(f"[capacity] {spec:7s} {row['images_per_second']} img/s steady, "
-                f"{row['second_half_images_per_second']} img/s over the second half, start-up+shutdown "
+            log(f"[capacity] {spec:7s} {row['images_per_second']} img/s steady, start-up+shutdown "
                 f"{row['overhead_seconds']} s, generate {row['generate_seconds']} s, peak {peak_mib:.0f} MiB "
                 f"(load {before})")
             shutil.rmtree(out, ignore_errors=True)
@@ -319,12 +304,12 @@ def markdown(report: dict) -> str:
                   f"{service['precision']}, batch {service['batch_size']}; model alone "
                   f"{service['model_only_images_per_second']} img/s; service I/O "
                   f"{_ms(service['io_seconds_per_image'])} per image)", "",
-                  "| executor | actors | generated | img/s (steady) | img/s (second half) | whole run (s) "
+                  "| executor | actors | generated | img/s (steady) | generate (s) "
                   "| start-up + shutdown (s) | peak RSS (MiB) | load |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|"]
         for r in service["runs"]:
             lines.append(f"| {r['executor']} | {r['actors'] or '-'} | {r['generated']} | {r['images_per_second']} | "
-                         f"{r['second_half_images_per_second'] or '-'} | {r['generate_seconds']} | "
+                         f"{r['generate_seconds']} | "
                          f"{r['overhead_seconds']} | {r['peak_rss_mib']:.0f} | {r['load_average'][0]} |")
         lines.append("")
     lines += [f"**Generation per method** (market presets, 128x64, batch 32). CPU: measured on this machine "

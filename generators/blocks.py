@@ -8,11 +8,13 @@
   with/without dropout), so official state dicts load unchanged.
 - :func:`init_weights` — the official ``init_type='normal'``: every Conv*/Linear weight
   N(0, 0.02), BatchNorm2d weight N(1, 0.02) and bias 0; conv biases keep PyTorch's default.
+- :func:`frozen` — a discriminator as a fixed critic during the generator's step.
 """
 
 from __future__ import annotations
 
 import functools
+from contextlib import contextmanager
 from typing import Callable
 
 from torch import nn
@@ -79,3 +81,18 @@ def init_weights(net: nn.Module, kind: str = "normal", gain: float = 0.02) -> nn
             nn.init.zeros_(m.bias)
 
     return net.apply(init)
+
+
+@contextmanager
+def frozen(*nets: nn.Module | None):
+    """Parameters of ``nets`` need no gradient inside the block (G's step: D is a fixed critic).
+    Same updates as the official code, which lets D gradients accumulate and zeroes them later."""
+    params = [p for net in nets if net is not None for p in net.parameters()]
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)

@@ -102,7 +102,7 @@ from torch import nn
 
 from generators.base import Method, StepContext, TrainSchedule, register_method
 from generators.losses import bce_gan_loss, freeze, load_vgg19_features
-from generators.patn import frozen  # G step: D is a fixed critic
+from generators.blocks import frozen  # G step: D is a fixed critic
 from generators.warp import warp_parts
 
 NUM_JOINTS = 18

@@ -90,7 +90,6 @@ CycleGAN ResnetGenerator's (``model.<index>...``). Discriminators, losses and sc
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -100,7 +99,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from generators.base import Method, StepContext, TrainSchedule, register_method
-from generators.blocks import ResnetBlock, conv_bias, init_weights, norm_layer, pad_layers
+from generators.blocks import ResnetBlock, conv_bias, frozen, init_weights, norm_layer, pad_layers
 from generators.losses import ImagePool, PerceptualL1, bce_gan_loss, load_vgg19_features
 
 NUM_JOINTS = 18  # COCO-18 (augment.keypoints.JOINTS)
@@ -394,21 +393,6 @@ def _check_size(img: torch.Tensor, n_down: int) -> None:
     if h % 2 ** n_down or w % 2 ** n_down:
         raise ValueError(f"image size {h}x{w} must be divisible by {2 ** n_down} "
                          f"({n_down} downsamplings)")
-
-
-@contextmanager
-def frozen(*nets: nn.Module | None):
-    """Parameters of ``nets`` need no gradient inside the block (G's step: D is a fixed critic).
-    Same updates as the official code, which lets D gradients accumulate and zeroes them later."""
-    params = [p for net in nets if net is not None for p in net.parameters()]
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ from torch import nn
 
 from generators.base import Method, StepContext, TrainSchedule, lr_lambda, register_method
 from generators.losses import bce_gan_loss
-from generators.patn import frozen
+from generators.blocks import frozen
 
 NUM_JOINTS = 18  # COCO-18 (augment.keypoints.JOINTS)
 LEAK = 0.2       # wgan_gp.LeakyReLU default alpha

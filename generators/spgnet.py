@@ -141,13 +141,13 @@ from torch.nn.utils import spectral_norm
 
 from augment.keypoints import JOINT_INDEX, NUM_JOINTS
 from augment.pose import (
-    LIMBS, TORSO_POINTS, _fill_polygons, joint_disks, part_affines, part_masks,
+    LIMBS, TORSO_POINTS, fill_polygons, joint_disks, part_affines, part_masks,
 )
 from generators.base import Method, StepContext, TrainSchedule, register_method
 from generators.losses import (
     IMAGENET_MEAN, IMAGENET_STD, MissingWeightsError, bce_gan_loss, default_vgg19_path, freeze,
 )
-from generators.patn import frozen
+from generators.blocks import frozen
 
 VARIANT_NOTE = (
     "SPGNet here is the 'SPGNet-pose' variant. The official Market-1501 model conditions its "
@@ -194,7 +194,7 @@ def torso_quads(kps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     present = (kps[:, ids] >= 0).all(-1).all(-1)                         # (N,)
     nan = torch.full_like(corners, float("nan"))
     corners = torch.where(present[:, None, None], corners, nan)          # NaN polygons are empty
-    return _fill_polygons(corners[..., 1], corners[..., 0], n_ray=w, n_scan=h)
+    return fill_polygons(corners[..., 1], corners[..., 0], n_ray=w, n_scan=h)
 
 
 def region_labels(kps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

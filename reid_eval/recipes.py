@@ -36,6 +36,8 @@ from typing import Callable, Literal
 
 import torch
 
+from generators.train import cpu_supports_bf16  # one probe for the whole project (AMX / AVX512-BF16)
+
 __all__ = [
     'ModelRecipe', 'Recipe', 'RECIPES', 'MODEL_NAMES', 'get_recipe', 'RandomSizedRectCrop', 'TRAIN_TRANSFORMS',
     'build_transforms', 'cpu_supports_bf16', 'resolve_precision', 'IMAGENET_MEAN', 'IMAGENET_STD',
@@ -211,15 +213,6 @@ def build_transforms(recipe: Recipe, height: int, width: int):
 
 
 # ------------------------------------------------------------------------------------------------ precision
-def cpu_supports_bf16() -> bool:
-    """Native bf16 arithmetic on this CPU (AMX tiles or AVX512-BF16)."""
-    capability = torch.backends.cpu.get_cpu_capability()
-    if 'AMX' in capability or 'BF16' in capability:
-        return True
-    probes = ('_is_amx_tile_supported', '_is_avx512_bf16_supported')
-    return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
-
-
 def resolve_precision(choice: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype (None = fp32) for ``choice`` in auto | fp32 | bf16 on ``device``."""
     if choice not in ('auto', 'fp32', 'bf16'):

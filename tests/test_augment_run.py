@@ -191,3 +191,20 @@ def test_dataset_without_keypoints_refused(tiny_market, tmp_path):
     shutil.copytree(tiny_market, data, ignore=shutil.ignore_patterns("*.csv"))
     with pytest.raises(DatasetError, match="market-annotation-train.csv not found"):
         run(["--data", str(data), "--portion", "0.5", "--no-generate", "--out", str(tmp_path / "o")])
+
+
+def test_steady_state_window_runs_from_first_generation_to_last_write():
+    """A write stage that lags and writes every batch in one burst at the end (as Ray's can) must
+    not shrink the window to the burst: it runs from the first batch leaving the generator."""
+    import pandas as pd
+
+    from augment.run import steady_state
+
+    rows = []
+    for b in range(4):  # the generator finishes a batch of 8 every 2 s; all writes land at t=10
+        rows += [{"output_name": f"{b}_{i}.jpg", "batch_id": f"b{b}", "generated_at": 2.0 * (b + 1),
+                  "finished_at": 10.0 + 0.01 * b} for i in range(8)]
+    seconds, images = steady_state(pd.DataFrame(rows))
+    assert images == 24  # the first batch's images were made before the window opened
+    assert seconds == pytest.approx(10.03 - 2.0)
+    assert steady_state(pd.DataFrame(columns=["output_name", "batch_id", "generated_at", "finished_at"])) == (0.0, 0)

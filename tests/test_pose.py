@@ -407,8 +407,8 @@ def test_polygon_fill_vs_skimage_on_random_quads():
     quads += [np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], float)   # axis-aligned, integer
               for r0, r1, c0, c1 in rng.integers(-5, 70, (10, 4))]
     v = torch.tensor(np.stack(quads))
-    ours = P._fill_polygons(v[..., 1], v[..., 0], n_ray=W, n_scan=H).numpy()        # draw.polygon
-    ours_t = P._fill_polygons(v[..., 0], v[..., 1], n_ray=H, n_scan=W).numpy()      # grid_points_in_poly
+    ours = P.fill_polygons(v[..., 1], v[..., 0], n_ray=W, n_scan=H).numpy()        # draw.polygon
+    ours_t = P.fill_polygons(v[..., 0], v[..., 1], n_ray=H, n_scan=W).numpy()      # grid_points_in_poly
     disagreements = 0
     for q, quad in enumerate(quads):
         np.testing.assert_array_equal(ours[q], legacy_polygon(quad[:, 0], quad[:, 1], (H, W)))
