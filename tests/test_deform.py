@@ -24,6 +24,7 @@ from generators.deform import KerasInstanceNorm, VGGFeatures, nn_loss
 from generators.inference import transfer
 from generators.losses import MissingWeightsError, VGG19_FILE, vgg19_prefix
 from generators.warp import round_half_away_from_zero, warp_parts
+import generator_inputs
 
 H, W = 128, 64
 SPEC = {"G": 61.1e6, "G_none": 36.1e6, "D": 2.80e6}
@@ -38,11 +39,7 @@ def market():
 
 
 def random_kps(batch, h, w, seed):
-    g = torch.Generator().manual_seed(seed)
-    kps = torch.stack([torch.randint(h // 8, h - h // 8, (batch, 18), generator=g),
-                       torch.randint(w // 8, w - w // 8, (batch, 18), generator=g)], dim=-1)
-    kps[:, 16] = -1  # a missing joint (Lear)
-    return kps
+    return generator_inputs.random_kps(batch, h, w, seed, inset=True, missing=16)  # Lear missing
 
 
 def conditions(src_kps, tgt_kps, size):
@@ -529,11 +526,7 @@ def test_market_preset_is_the_official_recipe():
 
 
 def tiny_batch(batch=4, h=32, w=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    coarse = lambda: torch.rand(batch, 3, 4, 2, generator=g) * 1.6 - 0.8
-    smooth = lambda: F.interpolate(coarse(), size=(h, w), mode="bilinear", align_corners=False)
-    return {"src_img": smooth(), "tgt_img": smooth(), "src_kps": random_kps(batch, h, w, seed + 1),
-            "tgt_kps": random_kps(batch, h, w, seed + 2), "src_name": [""] * batch, "tgt_name": [""] * batch}
+    return generator_inputs.tiny_batch(batch, h, w, seed, kps=random_kps)
 
 
 def test_training_steps_lower_the_content_loss_and_update_both_networks():

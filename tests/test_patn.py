@@ -22,6 +22,7 @@ from generators.base import (
     TrainSchedule, apply_overrides, build, count_flops, count_parameters, get_method, lr_factor,
 )
 from generators.losses import MissingWeightsError, VGG19_FILE, vgg19_prefix
+from generator_inputs import random_kps, tiny_batch
 
 H, W = 128, 64
 BN_ENTRIES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -31,13 +32,6 @@ BN_ENTRIES = ("weight", "bias", "running_mean", "running_var", "num_batches_trac
 def market():
     return build("patn", "market", seed=0)
 
-
-def random_kps(batch: int, h: int, w: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    kps = torch.stack([torch.randint(0, h, (batch, 18), generator=g),
-                       torch.randint(0, w, (batch, 18), generator=g)], dim=-1)
-    kps[:, 3] = -1  # a missing joint
-    return kps
 
 
 def randomise_bn_stats(net: torch.nn.Module, seed: int) -> None:
@@ -369,19 +363,6 @@ def test_generate_uses_source_then_target_heatmaps():
 def tiny_bundle(method="patn", **extra):
     over = {"ngf": 4, "n_blocks": 2, "ndf": 4, "d_blocks": 1, "pool_size": 3, **extra}
     return build(method, "synth", seed=0, **over)
-
-
-def smooth_images(batch, h, w, g):
-    """Random low-frequency images in (-1, 1): learnable targets, unlike pixel noise."""
-    coarse = torch.rand(batch, 3, 4, 2, generator=g) * 1.6 - 0.8
-    return F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
-
-
-def tiny_batch(batch=4, h=32, w=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {"src_img": smooth_images(batch, h, w, g), "tgt_img": smooth_images(batch, h, w, g),
-            "src_kps": random_kps(batch, h, w, seed + 1), "tgt_kps": random_kps(batch, h, w, seed + 2),
-            "src_name": [f"s{i}" for i in range(batch)], "tgt_name": [f"t{i}" for i in range(batch)]}
 
 
 @pytest.mark.parametrize("method", ["patn", "resnet"])

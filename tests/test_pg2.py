@@ -22,6 +22,7 @@ from generators import pg2
 from generators.base import apply_overrides, build, count_flops, count_parameters, get_method
 from generators.checkpoint import load, save
 from generators.inference import transfer
+from generator_inputs import random_kps, tiny_batch
 
 H, W = 128, 64
 # Spec figures (3 significant digits) and the exact counts of the faithful networks.
@@ -34,12 +35,7 @@ def market():
     return build("pg2", "market", seed=0)
 
 
-def random_kps(batch: int, h: int, w: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    kps = torch.stack([torch.randint(0, h, (batch, 18), generator=g),
-                       torch.randint(0, w, (batch, 18), generator=g)], dim=-1)
-    kps[:, 3] = -1  # a missing joint
-    return kps
+
 
 
 # ------------------------------------------------------------------------------------------------
@@ -316,16 +312,6 @@ def tiny_config(**extra):
     return over
 
 
-def smooth_images(batch, h, w, g):
-    coarse = torch.rand(batch, 3, 4, 2, generator=g) * 1.6 - 0.8
-    return F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
-
-
-def tiny_batch(batch=4, h=32, w=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {"src_img": smooth_images(batch, h, w, g), "tgt_img": smooth_images(batch, h, w, g),
-            "src_kps": random_kps(batch, h, w, seed + 1), "tgt_kps": random_kps(batch, h, w, seed + 2),
-            "src_name": [f"s{i}" for i in range(batch)], "tgt_name": [f"t{i}" for i in range(batch)]}
 
 
 def setup(**extra):

@@ -26,6 +26,7 @@ from generators.base import apply_overrides, build, count_flops, count_parameter
 from generators.checkpoint import load, save
 from generators.inference import transfer
 from generators.losses import MissingWeightsError, VGG19_FILE
+import generator_inputs
 
 H, W = 128, 64
 OFFICIAL_G = 30_914_805   # regions=20 (CIHP), the official Market generator
@@ -64,16 +65,8 @@ def walking_kps(batch: int, h: int = H, w: int = W, seed: int = 0) -> torch.Tens
     return torch.stack([k[..., 0].clamp(0, h - 1), k[..., 1].clamp(0, w - 1)], -1)
 
 
-def smooth_images(batch, h, w, g):
-    coarse = torch.rand(batch, 3, 4, 2, generator=g) * 1.6 - 0.8
-    return F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
-
-
 def tiny_batch(batch=4, h=32, w=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {"src_img": smooth_images(batch, h, w, g), "tgt_img": smooth_images(batch, h, w, g),
-            "src_kps": walking_kps(batch, h, w, seed + 1), "tgt_kps": walking_kps(batch, h, w, seed + 2),
-            "src_name": [f"s{i}" for i in range(batch)], "tgt_name": [f"t{i}" for i in range(batch)]}
+    return generator_inputs.tiny_batch(batch, h, w, seed, kps=walking_kps)
 
 
 def randomise(net: torch.nn.Module, seed: int) -> None:
@@ -571,7 +564,7 @@ def test_loss_terms_follow_the_official_weights():
     ctx = impl.make_context(nets, cfg, seed=0)
     batch = tiny_batch(seed=5)
     nets.eval()                                                          # running stats, no noise
-    G, D = nets["G"], nets["D"]
+    D = nets["D"]
     with torch.no_grad():
         fake = b.generate(batch["src_img"], batch["src_kps"], batch["tgt_kps"])
         joints = joint_disks(batch["tgt_kps"], (32, 16))
