@@ -302,8 +302,8 @@ def _finish_cell(p: _Pending, metrics: dict, seconds: float, source: Path | None
     info = {'settings': p.settings, 'train_key': list(p.key), 'set_dir': str(p.set_dir), 'cell_dir': str(p.cell_dir),
             'set_seconds': round(p.set_seconds, 2), 'seconds': round(seconds, 2),
             'reused_from': str(source) if source is not None else None, 'rank1_pct': 100 * metrics['rank1']}
-    if source is not None:
-        metrics = {**metrics, 'reused_from': str(source)}
+    if source is not None:  # the metrics as the training wrote them (JSON), not the in-memory dict (numpy arrays)
+        metrics = {**json.loads((source / 'metrics.json').read_text()), 'reused_from': str(source)}
         (p.cell_dir / 'metrics.json').write_text(json.dumps(metrics, indent=1))
     (p.cell_dir / CELL_FILE).write_text(json.dumps(info, indent=1))
     return info

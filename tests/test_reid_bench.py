@@ -52,6 +52,18 @@ def test_tiny_bench_end_to_end_then_resume_and_reuse(tiny_market, tmp_path, monk
     assert (tmp_path / 'sets' / 'portion1-patn-s0' / 'bounding_box_train').is_dir()
 
 
+def test_cells_sharing_a_set_in_one_run_train_once(tiny_market, tmp_path):
+    """none and patn at p=1.0 are the same real set: one training, the second cell reuses its
+    metrics.json (as written, JSON, whatever the training returned in memory)."""
+    results = bench.run_bench(tiny_options(tiny_market, tmp_path, portions=(1.0,), methods=('none', 'patn')))
+    cells = tmp_path / 'bench' / 'cells' / 'inception-cpu'
+    none, patn = (json.loads((cells / f'portion1-{m}-s0' / 'metrics.json').read_text()) for m in ('none', 'patn'))
+    assert patn['reused_from'].endswith('portion1-none-s0') and 'reused_from' not in none
+    assert patn['rank1'] == none['rank1'] and patn['cmc'] == none['cmc']
+    assert not (cells / 'portion1-patn-s0' / 'checkpoint.pt').exists()  # it never trained
+    assert results.set_index('method').loc['patn', 'rank1_pct'] == results.set_index('method').loc['none', 'rank1_pct']
+
+
 def test_generating_cells_need_a_checkpoint_with_data(tiny_market, tmp_path):
     opts = tiny_options(tiny_market, tmp_path, methods=('none', 'patn'))
     with pytest.raises(BenchError, match='--checkpoint METHOD=PATH; missing for patn'):
