@@ -33,11 +33,12 @@ set (2 epochs, data loading and optimiser included) 15 ms per image; evaluating 
 images took 9.6 s. The seven training sets hold ~150 + 570 + 950 + 1,900 + 3 x 1,850 = ~9,100 images, so 16
 epochs are ~146,000 image-steps, ~36 min of CPU time, i.e. ~18-20 min of wall-clock time on two free cores
 (a full-size cell ~7.5 min in its process, p = 0.1 'none' under 1 min; effectively ~2.5 min per cell).
-Building the sets: the PATN sets at p = 0.1, 0.3, 0.5 generate ~1,700 + 1,300 + 950 images (PATN synth
-inference: 32.5 img/s bf16, 7.8 img/s fp32, generators.inference), ~2-3 min with bf16; reduced-only sets are
-links (seconds); rendering the embedded dataset takes ~15 s. Estimated total with the PATN checkpoint present:
-~25 min; on a fresh checkout the PATN synth checkpoint is trained first (~15 min): ~40 min. The lead's full
-run on a free machine is the reference figure; ``--epochs`` trades accuracy for time.
+Building the sets: the PATN sets at p = 0.1, 0.3, 0.5 generate ~1,700 + 1,300 + 950 images (PATN synth,
+bf16, batch 32: ~120 img/s end to end); reduced-only sets are links (seconds); rendering the embedded dataset
+takes ~20 s. Measured on the free 2-core machine (fresh clone, PATN
+checkpoint present): 17.4 min wall-clock, 32 CPU minutes (sets 0.5 min; full-size cells ~6.7 min each in their
+process, p = 0.1 'none' 40 s); without the checkpoint, PATN synth training adds ~11.5 min. ``--epochs`` trades
+accuracy for time.
 """
 from __future__ import annotations
 
