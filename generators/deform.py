@@ -80,7 +80,8 @@ Presets (parameters; forward GFLOPs per 128x64 image = 2 x conv/convT MACs, base
     market*: 90,000 iterations at batch 4, Adam 2e-4 (0.5, 0.999), no decay.
     Spec: G 61.1M (baseline 36.1M), D 2.80M. tests/test_deform.py recomputes every number here.
 
-The ``synth`` preset (embedded 128x64 dataset, 2-core CPU, <= 15 minutes): the official structure
+The ``synth`` preset (embedded 128x64 dataset, 2-core CPU; 1,132 s measured on the shared
+machine with one thread, ~14 min of CPU): the official structure
 (two encoders, 6 levels, 4 deformable skips, the same norms, dropout and discriminator) at reduced
 widths (encoders 16/32/64/64/64/64, decoder 64/64/64/32/16, D 8/16/32/64), trained with the
 official "dsc" recipe (mean pixel L1, weight 100, + GAN 1), batch 8, 1,800 iterations at the

@@ -21,7 +21,7 @@ Outputs under ``--out`` (default runs/bench):
 Resumable: a cell whose metrics.json and cell.json exist (with the same cell settings) is skipped; delete a
 cell folder to redo it. With no ``--data`` the embedded dataset is used (rendered if absent) and, for a
 generating method without ``--checkpoint``, augment.run trains the method's embedded-dataset generator
-first (runs/generators/<method>-synth; the PATN synth preset takes about 15 minutes on a 2-core CPU).
+first (runs/generators/<method>-synth; the PATN synth preset takes about 11.5 minutes on a free 2-core CPU).
 
 Default grid and its cost (CPU): Inception, recipe ``cpu`` (64x32 input, 16 epochs, batch 64, bf16 autocast
 on CPUs with native bf16), p in {0.1, 0.3, 0.5, 1.0} x {none, patn}: 8 cells, 7 trainings (p = 1.0 is the
