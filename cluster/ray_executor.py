@@ -70,6 +70,9 @@ def ray_session(address: str | None, *, num_cpus: int | None = None, num_gpus: i
         ray.shutdown()
 
 
+IN_FLIGHT_BYTES_PER_ACTOR = 64 * 2**20  # object-store budget of the pipeline, per generator actor
+
+
 def _decode(row: dict) -> dict:
     from augment.execute import decode_stage
 
@@ -131,6 +134,11 @@ def run_plan_on_ray(payloads: list[dict], opts: "ExecOptions") -> None:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         plan = actor_resources(ray.cluster_resources(), opts.actors, opts.device)
+        # Bounded in-flight data: without a limit the streaming executor lets the (fast) decode stage
+        # run ahead of the generators up to a share of the whole object store (GBs), so memory grew
+        # with the plan; a few dozen decoded batches per actor keep every actor fed.
+        ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
+            object_store_memory=IN_FLIGHT_BYTES_PER_ACTOR * max(2, plan["actors"]))
         print(f"[augment] Ray: {plan['actors']} generator actor(s) on {plan['device']}"
               f"{' (generator resource)' if 'resources' in plan else ''}; cluster {ray.cluster_resources()}")
         ds = ray.data.from_items([{"payload": pickle.dumps(p)} for p in payloads],
