@@ -32,6 +32,15 @@ from typing import Any, Callable, ClassVar, Mapping
 import torch
 from torch import nn
 
+
+class UsageError(ValueError):
+    """A bad command-line value; the message names the flag."""
+
+    def __init__(self, flag: str, message: str):
+        self.flag = flag
+        super().__init__(f"{flag}: {message}")
+
+
 # ----------------------------------------------------------------------------------------------
 # Training schedule and learning rate
 # ----------------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from generators.base import METHODS, Bundle, build, count_flops, count_parameters, load_builtin_methods
+from generators.base import METHODS, Bundle, UsageError, build, count_flops, count_parameters, load_builtin_methods
 
 # Agreement with eager fp32 on [-1,1] outputs (1 grey level = 2/255 = 0.0078): (max, mean) |diff|.
 # fp32 variants differ in summation order only. Under bf16 (8 significant bits) the spread-weight
@@ -62,14 +62,6 @@ FP32_TOLERANCE = (1e-4, 1e-5)
 LOW_PRECISION_TOLERANCE = (16 * 2 / 255, 2 * 2 / 255)   # max 16, mean 2 grey levels
 IMAGES_PER_REPEAT = 32
 AMP_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-
-
-class UsageError(ValueError):
-    """A bad command-line value; the message names the flag."""
-
-    def __init__(self, flag: str, message: str):
-        self.flag = flag
-        super().__init__(f"{flag}: {message}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 - :func:`init_weights` — the official ``init_type='normal'``: every Conv*/Linear weight
   N(0, 0.02), BatchNorm2d weight N(1, 0.02) and bias 0; conv biases keep PyTorch's default.
 - :func:`frozen` — a discriminator as a fixed critic during the generator's step.
+- :func:`check_divisible` — the input size a generator with ``levels`` halvings accepts.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import functools
 from contextlib import contextmanager
 from typing import Callable
 
+import torch
 from torch import nn
 
 NORMS = {
@@ -96,3 +98,11 @@ def frozen(*nets: nn.Module | None):
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
+
+
+def check_divisible(img: torch.Tensor, levels: int, what: str = "downsamplings") -> None:
+    """Raise ValueError unless img's (H, W) are divisible by 2**levels (``levels`` halvings)."""
+    h, w = img.shape[-2:]
+    factor = 2 ** levels
+    if h % factor or w % factor:
+        raise ValueError(f"image size {h}x{w} must be divisible by {factor} ({levels} {what})")

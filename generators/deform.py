@@ -103,7 +103,7 @@ from torch import nn
 
 from generators.base import Method, StepContext, TrainSchedule, register_method
 from generators.losses import bce_gan_loss, freeze, load_vgg19_features
-from generators.blocks import frozen  # G step: D is a fixed critic
+from generators.blocks import check_divisible, frozen  # G step: D is a fixed critic
 from generators.warp import warp_parts
 
 NUM_JOINTS = 18
@@ -163,7 +163,8 @@ class DeformConfig:
 
     @property
     def downsampling(self) -> int:
-        return 2 ** (len(self.enc_filters) - 1)
+        """Halvings of the image size in the encoder."""
+        return len(self.enc_filters) - 1
 
 
 MARKET_SCHEDULE = TrainSchedule(
@@ -424,13 +425,6 @@ def pose_inputs(G: DeformGenerator, src_kps, tgt_kps, size: tuple[int, int],
     return out
 
 
-def _check_size(img: torch.Tensor, factor: int) -> None:
-    h, w = img.shape[-2:]
-    if h % factor or w % factor:
-        raise ValueError(f"image size {h}x{w} must be divisible by {factor} (the generator halves it "
-                         f"{factor.bit_length() - 1} times)")
-
-
 # ----------------------------------------------------------------------------------------------
 # Method
 # ----------------------------------------------------------------------------------------------
@@ -451,7 +445,7 @@ class DeformableGAN(Method):
         G = nets["G"]
         device = next(G.parameters()).device
         src_img = src_img.to(device)
-        _check_size(src_img, G.downsampling)
+        check_divisible(src_img, G.downsampling)
         cond = pose_inputs(G, src_kps, tgt_kps, src_img.shape[-2:], device)
         return G(src_img, **cond)
 
@@ -482,7 +476,7 @@ class DeformableGAN(Method):
         cfg: DeformConfig = ctx.config
         G, D = nets["G"], nets["D"]
         P1, P2 = ctx.to_device(batch["src_img"]), ctx.to_device(batch["tgt_img"])
-        _check_size(P1, G.downsampling)
+        check_divisible(P1, G.downsampling)
         cond = pose_inputs(G, batch["src_kps"], batch["tgt_kps"], P1.shape[-2:], ctx.device)
         BP1, BP2 = ctx.to_device(cond["src_pose"]), ctx.to_device(cond["tgt_pose"])
         n = P1.shape[0]

@@ -62,6 +62,7 @@ import torch
 from augment.imageio import encode_image, write_atomic
 from augment.market import DatasetError
 from augment.pose import pose_mask_eval
+from generators.base import UsageError
 from generators.checkpoint import CheckpointError, bundle_from_checkpoint, read_checkpoint
 from generators.data import PairDataset, load_pairs
 from generators.inference import Transferer, model_to_uint8, uint8_to_model
@@ -87,14 +88,6 @@ NOT_COMPUTED = {
 }
 OFFICIAL_JPEG_QUALITY = 75  # PIL's default, what the official Image.save used
 GRID_GAP = 2
-
-
-class UsageError(ValueError):
-    """A bad command-line value; the message names the flag."""
-
-    def __init__(self, flag: str, message: str):
-        self.flag = flag
-        super().__init__(f"{flag}: {message}")
 
 
 @dataclass

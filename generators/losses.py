@@ -54,11 +54,11 @@ def default_vgg19_path() -> Path:
 
 def vgg19_prefix(num_layers: int = 4) -> nn.Sequential:
     """The first ``num_layers`` modules of torchvision's ``vgg19().features`` (same indices),
-    randomly initialised. 4 -> conv1_1, ReLU, conv1_2, ReLU (relu1_2)."""
+    randomly initialised. 4 -> conv1_1, ReLU, conv1_2, ReLU (relu1_2); 30 -> up to relu5_1."""
     layers: list[nn.Module] = []
     channels = 3
-    # VGG-19 ("E") up to block 3; enough for any relu up to relu3_4.
-    for width in (64, 64, "M", 128, 128, "M", 256, 256, 256, 256):
+    # VGG-19 ("E") up to conv5_1 + ReLU: every layer a perceptual or content loss here uses.
+    for width in (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512):
         if width == "M":
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         else:

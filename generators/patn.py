@@ -100,7 +100,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from generators.base import Method, StepContext, TrainSchedule, register_method
-from generators.blocks import ResnetBlock, conv_bias, frozen, init_weights, norm_layer, pad_layers
+from generators.blocks import ResnetBlock, check_divisible, conv_bias, frozen, init_weights, norm_layer, pad_layers
 from generators.losses import ImagePool, PerceptualL1, bce_gan_loss, load_vgg19_features
 
 NUM_JOINTS = 18  # COCO-18 (augment.keypoints.JOINTS)
@@ -389,13 +389,6 @@ def pose_heatmaps(kps, size: tuple[int, int], sigma: float, device: torch.device
     return heatmaps(kps, size=(int(size[0]), int(size[1])), sigma=sigma)  # denormal-free
 
 
-def _check_size(img: torch.Tensor, n_down: int) -> None:
-    h, w = img.shape[-2:]
-    if h % 2 ** n_down or w % 2 ** n_down:
-        raise ValueError(f"image size {h}x{w} must be divisible by {2 ** n_down} "
-                         f"({n_down} downsamplings)")
-
-
 # ----------------------------------------------------------------------------------------------
 # Methods
 # ----------------------------------------------------------------------------------------------
@@ -423,7 +416,7 @@ class PATN(Method):
         G = nets["G"]
         device = next(G.parameters()).device
         src_img = src_img.to(device)
-        _check_size(src_img, G.n_downsampling)
+        check_divisible(src_img, G.n_downsampling)
         return G(src_img, self.pose_pair(G, src_kps, tgt_kps, src_img.shape[-2:], device))
 
     def required_weights(self, cfg: PATNConfig) -> list[str]:
@@ -447,7 +440,7 @@ class PATN(Method):
         G, D_PB, D_PP = nets["G"], nets["D_PB"] if "D_PB" in nets else None, \
             nets["D_PP"] if "D_PP" in nets else None
         P1, P2 = ctx.to_device(batch["src_img"]), ctx.to_device(batch["tgt_img"])
-        _check_size(P1, G.n_downsampling)
+        check_divisible(P1, G.n_downsampling)
         size = P1.shape[-2:]
         BP1 = pose_heatmaps(batch["src_kps"], size, G.pose_sigma, ctx.device)
         BP2 = pose_heatmaps(batch["tgt_kps"], size, G.pose_sigma, ctx.device)

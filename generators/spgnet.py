@@ -145,9 +145,9 @@ from augment.pose import (
 )
 from generators.base import Method, StepContext, TrainSchedule, register_method
 from generators.losses import (
-    IMAGENET_MEAN, IMAGENET_STD, MissingWeightsError, bce_gan_loss, default_vgg19_path, freeze,
+    IMAGENET_MEAN, IMAGENET_STD, bce_gan_loss, freeze, load_vgg19_features,
 )
-from generators.blocks import frozen
+from generators.blocks import check_divisible, frozen
 
 VARIANT_NOTE = (
     "SPGNet here is the 'SPGNet-pose' variant. The official Market-1501 model conditions its "
@@ -612,49 +612,6 @@ def init_kaiming(net: nn.Module) -> nn.Module:
 # VGG-19 content loss (relu1_1 .. relu5_1)
 # ----------------------------------------------------------------------------------------------
 
-_VGG19_BLOCKS = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512)
-
-
-def vgg19_features_to_relu5_1() -> nn.Sequential:
-    """torchvision ``vgg19().features[:30]`` (same indices), random weights."""
-    layers: list[nn.Module] = []
-    channels = 3
-    for width in _VGG19_BLOCKS:
-        if width == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-        else:
-            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=False)]
-            channels = width
-    return nn.Sequential(*layers[:30])
-
-
-def load_vgg19_to_relu5_1(path=None) -> nn.Sequential:
-    """Frozen ``vgg19().features[:30]`` with ImageNet weights from ``path`` (default: torchvision's
-    cache file). Never downloads: MissingWeightsError when absent, ValueError naming the file when
-    it is not a VGG-19 state dict. (generators.losses.load_vgg19_features stops at relu3_4.)"""
-    from pathlib import Path
-
-    file = Path(path) if path is not None else default_vgg19_path()
-    if not file.is_file():
-        raise MissingWeightsError(file)
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"cannot read VGG-19 weights from {file}: {exc}") from exc
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{file} is not a VGG-19 state dict (got {type(state).__name__})")
-    net = vgg19_features_to_relu5_1()
-    sub = {}
-    for key, wanted in net.state_dict().items():
-        full = f"features.{key}"
-        if full not in state or tuple(state[full].shape) != tuple(wanted.shape):
-            raise ValueError(f"{file} is not a torchvision VGG-19 state dict: {full} "
-                             f"{'missing' if full not in state else 'has shape ' + str(tuple(state[full].shape))}")
-        sub[key] = state[full]
-    net.load_state_dict(sub)
-    return freeze(net)
-
-
 class VGGContentLoss(nn.Module):
     """sum_i w_i mean|phi_i(fake) - phi_i(real)|, phi_i = relu1_1 .. relu5_1 of a frozen VGG-19
     (official ``VGGLoss(loss_type='content')``; inputs [-1,1] -> [0,1] -> ImageNet mean/std).
@@ -753,13 +710,6 @@ class Conditions:
     vis: torch.Tensor | None        # (B,1,H,W)
 
 
-def _check_size(img: torch.Tensor, num_scales: int) -> None:
-    h, w = img.shape[-2:]
-    if h % 2 ** num_scales or w % 2 ** num_scales:
-        raise ValueError(f"image size {h}x{w} must be divisible by {2 ** num_scales} "
-                         f"({num_scales} scales)")
-
-
 @register_method
 class SPGNet(Method):
     """SPGNet-pose (see the module docstring)."""
@@ -794,7 +744,7 @@ class SPGNet(Method):
         G = nets["G"]
         device = next(G.parameters()).device
         src_img = src_img.to(device)
-        _check_size(src_img, G.num_scales)
+        check_divisible(src_img, G.num_scales, "scales")
         c = self.conditions(G, src_kps, tgt_kps, src_img.shape[-2:], device)
         if src_img.is_contiguous(memory_format=torch.channels_last):
             c.joints = c.joints.contiguous(memory_format=torch.channels_last)
@@ -818,7 +768,7 @@ class SPGNet(Method):
         ctx = super().make_context(nets, cfg, device=device, amp_dtype=amp_dtype, seed=seed,
                                    vgg_weights=vgg_weights)
         if cfg.uses_perceptual:  # raises MissingWeightsError before any training
-            features = load_vgg19_to_relu5_1(vgg_weights)
+            features = load_vgg19_features(vgg_weights, 30)  # relu1_1 .. relu5_1
             ctx.losses["content"] = VGGContentLoss(features, cfg.content_weights).to(ctx.device)
         return ctx
 
@@ -827,7 +777,7 @@ class SPGNet(Method):
         cfg: SPGNetConfig = ctx.config
         G, D = nets["G"], nets["D"] if "D" in nets else None
         src, tgt = ctx.to_device(batch["src_img"]), ctx.to_device(batch["tgt_img"])
-        _check_size(src, G.num_scales)
+        check_divisible(src, G.num_scales, "scales")
         tgt_kps = torch.as_tensor(batch["tgt_kps"]).to(ctx.device).long()
         if cfg.augment:
             tgt, tgt_kps = augment_target(tgt, tgt_kps, cfg.aug_scale, cfg.aug_shift)

@@ -68,7 +68,7 @@ from augment.imageio import encode_image, write_atomic
 from augment.keypoints import JOINTS, find_keypoint_file, read_dataset_annotations
 from augment.market import DatasetError, read_market
 from augment.pose import CONNECTIONS
-from generators.base import Bundle, apply_overrides, build, get_method, parse_override
+from generators.base import Bundle, UsageError, apply_overrides, build, get_method, parse_override
 from generators.checkpoint import CheckpointError, bundle_from_checkpoint, read_checkpoint, save
 from generators.data import (
     OFFICIAL_EPOCH_PAIRS, PairDataset, PairSampler, fixed_pairs, load_pairs, make_loader,
@@ -82,14 +82,6 @@ DEFAULT_PRESET = "synth"
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 INTERRUPTED_EXIT = 130  # the shell's status for a run stopped by SIGINT
-
-
-class UsageError(ValueError):
-    """A bad command-line value; the message names the flag."""
-
-    def __init__(self, flag: str, message: str):
-        self.flag = flag
-        super().__init__(f"{flag}: {message}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from augment.run import run
 from cluster import submit
 from cluster.local_head import LocalRayHead
 from cluster.ray_executor import FAULT_ENV
+from test_local_head import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB_DEADLINE_S = 150
@@ -50,17 +51,6 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 def train_hashes(out: Path) -> dict[str, str]:
     d = out / "bounding_box_train"
     return {p.name: sha256_file(p) for p in sorted(d.iterdir()) if not p.name.startswith(".")}
-
-
-def wait_terminal(client, sid: str, deadline_s: float = JOB_DEADLINE_S) -> JobStatus:
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < deadline_s:
-        status = client.get_job_status(sid)
-        if status.is_terminal():
-            return status
-        time.sleep(0.2)
-    client.stop_job(sid)
-    raise AssertionError(f"job {sid} not finished after {deadline_s} s:\n{client.get_job_logs(sid)[-3000:]}")
 
 
 def driver_process(client, sid: str, head: LocalRayHead, out: Path) -> psutil.Process:
@@ -103,7 +93,7 @@ def test_killed_driver_job_resumes_to_the_local_result(head, tiny_market, tiny_c
     at_kill = len(list(shards.glob("*.parquet")))
     print(f"[cluster jobs] first batch after {time.perf_counter() - t0:.1f} s; driver {driver.pid} killed "
           f"with {at_kill} batch(es) written")
-    status = wait_terminal(client, first.submission_id)
+    status = wait_for(client, first.submission_id, JOB_DEADLINE_S)
     assert status != JobStatus.SUCCEEDED and status == JobStatus.FAILED
     assert not (out / "summary.json").exists()  # the run never got to its end
     written = len(list(shards.glob("*.parquet")))  # in-flight writes may have landed after the kill
@@ -115,7 +105,7 @@ def test_killed_driver_job_resumes_to_the_local_result(head, tiny_market, tiny_c
     env["env_vars"][FAULT_ENV] = str(marker)  # the driver passes it on to the Ray Data actors
     t1 = time.perf_counter()
     second = client.submit_job(entrypoint=shlex.join(command), submission_id="augment-resumed", runtime_env=env)
-    status = wait_terminal(client, second)
+    status = wait_for(client, second, JOB_DEADLINE_S)
     logs = client.get_job_logs(second)
     assert status == JobStatus.SUCCEEDED, logs[-3000:]
     print(f"[cluster jobs] resumed job SUCCEEDED in {time.perf_counter() - t1:.1f} s")

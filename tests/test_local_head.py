@@ -29,14 +29,16 @@ ROOT = Path(__file__).resolve().parent.parent
 JOB_DEADLINE_S = 120
 
 
-def wait_for(client: JobSubmissionClient, sid: str) -> JobStatus:
+def wait_for(client: JobSubmissionClient, sid: str, deadline_s: float = JOB_DEADLINE_S) -> JobStatus:
+    """The job's terminal status; on timeout the job is stopped and the test fails with its log tail."""
     t0 = time.perf_counter()
-    while time.perf_counter() - t0 < JOB_DEADLINE_S:
+    while time.perf_counter() - t0 < deadline_s:
         status = client.get_job_status(sid)
         if status.is_terminal():
             return status
         time.sleep(0.2)
-    raise AssertionError(f"job {sid} not finished after {JOB_DEADLINE_S} s")
+    client.stop_job(sid)
+    raise AssertionError(f"job {sid} not finished after {deadline_s} s:\n{client.get_job_logs(sid)[-3000:]}")
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from generators import spgnet
 from generators.base import apply_overrides, build, count_flops, count_parameters, get_method
 from generators.checkpoint import load, save
 from generators.inference import transfer
-from generators.losses import MissingWeightsError, VGG19_FILE
+from generators.losses import MissingWeightsError, VGG19_FILE, vgg19_prefix
 import generator_inputs
 
 H, W = 128, 64
@@ -607,7 +607,7 @@ def test_missing_vgg_and_content_loss(tmp_path, monkeypatch):
     from torchvision.models.vgg import cfgs, make_layers
 
     reference = make_layers(cfgs["E"])[:30]
-    vgg = spgnet.vgg19_features_to_relu5_1()
+    vgg = vgg19_prefix(30)
     assert [type(m) for m in vgg] == [type(m) for m in reference]
     assert {k: v.shape for k, v in vgg.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
     assert all(isinstance(reference[stop - 1], torch.nn.ReLU) for _, stop in spgnet.VGG_CONTENT_SLICES)
