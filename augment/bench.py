@@ -27,7 +27,6 @@ import threading
 import time
 from pathlib import Path
 
-
 from augment.execute import decode_stage, make_payloads
 from augment.keypoints import find_keypoint_file, read_annotations
 from augment.market import read_market
@@ -126,13 +125,22 @@ def main(argv: list[str] | None = None) -> dict:
     index = TrainIndex.from_dataset(dataset, read_annotations(find_keypoint_file(data, "annotation", "train")))
     plan = make_plan(index, PlanSpec("poses", per_image=a.per_image, method=a.method))
     payloads = make_payloads(plan.generated(), dataset, a.batch_size)
-    print(f"[bench] {a.method} ({ckpt}) on {data}: base plan {len(plan.generated())} generated images, "
-          f"batch {a.batch_size}, device {a.device}, {a.precision}")
+    print(
+        f"[bench] {a.method} ({ckpt}) on {data}: base plan {len(plan.generated())} generated images, "
+        f"batch {a.batch_size}, device {a.device}, {a.precision}"
+    )
     model_rate = model_only_rate(ckpt, payloads, device, precision)
     print(f"[bench] model-only: {model_rate:.1f} img/s")
 
-    results = {"checkpoint": str(ckpt), "data": str(data), "batch_size": a.batch_size, "device": a.device,
-               "precision": a.precision, "model_only_images_per_second": round(model_rate, 2), "executors": {}}
+    results = {
+        "checkpoint": str(ckpt),
+        "data": str(data),
+        "batch_size": a.batch_size,
+        "device": a.device,
+        "precision": a.precision,
+        "model_only_images_per_second": round(model_rate, 2),
+        "executors": {},
+    }
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)  # a private local Ray, never someone else's
     sizes = [a.per_image] + ([] if a.no_memory else [a.per_image * a.scale])
@@ -140,18 +148,44 @@ def main(argv: list[str] | None = None) -> dict:
         row = {}
         for k in sizes:
             out = tmp / f"{ex}-k{k}"
-            cmd = [sys.executable, "-m", "augment.run", "--method", a.method, "--data", str(data),
-                   "--checkpoint", str(ckpt), "--poses-per-image", str(k), "--executor", ex, "--out", str(out),
-                   "--batch-size", str(a.batch_size), "--device", a.device, "--precision", a.precision]
+            cmd = [
+                sys.executable,
+                "-m",
+                "augment.run",
+                "--method",
+                a.method,
+                "--data",
+                str(data),
+                "--checkpoint",
+                str(ckpt),
+                "--poses-per-image",
+                str(k),
+                "--executor",
+                ex,
+                "--out",
+                str(out),
+                "--batch-size",
+                str(a.batch_size),
+                "--device",
+                a.device,
+                "--precision",
+                a.precision,
+            ]
             rc, peak_mib, log = run_measured(cmd, env)
             if rc != 0:
                 raise SystemExit(f"error: {' '.join(cmd)} failed ({rc}):\n{log[-3000:]}")
             s = json.loads((out / "summary.json").read_text())
-            row[f"k{k}"] = {"generated": s["generated_this_run"], "images_per_second": s["generated_images_per_second"],
-                            "overhead_seconds": s["executor_overhead_seconds"], "peak_rss_mib": round(peak_mib, 1)}
-            print(f"[bench] {ex:5s} K={k:<3d} {s['generated_this_run']:6d} images  "
-                  f"{s['generated_images_per_second']:7.1f} img/s  start-up+shutdown "
-                  f"{s['executor_overhead_seconds']:5.1f} s  peak {peak_mib:7.1f} MiB")
+            row[f"k{k}"] = {
+                "generated": s["generated_this_run"],
+                "images_per_second": s["generated_images_per_second"],
+                "overhead_seconds": s["executor_overhead_seconds"],
+                "peak_rss_mib": round(peak_mib, 1),
+            }
+            print(
+                f"[bench] {ex:5s} K={k:<3d} {s['generated_this_run']:6d} images  "
+                f"{s['generated_images_per_second']:7.1f} img/s  start-up+shutdown "
+                f"{s['executor_overhead_seconds']:5.1f} s  peak {peak_mib:7.1f} MiB"
+            )
             import shutil
 
             shutil.rmtree(out, ignore_errors=True)
@@ -162,14 +196,18 @@ def main(argv: list[str] | None = None) -> dict:
             row["peak_memory_ratio_large_over_base"] = round(big["peak_rss_mib"] / base["peak_rss_mib"], 3)
         results["executors"][ex] = row
 
-    print("\n| executor | model-only img/s | end-to-end img/s | end-to-end / model-only (goal >= 0.80) "
-          f"| peak MiB K={sizes[0]} | peak MiB K={sizes[-1]} | memory ratio (goal <= 1.10) |")
+    print(
+        "\n| executor | model-only img/s | end-to-end img/s | end-to-end / model-only (goal >= 0.80) "
+        f"| peak MiB K={sizes[0]} | peak MiB K={sizes[-1]} | memory ratio (goal <= 1.10) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for ex, row in results["executors"].items():
         base, big = row[f"k{sizes[0]}"], row[f"k{sizes[-1]}"]
-        print(f"| {ex} | {model_rate:.1f} | {base['images_per_second']:.1f} | {row['end_to_end_over_model_only']:.2f} "
-              f"| {base['peak_rss_mib']:.0f} | {big['peak_rss_mib']:.0f} | "
-              f"{row.get('peak_memory_ratio_large_over_base', float('nan')):.3f} |")
+        print(
+            f"| {ex} | {model_rate:.1f} | {base['images_per_second']:.1f} | {row['end_to_end_over_model_only']:.2f} "
+            f"| {base['peak_rss_mib']:.0f} | {big['peak_rss_mib']:.0f} | "
+            f"{row.get('peak_memory_ratio_large_over_base', float('nan')):.3f} |"
+        )
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=1))
     print(f"\n[bench] results: {a.out}")

@@ -42,8 +42,17 @@ _images_written = 0
 
 # generated_at: when the generator finished the batch; finished_at: when its files and shard were written
 # (under Ray the write tasks can lag the generator and catch up in a burst: rates use both, see steady_state)
-RECORD_COLUMNS = ["output_name", "status", "reason", "output_hash", "seconds", "batch_id", "worker",
-                  "generated_at", "finished_at"]
+RECORD_COLUMNS = [
+    "output_name",
+    "status",
+    "reason",
+    "output_hash",
+    "seconds",
+    "batch_id",
+    "worker",
+    "generated_at",
+    "finished_at",
+]
 DONE, FAILED = "done", "failed"
 
 
@@ -92,8 +101,9 @@ class RunIdentity:
     dataset_fingerprint: str
 
 
-def prepare_output(plan: Plan, dataset: MarketDataset, layout: OutputLayout, identity: RunIdentity,
-                   *, overwrite: bool = False) -> int:
+def prepare_output(
+    plan: Plan, dataset: MarketDataset, layout: OutputLayout, identity: RunIdentity, *, overwrite: bool = False
+) -> int:
     """Create (or re-open) the output folder; returns the number of stale temporary files removed.
 
     Refuses, before any work, a folder written from another plan, checkpoint or dataset
@@ -166,16 +176,18 @@ def make_payloads(rows: pd.DataFrame, dataset: MarketDataset, batch_size: int) -
         raise DatasetError(f"plan names source images not in {dataset.root} train split, e.g. {missing[0]}")
     payloads = []
     for start in range(0, len(rows), batch_size):
-        chunk = rows.iloc[start:start + batch_size]
+        chunk = rows.iloc[start : start + batch_size]
         names = chunk["output_name"].tolist()
-        payloads.append({
-            "batch_id": f"{names[0]}+{len(names)}",
-            "output_name": names,
-            "source_path": [paths[s] for s in chunk["source_name"]],
-            "source_kps": np.stack(chunk["source_kps"].to_numpy()).reshape(-1, NUM_JOINTS, 2).astype(np.int64),
-            "target_kps": np.stack(chunk["target_kps"].to_numpy()).reshape(-1, NUM_JOINTS, 2).astype(np.int64),
-            "seed": chunk["seed"].to_numpy(np.int64),
-        })
+        payloads.append(
+            {
+                "batch_id": f"{names[0]}+{len(names)}",
+                "output_name": names,
+                "source_path": [paths[s] for s in chunk["source_name"]],
+                "source_kps": np.stack(chunk["source_kps"].to_numpy()).reshape(-1, NUM_JOINTS, 2).astype(np.int64),
+                "target_kps": np.stack(chunk["target_kps"].to_numpy()).reshape(-1, NUM_JOINTS, 2).astype(np.int64),
+                "seed": chunk["seed"].to_numpy(np.int64),
+            }
+        )
     return payloads
 
 
@@ -208,8 +220,13 @@ class GenerateStage:
     Ray Data constructs one per actor (``map_batches`` with a callable class).
     """
 
-    def __init__(self, checkpoint: str | os.PathLike, device: str | None = None, precision: str | None = None,
-                 torch_threads: int | None = None):
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike,
+        device: str | None = None,
+        precision: str | None = None,
+        torch_threads: int | None = None,
+    ):
         import torch
 
         from generators.inference import Transferer
@@ -262,7 +279,9 @@ def _maybe_crash() -> None:
         os._exit(137)
 
 
-def place_real_rows(rows: pd.DataFrame, dataset: MarketDataset, layout: OutputLayout, mode: str = "hardlink") -> pd.DataFrame:
+def place_real_rows(
+    rows: pd.DataFrame, dataset: MarketDataset, layout: OutputLayout, mode: str = "hardlink"
+) -> pd.DataFrame:
     """Link (or copy) the kept real images into the output train folder; idempotent."""
     paths = {r.name: r.path for r in dataset.train}
     recs = []
@@ -302,12 +321,14 @@ def write_train_annotations(manifest: pd.DataFrame, layout: OutputLayout) -> Pat
         np.stack(done["source_kps"].to_numpy()) if len(done) else np.zeros((0, 2 * NUM_JOINTS)),
         np.stack(done["target_kps"].to_numpy()) if len(done) else np.zeros((0, 2 * NUM_JOINTS)),
     ).reshape(-1, NUM_JOINTS, 2)
-    return write_annotations(layout.root / "market-annotation-train.csv",
-                             Annotations(done["output_name"].tolist(), kps))
+    return write_annotations(
+        layout.root / "market-annotation-train.csv", Annotations(done["output_name"].tolist(), kps)
+    )
 
 
-def write_preview(manifest: pd.DataFrame, dataset: MarketDataset, layout: OutputLayout, *, rows: int = 8,
-                  seed: int = 0) -> Path | None:
+def write_preview(
+    manifest: pd.DataFrame, dataset: MarketDataset, layout: OutputLayout, *, rows: int = 8, seed: int = 0
+) -> Path | None:
     """PNG grid of random generated images: source | target pose (the real image) | generated."""
     import cv2
 
@@ -318,7 +339,11 @@ def write_preview(manifest: pd.DataFrame, dataset: MarketDataset, layout: Output
     paths = {r.name: r.path for r in dataset.train}
     tiles = []
     for r in pick.itertuples():
-        row = [read_rgb(paths[r.source_name]), read_rgb(paths[r.target_pose_name]), read_rgb(layout.train_dir / r.output_name)]
+        row = [
+            read_rgb(paths[r.source_name]),
+            read_rgb(paths[r.target_pose_name]),
+            read_rgb(layout.train_dir / r.output_name),
+        ]
         tiles.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in row], axis=1))
     grid = np.concatenate(tiles, axis=0)
     header = np.full((16, grid.shape[1], 3), 255, np.uint8)

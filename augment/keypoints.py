@@ -17,10 +17,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import permutations
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,8 +28,24 @@ import pandas as pd
 from augment.market import DatasetError, ImageRecord, SkipCounter
 
 JOINTS = (
-    "nose", "neck", "Rsho", "Relb", "Rwri", "Lsho", "Lelb", "Lwri", "Rhip",
-    "Rkne", "Rank", "Lhip", "Lkne", "Lank", "Leye", "Reye", "Lear", "Rear",
+    "nose",
+    "neck",
+    "Rsho",
+    "Relb",
+    "Rwri",
+    "Lsho",
+    "Lelb",
+    "Lwri",
+    "Rhip",
+    "Rkne",
+    "Rank",
+    "Lhip",
+    "Lkne",
+    "Lank",
+    "Leye",
+    "Reye",
+    "Lear",
+    "Rear",
 )
 JOINT_INDEX = {n: i for i, n in enumerate(JOINTS)}
 NUM_JOINTS = len(JOINTS)
@@ -78,11 +94,11 @@ class Annotations:
             raise KeyError(f"no keypoints for {e.args[0]!r} in {self.source or 'annotations'}") from None
         return self.coords[idx]
 
-    def subset(self, names: Iterable[str]) -> "Annotations":
+    def subset(self, names: Iterable[str]) -> Annotations:
         names = list(names)
         return Annotations(names, self.get_many(names), self.source, self.skipped)
 
-    def merged(self, other: "Annotations") -> "Annotations":
+    def merged(self, other: Annotations) -> Annotations:
         dup = set(self.names) & set(other.names)
         if dup:
             raise DatasetError(f"{other.source}: {len(dup)} names also in {self.source} (e.g. {sorted(dup)[0]})")
@@ -91,8 +107,9 @@ class Annotations:
             sk.counts.update(s.counts)
             for k, v in s.examples.items():
                 sk.examples.setdefault(k, []).extend(v[: 3 - len(sk.examples.get(k, []))])
-        return Annotations(self.names + other.names, np.concatenate([self.coords, other.coords]),
-                           f"{self.source}+{other.source}", sk)
+        return Annotations(
+            self.names + other.names, np.concatenate([self.coords, other.coords]), f"{self.source}+{other.source}", sk
+        )
 
     def present(self) -> np.ndarray:
         """(N, 18) bool: joint annotated."""
@@ -137,9 +154,7 @@ def read_annotations(
     with open(path, newline="") as f:
         header = f.readline().rstrip("\r\n")
         if header.split(":") != ANNOTATION_HEADER:
-            raise DatasetError(
-                f"{path}:1: header must be {':'.join(ANNOTATION_HEADER)!r}, got {header[:80]!r}"
-            )
+            raise DatasetError(f"{path}:1: header must be {':'.join(ANNOTATION_HEADER)!r}, got {header[:80]!r}")
         for line_no, line in enumerate(f, start=2):
             line = line.rstrip("\r\n")
             if not line.strip():
@@ -232,9 +247,7 @@ def build_pairs(annotations: Annotations, *, sample: int | None = None, random_s
     ``sample`` (test pairs: 12,000), ``sample`` pairs are drawn without replacement with
     ``random_state``, as the community script does, so the same CSV gives the same pairs.
     """
-    valid = joints_present(annotations.coords) & np.array(
-        [is_pairable_name(n) for n in annotations.names], dtype=bool
-    )
+    valid = joints_present(annotations.coords) & np.array([is_pairable_name(n) for n in annotations.names], dtype=bool)
     names = [n for n, ok in zip(annotations.names, valid) if ok]
     persons: dict[str, list[str]] = {}
     for n in names:
@@ -279,7 +292,9 @@ def match_images(
     return kept, report
 
 
-def find_keypoint_file(root: str | os.PathLike, kind: str, split: str, keypoints_dir: str | os.PathLike | None = None) -> Path:
+def find_keypoint_file(
+    root: str | os.PathLike, kind: str, split: str, keypoints_dir: str | os.PathLike | None = None
+) -> Path:
     """Locate ``market-{annotation,pairs}-{split}.csv`` in ``keypoints_dir`` or the dataset root."""
     fname = (ANNOTATION_FILES if kind == "annotation" else PAIRS_FILES)[split]
     for d in [keypoints_dir, root] if keypoints_dir else [root]:
@@ -290,8 +305,9 @@ def find_keypoint_file(root: str | os.PathLike, kind: str, split: str, keypoints
     raise DatasetError(f"{fname} not found in {where} (pass --keypoints DIR with the community CSVs)")
 
 
-def read_dataset_annotations(root: str | os.PathLike, keypoints_dir: str | os.PathLike | None = None,
-                             *, strict: bool = False) -> Annotations:
+def read_dataset_annotations(
+    root: str | os.PathLike, keypoints_dir: str | os.PathLike | None = None, *, strict: bool = False
+) -> Annotations:
     """Train and test annotation files of a dataset, merged into one table."""
     train = read_annotations(find_keypoint_file(root, "annotation", "train", keypoints_dir), strict=strict)
     test = read_annotations(find_keypoint_file(root, "annotation", "test", keypoints_dir), strict=strict)

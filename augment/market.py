@@ -24,9 +24,9 @@ import os
 import re
 import shutil
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -77,7 +77,7 @@ class MarketName:
         tag = f"_{self.tag}" if self.tag else ""
         return f"{pid}_c{self.camera}s{self.sequence}_{self.frame:06d}_{self.box:02d}{tag}{self.ext}"
 
-    def with_tag(self, tag: str, ext: str | None = None) -> "MarketName":
+    def with_tag(self, tag: str, ext: str | None = None) -> MarketName:
         if not re.fullmatch(r"[A-Za-z0-9-]+", tag):
             raise ValueError(f"tag {tag!r} must be letters, digits and '-'")
         return MarketName(self.pid, self.camera, self.sequence, self.frame, self.box, tag, ext or self.ext)

@@ -31,21 +31,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from augment.keypoints import Annotations, NUM_JOINTS, joints_present
+from augment.keypoints import NUM_JOINTS, Annotations, joints_present
 from augment.market import MarketDataset, parse_market_name
 
 PLAN_COLUMNS = [
-    "output_name", "pid", "camera", "kind", "source_name", "target_pose_name", "label",
-    "method", "seed", "source_kps", "target_kps",
+    "output_name",
+    "pid",
+    "camera",
+    "kind",
+    "source_name",
+    "target_pose_name",
+    "label",
+    "method",
+    "seed",
+    "source_kps",
+    "target_kps",
 ]
 REAL, GENERATED = "real", "generated"
 TARGET_POSES = ("removed", "kept", "all")
@@ -72,7 +81,7 @@ class TrainIndex:
         return self.annotated & joints_present(self.keypoints)
 
     @classmethod
-    def from_dataset(cls, dataset: MarketDataset, annotations: Annotations) -> "TrainIndex":
+    def from_dataset(cls, dataset: MarketDataset, annotations: Annotations) -> TrainIndex:
         names = tuple(r.name for r in dataset.train)
         annotated = np.array([n in annotations for n in names], dtype=bool)
         kps = np.full((len(names), NUM_JOINTS, 2), -1, dtype=np.int32)
@@ -143,8 +152,11 @@ class Plan:
     def plan_hash(self) -> str:
         """Hash of the rows and spec: two plans with equal hashes produce the same images."""
         h = hashlib.sha256(json.dumps(asdict(self.spec), sort_keys=True).encode())
-        h.update(pd.util.hash_pandas_object(self.table[["output_name", "source_name", "target_pose_name", "seed"]],
-                                            index=False).values.tobytes())
+        h.update(
+            pd.util.hash_pandas_object(
+                self.table[["output_name", "source_name", "target_pose_name", "seed"]], index=False
+            ).values.tobytes()
+        )
         return h.hexdigest()[:16]
 
 
@@ -193,11 +205,19 @@ def reduced_portion_plan(index: TrainIndex, spec: PlanSpec) -> Plan:
         r = _rng(spec.seed, 0, 2)
         gen_tgt = pool[r.integers(len(pool), size=len(gen_tgt))].tolist()
     real_idx = np.flatnonzero(keep)
-    table = pd.concat([
-        _table(index, real_idx, np.full(len(real_idx), -1), real_idx, spec),
-        _table(index, np.array(gen_src, dtype=np.int64), np.array(gen_tgt, dtype=np.int64),
-               np.array(gen_base, dtype=np.int64), spec),
-    ], ignore_index=True)
+    table = pd.concat(
+        [
+            _table(index, real_idx, np.full(len(real_idx), -1), real_idx, spec),
+            _table(
+                index,
+                np.array(gen_src, dtype=np.int64),
+                np.array(gen_tgt, dtype=np.int64),
+                np.array(gen_base, dtype=np.int64),
+                spec,
+            ),
+        ],
+        ignore_index=True,
+    )
     summary = _summary(index, spec, table, skipped)
     summary["kept_real"] = int(keep.sum())
     summary["removed_real"] = int(n - keep.sum())
@@ -221,15 +241,19 @@ def pose_sampling_plan(index: TrainIndex, spec: PlanSpec) -> Plan:
     gen_src = np.repeat(sources, k)
     gen_tgt = tgt.reshape(-1)
     real_idx = np.arange(n)
-    table = pd.concat([
-        _table(index, real_idx, np.full(n, -1), real_idx, spec),
-        _table(index, gen_src, gen_tgt, gen_src, spec, per_base=k),
-    ], ignore_index=True)
+    table = pd.concat(
+        [
+            _table(index, real_idx, np.full(n, -1), real_idx, spec),
+            _table(index, gen_src, gen_tgt, gen_src, spec, per_base=k),
+        ],
+        ignore_index=True,
+    )
     return Plan(spec, table, _summary(index, spec, table, skipped))
 
 
-def _table(index: TrainIndex, src: np.ndarray, tgt: np.ndarray, base: np.ndarray, spec: PlanSpec,
-           per_base: int = 1) -> pd.DataFrame:
+def _table(
+    index: TrainIndex, src: np.ndarray, tgt: np.ndarray, base: np.ndarray, spec: PlanSpec, per_base: int = 1
+) -> pd.DataFrame:
     """Rows for real (tgt == -1) or generated images; ``base`` gives name and camera."""
     n = len(src)
     names = np.array(index.names, dtype=object)
@@ -244,19 +268,22 @@ def _table(index: TrainIndex, src: np.ndarray, tgt: np.ndarray, base: np.ndarray
     kps_tgt = np.where(is_gen[:, None], index.keypoints[safe_tgt].reshape(n, 2 * NUM_JOINTS), -1).astype(np.int16)
     # row seed: a stable function of (plan seed, output name) so it survives re-planning
     seeds = np.array([_name_seed(spec.seed, o) for o in out], dtype=np.int64) * is_gen
-    return pd.DataFrame({
-        "output_name": out,
-        "pid": index.pids[src].astype(np.int32),
-        "camera": index.cameras[base].astype(np.int16),
-        "kind": np.where(is_gen, GENERATED, REAL).tolist(),
-        "source_name": names[src].tolist(),
-        "target_pose_name": np.where(is_gen, names[safe_tgt], "").tolist(),
-        "label": index.pids[src].astype(np.int32),
-        "method": np.where(is_gen, spec.method, "").tolist(),
-        "seed": seeds,
-        "source_kps": list(kps_src),
-        "target_kps": list(kps_tgt),
-    }, columns=PLAN_COLUMNS)
+    return pd.DataFrame(
+        {
+            "output_name": out,
+            "pid": index.pids[src].astype(np.int32),
+            "camera": index.cameras[base].astype(np.int16),
+            "kind": np.where(is_gen, GENERATED, REAL).tolist(),
+            "source_name": names[src].tolist(),
+            "target_pose_name": np.where(is_gen, names[safe_tgt], "").tolist(),
+            "label": index.pids[src].astype(np.int32),
+            "method": np.where(is_gen, spec.method, "").tolist(),
+            "seed": seeds,
+            "source_kps": list(kps_src),
+            "target_kps": list(kps_tgt),
+        },
+        columns=PLAN_COLUMNS,
+    )
 
 
 def _name_seed(seed: int, name: str) -> int:

@@ -48,7 +48,7 @@ catches an exactly singular matrix).
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -56,13 +56,33 @@ import torch.nn.functional as F
 
 from augment.keypoints import IMAGE_SIZE, JOINT_INDEX, MISSING, NUM_JOINTS
 
-Array = Union[np.ndarray, torch.Tensor]
+Array = np.ndarray | torch.Tensor
 
 # The 23 connections of PG2 `_getPoseMask` and PATN/DEF `produce_ma_mask` (1-indexed, as published).
 CONNECTIONS_1INDEXED = (
-    (2, 3), (2, 6), (3, 4), (4, 5), (6, 7), (7, 8), (2, 9), (9, 10), (10, 11), (2, 12), (12, 13),
-    (13, 14), (2, 1), (1, 15), (15, 17), (1, 16), (16, 18), (2, 17), (2, 18), (9, 12), (12, 6),
-    (9, 3), (17, 18),
+    (2, 3),
+    (2, 6),
+    (3, 4),
+    (4, 5),
+    (6, 7),
+    (7, 8),
+    (2, 9),
+    (9, 10),
+    (10, 11),
+    (2, 12),
+    (12, 13),
+    (13, 14),
+    (2, 1),
+    (1, 15),
+    (15, 17),
+    (1, 16),
+    (16, 18),
+    (2, 17),
+    (2, 18),
+    (9, 12),
+    (12, 6),
+    (9, 3),
+    (17, 18),
 )
 CONNECTIONS = tuple((a - 1, b - 1) for a, b in CONNECTIONS_1INDEXED)
 
@@ -71,20 +91,28 @@ JOINT_RADIUS = 4
 MORPH_SIZE = 5  # square(5) of the dilate-then-erode closing
 
 # Deformable GAN body parts, in the order of `pose_masks` / `affine_transforms`.
-LIMBS = (("Rhip", "Rkne"), ("Lhip", "Lkne"), ("Rkne", "Rank"), ("Lkne", "Lank"),
-         ("Rsho", "Relb"), ("Lsho", "Lelb"), ("Relb", "Rwri"), ("Lelb", "Lwri"))
+LIMBS = (
+    ("Rhip", "Rkne"),
+    ("Lhip", "Lkne"),
+    ("Rkne", "Rank"),
+    ("Lkne", "Lank"),
+    ("Rsho", "Relb"),
+    ("Lsho", "Lelb"),
+    ("Relb", "Rwri"),
+    ("Lelb", "Lwri"),
+)
 PART_NAMES = ("torso", "head") + tuple(f"{a}-{b}" for a, b in LIMBS)
 NUM_PARTS = len(PART_NAMES)
 TORSO_POINTS = ("Rhip", "Lhip", "Lsho", "Rsho")
 HEAD_JOINTS = ("nose", "Leye", "Reye", "Lear", "Rear")
 LIMB_MIRROR = (1, 0, 3, 2, 5, 4, 7, 6)  # limb index of the same limb on the other side
-MASK_INC_TO = (0.1, 0.1, 0.5, 0.5, 0.1, 0.1, 0.5, 0.5)    # `pose_masks`
+MASK_INC_TO = (0.1, 0.1, 0.5, 0.5, 0.1, 0.1, 0.5, 0.5)  # `pose_masks`
 AFFINE_INC_TO = (0.1, 0.1, 0.3, 0.3, 0.1, 0.1, 0.3, 0.3)  # `affine_transforms`
-LIMB_INC_FROM = 0.1      # the rectangle starts 0.1 limb lengths before the `from` joint
-LIMB_HALF_WIDTH = 0.2    # corners at +-0.2 * torso scale along the unit normal
-HEAD_BOX_SCALE = 0.4     # head box half-size = int(0.4 * torso scale)
+LIMB_INC_FROM = 0.1  # the rectangle starts 0.1 limb lengths before the `from` joint
+LIMB_HALF_WIDTH = 0.2  # corners at +-0.2 * torso scale along the unit normal
+HEAD_BOX_SCALE = 0.4  # head box half-size = int(0.4 * torso scale)
 NO_POINT_AFFINE = ((1.0, 0.0, 1000.0), (0.0, 1.0, 1000.0))  # moves everything out of the image
-SINGULAR_EPS = 1e-8      # |det| or |c3| below this: the fit is singular
+SINGULAR_EPS = 1e-8  # |det| or |c3| below this: the fit is singular
 
 
 # ----------------------------------------------------------------------------------------------
@@ -107,8 +135,7 @@ def _keypoints(kps: Array, name: str = "kps") -> tuple[torch.Tensor, bool]:
         raise ValueError(f"{name} must be integers, got {k.dtype}")
     k = k.long()
     if bool((k < MISSING).any()):
-        raise ValueError(f"{name} has negative coordinates other than {MISSING} (missing): "
-                         f"min {int(k.min())}")
+        raise ValueError(f"{name} has negative coordinates other than {MISSING} (missing): min {int(k.min())}")
     return k, is_numpy
 
 
@@ -131,8 +158,10 @@ def _present(k: torch.Tensor) -> torch.Tensor:
 def _grid(size: tuple[int, int], device, dtype=torch.long) -> tuple[torch.Tensor, torch.Tensor]:
     """Row (H,1) and column (1,W) index grids."""
     h, w = size
-    return (torch.arange(h, device=device, dtype=dtype).view(h, 1),
-            torch.arange(w, device=device, dtype=dtype).view(1, w))
+    return (
+        torch.arange(h, device=device, dtype=dtype).view(h, 1),
+        torch.arange(w, device=device, dtype=dtype).view(1, w),
+    )
 
 
 def _joint_ids(names: Sequence[str], device) -> torch.Tensor:
@@ -153,11 +182,11 @@ def fill_polygons(ray_v: torch.Tensor, scan_v: torch.Tensor, n_ray: int, n_scan:
     r < (xp_j - xp_i) * (s - yp_i) / (yp_j - yp_i) + xp_i   (same floating-point operations).
     NaN vertices never cross, so a NaN polygon is empty.
     """
-    xi, yi = ray_v.unsqueeze(-1), scan_v.unsqueeze(-1)                   # (..., V, 1)
-    xj, yj = torch.roll(xi, 1, dims=-2), torch.roll(yi, 1, dims=-2)      # previous vertex
+    xi, yi = ray_v.unsqueeze(-1), scan_v.unsqueeze(-1)  # (..., V, 1)
+    xj, yj = torch.roll(xi, 1, dims=-2), torch.roll(yi, 1, dims=-2)  # previous vertex
     s = torch.arange(n_scan, device=ray_v.device, dtype=torch.float64)  # scan lines
-    straddles = ((yi <= s) & (s < yj)) | ((yj <= s) & (s < yi))         # (..., V, n_scan)
-    x_cross = (xj - xi) * (s - yi) / (yj - yi) + xi                      # only used where straddles
+    straddles = ((yi <= s) & (s < yj)) | ((yj <= s) & (s < yi))  # (..., V, n_scan)
+    x_cross = (xj - xi) * (s - yi) / (yj - yi) + xi  # only used where straddles
     r = torch.arange(n_ray, device=ray_v.device, dtype=torch.float64)
     inside = None
     for e in range(ray_v.shape[-1]):  # V = 4 edges; each term is vectorised over everything else
@@ -177,11 +206,11 @@ def _stamp_disks(centres: torch.Tensor, valid: torch.Tensor, size: tuple[int, in
     d = torch.arange(-radius, radius + 1, device=centres.device)
     oy, ox = torch.meshgrid(d, d, indexing="ij")
     keep = oy * oy + ox * ox <= radius * radius
-    offsets = torch.stack([oy[keep], ox[keep]], -1)                     # (O,2)
-    pix = centres.unsqueeze(2) + offsets                                 # (N,C,O,2)
+    offsets = torch.stack([oy[keep], ox[keep]], -1)  # (O,2)
+    pix = centres.unsqueeze(2) + offsets  # (N,C,O,2)
     py, px = pix[..., 0], pix[..., 1]
     ok = valid.unsqueeze(2) & (py >= 0) & (py < h) & (px >= 0) & (px < w)
-    flat = torch.where(ok, py * w + px, torch.full_like(py, h * w))      # h*w: a discard slot
+    flat = torch.where(ok, py * w + px, torch.full_like(py, h * w))  # h*w: a discard slot
     out = torch.zeros(n, h * w + 1, dtype=torch.bool, device=centres.device)
     out.scatter_(1, flat.reshape(n, -1), True)
     return out[:, : h * w].view(n, h, w)
@@ -190,7 +219,7 @@ def _stamp_disks(centres: torch.Tensor, valid: torch.Tensor, size: tuple[int, in
 def _close(mask: torch.Tensor, k: int = MORPH_SIZE) -> torch.Tensor:
     """Dilation then erosion of (N,H,W) bool by a k x k square; window clipped at the border."""
     x = mask.float().unsqueeze(1)
-    x = F.max_pool2d(x, k, stride=1, padding=k // 2)      # max_pool pads with -inf: clipped window
+    x = F.max_pool2d(x, k, stride=1, padding=k // 2)  # max_pool pads with -inf: clipped window
     x = -F.max_pool2d(-x, k, stride=1, padding=k // 2)
     return x.squeeze(1) > 0.5
 
@@ -211,8 +240,8 @@ def heatmaps(kps: Array, size: Sequence[int] = IMAGE_SIZE, sigma: float = HEATMA
     if not sigma > 0:
         raise ValueError(f"sigma must be positive, got {sigma}")
     rows, cols = _grid(size, k.device)
-    ky, kx = k[..., 0, None, None], k[..., 1, None, None]                # (N,18,1,1)
-    d2 = (rows - ky) ** 2 + (cols - kx) ** 2                             # exact integers
+    ky, kx = k[..., 0, None, None], k[..., 1, None, None]  # (N,18,1,1)
+    d2 = (rows - ky) ** 2 + (cols - kx) ** 2  # exact integers
     maps = torch.exp(-d2.double() / (2 * float(sigma) ** 2))
     maps = (maps * _present(k)[..., None, None]).float()
     maps = maps.masked_fill_(maps < torch.finfo(torch.float32).tiny, 0.0)
@@ -259,17 +288,18 @@ def pose_mask_pg2(kps: Array, size: Sequence[int] = IMAGE_SIZE, radius: int = JO
     """
     k, is_numpy = _keypoints(kps)
     size = _size(size)
-    p0, p1, ok = _connection_ends(k)                                     # (N,23,2), (N,23)
+    p0, p1, ok = _connection_ends(k)  # (N,23,2), (N,23)
     length = torch.sqrt(((p0 - p1) ** 2).sum(-1).double())
-    sample_n = torch.floor(length / radius).long()                       # int() of a value >= 0
+    sample_n = torch.floor(length / radius).long()  # int() of a value >= 0
     sample_n = torch.where(ok, sample_n, torch.zeros_like(sample_n))
     n_between = max(int(sample_n.max()) - 1, 0) if sample_n.numel() else 0
     i = torch.arange(1, n_between + 1, device=k.device, dtype=torch.float64)  # (S,)
-    denom = sample_n.clamp(min=1).double()[..., None]                    # (N,23,1)
-    between = [torch.trunc(p0[..., c, None].double() + (p1 - p0)[..., c, None].double() * i / denom)
-               for c in (0, 1)]  # the official float expression, then int()
-    between = torch.stack(between, -1).long()                            # (N,23,S,2)
-    between_ok = ok[..., None] & (i < sample_n[..., None])               # i < sampleN (so sampleN > 1)
+    denom = sample_n.clamp(min=1).double()[..., None]  # (N,23,1)
+    between = [
+        torch.trunc(p0[..., c, None].double() + (p1 - p0)[..., c, None].double() * i / denom) for c in (0, 1)
+    ]  # the official float expression, then int()
+    between = torch.stack(between, -1).long()  # (N,23,S,2)
+    between_ok = ok[..., None] & (i < sample_n[..., None])  # i < sampleN (so sampleN > 1)
     centres = torch.cat([p0.unsqueeze(2), p1.unsqueeze(2), between], 2).flatten(1, 2)
     valid = torch.cat([ok[..., None], ok[..., None], between_ok], 2).flatten(1, 2)
     mask = _close(_stamp_disks(centres, valid, size, int(radius)))
@@ -294,18 +324,18 @@ def pose_mask_eval(kps: Array, size: Sequence[int] = IMAGE_SIZE, point_radius: i
     length = torch.sqrt((dy * dy + dx * dx).double())
     ok = ok & (length > 0)
     length = torch.where(ok, length, torch.ones_like(length))
-    ny = (-point_radius * dx).double() / length                          # n = r * (-dx, dy) / |.|
+    ny = (-point_radius * dx).double() / length  # n = r * (-dx, dy) / |.|
     nx = (point_radius * dy).double() / length
     fy, fx = f.double().unbind(-1)
     ty, tx = t.double().unbind(-1)
-    vy = torch.stack([fy + ny, fy - ny, ty - ny, ty + ny], -1)            # (N,23,4)
+    vy = torch.stack([fy + ny, fy - ny, ty - ny, ty + ny], -1)  # (N,23,4)
     vx = torch.stack([fx + nx, fx - nx, tx - nx, tx + nx], -1)
     nan = torch.tensor(float("nan"), dtype=torch.float64, device=k.device)
     vy, vx = torch.where(ok[..., None], vy, nan), torch.where(ok[..., None], vx, nan)
-    quads = fill_polygons(vx, vy, n_ray=w, n_scan=h).any(1)             # ray along columns
+    quads = fill_polygons(vx, vy, n_ray=w, n_scan=h).any(1)  # ray along columns
     rows, cols = _grid(size, k.device)
     d2 = (rows - k[..., 0, None, None]) ** 2 + (cols - k[..., 1, None, None]) ** 2
-    disks = ((d2 < point_radius ** 2) & _present(k)[..., None, None]).any(1)
+    disks = ((d2 < point_radius**2) & _present(k)[..., None, None]).any(1)
     return _out(_close(quads | disks), is_numpy)
 
 
@@ -344,8 +374,8 @@ def _limb_polygons(k: torch.Tensor, st: torch.Tensor, inc_to: torch.Tensor) -> t
     """`estimate_polygon` for the 8 limbs: (N,8,4,2) float64 corners in (x, y) and (N,8) bool
     (both ends present and a finite torso scale). Unavailable limbs are NaN."""
     fr_id, to_id = _joint_ids([a for a, _ in LIMBS], k.device), _joint_ids([b for _, b in LIMBS], k.device)
-    xy = k.flip(-1).double()                                             # the official (x, y) order
-    fr, to = xy[:, fr_id], xy[:, to_id]                                  # (N,8,2)
+    xy = k.flip(-1).double()  # the official (x, y) order
+    fr, to = xy[:, fr_id], xy[:, to_id]  # (N,8,2)
     present = _present(k)
     ok = present[:, fr_id] & present[:, to_id] & torch.isfinite(st)[:, None]
     fr = fr + (fr - to) * LIMB_INC_FROM
@@ -393,14 +423,18 @@ def part_masks(kps: Array, size: Sequence[int] = IMAGE_SIZE) -> Array:
     rows, cols = _grid(size, k.device)
     # Head box (mask_from_kp_array on the integer centre of mass).
     head_id = _joint_ids(HEAD_JOINTS, k.device)
-    head_present = _present(k)[:, head_id]                               # (N,5)
+    head_present = _present(k)[:, head_id]  # (N,5)
     count = head_present.sum(-1)
-    total = (k[:, head_id] * head_present[..., None]).sum(1)             # (N,2) (y, x)
+    total = (k[:, head_id] * head_present[..., None]).sum(1)  # (N,2) (y, x)
     centre = torch.div(total, count.clamp(min=1)[:, None], rounding_mode="trunc")  # astype(int)
     half = torch.trunc(HEAD_BOX_SCALE * torch.where(has_st, st, torch.zeros_like(st))).long()
     lo, hi = centre - half[:, None], centre + half[:, None]
-    head = ((rows >= lo[:, 0, None, None]) & (rows < hi[:, 0, None, None])
-            & (cols >= lo[:, 1, None, None]) & (cols < hi[:, 1, None, None]))
+    head = (
+        (rows >= lo[:, 0, None, None])
+        & (rows < hi[:, 0, None, None])
+        & (cols >= lo[:, 1, None, None])
+        & (cols < hi[:, 1, None, None])
+    )
     head = head & ((count > 0) & has_st)[:, None, None]
     # Limbs: grid_points_in_poly(verts (row, col)) casts the ray along rows.
     poly, ok = _limb_polygons(k, st, _inc_to(MASK_INC_TO, k.device))
@@ -460,7 +494,7 @@ def _fit_affine_tls(src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor) 
     a = torch.zeros(b, 2 * p, 7, dtype=torch.float64, device=src.device)
     a[:, :p, 0], a[:, :p, 1], a[:, :p, 2], a[:, :p, 6] = qs[..., 0], qs[..., 1], wf, qd[..., 0]
     a[:, p:, 3], a[:, p:, 4], a[:, p:, 5], a[:, p:, 6] = qs[..., 0], qs[..., 1], wf, qd[..., 1]
-    v = torch.linalg.svd(a, full_matrices=False).Vh[:, -1]              # (B,7)
+    v = torch.linalg.svd(a, full_matrices=False).Vh[:, -1]  # (B,7)
     c3 = v[:, 6]
     safe_c3 = torch.where(c3.abs() > SINGULAR_EPS, c3, torch.ones_like(c3))
     h = torch.zeros(b, 3, 3, dtype=torch.float64, device=src.device)

@@ -25,15 +25,27 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
 from augment.execute import (
-    FAILED, GenerateStage, OutputLayout, RunIdentity, build_manifest, decode_stage, done_names,
-    make_payloads, place_real_rows, prepare_output, read_records, write_manifest, write_preview, write_stage,
+    FAILED,
+    GenerateStage,
+    OutputLayout,
+    RunIdentity,
+    build_manifest,
+    decode_stage,
+    done_names,
+    make_payloads,
+    place_real_rows,
+    prepare_output,
+    read_records,
+    write_manifest,
+    write_preview,
+    write_stage,
     write_train_annotations,
 )
 from augment.imageio import write_atomic
@@ -80,14 +92,21 @@ EXECUTORS: dict[str, Callable[[list[dict], ExecOptions], None]] = {"local": run_
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m augment.run", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m augment.run",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     proto = p.add_mutually_exclusive_group(required=True)
     proto.add_argument("--portion", type=float, help="keep this portion p of the real training images (0 < p <= 1)")
     proto.add_argument("--ratio", type=int, help="2 or 3: all real images plus ratio-1 generated per real image")
     proto.add_argument("--poses-per-image", type=int, metavar="K", help="K generated images per real image")
-    p.add_argument("--target-poses", choices=["removed", "kept"], default="removed",
-                   help="with --portion: target pose of each generated image (default: the removed image's)")
+    p.add_argument(
+        "--target-poses",
+        choices=["removed", "kept"],
+        default="removed",
+        help="with --portion: target pose of each generated image (default: the removed image's)",
+    )
     p.add_argument("--no-generate", action="store_true", help="with --portion: write the reduced set alone")
     p.add_argument("--method", default="patn", help="generator method (default patn)")
     p.add_argument("--data", type=Path, help=f"Market-1501 root (default: the embedded dataset {DEFAULT_DATA})")
@@ -103,8 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="plan seed (default 0)")
     p.add_argument("--plan-only", action="store_true", help="write plan.parquet and its summary, generate nothing")
     p.add_argument("--overwrite", action="store_true", help="replace an output folder made by another plan")
-    p.add_argument("--train-iterations", type=int,
-                   help="iterations when the default embedded-dataset checkpoint must be trained first")
+    p.add_argument(
+        "--train-iterations",
+        type=int,
+        help="iterations when the default embedded-dataset checkpoint must be trained first",
+    )
     return p
 
 
@@ -121,8 +143,14 @@ def spec_from_args(a: argparse.Namespace) -> PlanSpec:
         except ValueError as e:
             raise SystemExit(f"error: --method: {e}") from None
     if a.portion is not None:
-        return PlanSpec("portion", portion=a.portion, target_poses=a.target_poses, generate=not a.no_generate,
-                        method=a.method, seed=a.seed)
+        return PlanSpec(
+            "portion",
+            portion=a.portion,
+            target_poses=a.target_poses,
+            generate=not a.no_generate,
+            method=a.method,
+            seed=a.seed,
+        )
     if a.ratio is not None:
         if a.ratio < 2:
             raise SystemExit(f"error: --ratio must be >= 2, got {a.ratio}")
@@ -151,8 +179,10 @@ def ensure_embedded_checkpoint(method: str, data: Path, iterations: int | None) 
     argv = ["--method", method, "--data", str(data), "--preset", "synth", "--out", str(ckpt.parent.parent)]
     if iterations:
         argv += ["--iterations", str(iterations)]
-    print(f"[augment] no {method} checkpoint for the embedded dataset at {ckpt}: training one "
-          f"(python -m generators.train {' '.join(argv)})")
+    print(
+        f"[augment] no {method} checkpoint for the embedded dataset at {ckpt}: training one "
+        f"(python -m generators.train {' '.join(argv)})"
+    )
     train_main(argv)
     if not ckpt.is_file():
         raise SystemExit(f"error: training did not produce {ckpt}")
@@ -168,8 +198,12 @@ def steady_state(records: pd.DataFrame) -> tuple[float, int]:
     if records.empty:
         return 0.0, 0
     generated = records["generated_at"] if "generated_at" in records else records["finished_at"]
-    batches = (records.assign(generated_at=generated).groupby("batch_id")
-               .agg(g=("generated_at", "min"), t=("finished_at", "max"), n=("output_name", "size")).sort_values("g"))
+    batches = (
+        records.assign(generated_at=generated)
+        .groupby("batch_id")
+        .agg(g=("generated_at", "min"), t=("finished_at", "max"), n=("output_name", "size"))
+        .sort_values("g")
+    )
     return float(batches["t"].max() - batches["g"].iloc[0]), int(batches["n"].iloc[1:].sum())
 
 
@@ -182,8 +216,10 @@ def check_checkpoint(path: Path, method: str, dataset_fingerprint: str) -> str:
     except CheckpointError as e:
         raise SystemExit(f"error: --checkpoint {e}") from None
     if info["method"] != method:
-        raise SystemExit(f"error: --checkpoint {path} holds a {info['method']!r} generator but --method is "
-                         f"{method!r}; pass --method {info['method']}")
+        raise SystemExit(
+            f"error: --checkpoint {path} holds a {info['method']!r} generator but --method is "
+            f"{method!r}; pass --method {info['method']}"
+        )
     trained_on = info.get("dataset_fingerprint")
     if trained_on and trained_on != dataset_fingerprint:
         print(f"[augment] note: {path} was trained on dataset {trained_on}, this dataset is {dataset_fingerprint}")
@@ -217,11 +253,12 @@ def run(argv: list[str] | None = None) -> dict:
         elif a.data is None:
             checkpoint = ensure_embedded_checkpoint(a.method, data, a.train_iterations)
         else:
-            raise SystemExit(f"error: --checkpoint is required with --data (train one: python -m generators.train "
-                             f"--method {a.method} --data {data} --preset market --out DIR)")
+            raise SystemExit(
+                f"error: --checkpoint is required with --data (train one: python -m generators.train "
+                f"--method {a.method} --data {data} --preset market --out DIR)"
+            )
         checkpoint_hash = check_checkpoint(checkpoint, spec.method, index.fingerprint)
-    identity = RunIdentity(plan.plan_hash(), checkpoint_hash, spec.method if spec.generate else "",
-                           index.fingerprint)
+    identity = RunIdentity(plan.plan_hash(), checkpoint_hash, spec.method if spec.generate else "", index.fingerprint)
     layout = OutputLayout(Path(out))
     if a.plan_only:
         layout.root.mkdir(parents=True, exist_ok=True)
@@ -238,15 +275,22 @@ def run(argv: list[str] | None = None) -> dict:
     already = done_names(layout) & set(gen["output_name"])
     todo = gen[~gen["output_name"].isin(already)]
     payloads = make_payloads(todo, dataset, a.batch_size)
-    opts = ExecOptions(checkpoint=checkpoint, out=layout.root, batch_size=a.batch_size,
-                       device=None if a.device == "auto" else a.device,
-                       precision=None if a.precision == "fp32" else a.precision,
-                       actors=a.actors, address=a.address or os.environ.get("RAY_ADDRESS"))
+    opts = ExecOptions(
+        checkpoint=checkpoint,
+        out=layout.root,
+        batch_size=a.batch_size,
+        device=None if a.device == "auto" else a.device,
+        precision=None if a.precision == "fp32" else a.precision,
+        actors=a.actors,
+        address=a.address or os.environ.get("RAY_ADDRESS"),
+    )
     t_gen = time.perf_counter()
     t_wall = time.time()
     if payloads:
-        print(f"[augment] {len(todo)} images to generate ({len(already)} already done) "
-              f"with {a.method} on the {a.executor} executor")
+        print(
+            f"[augment] {len(todo)} images to generate ({len(already)} already done) "
+            f"with {a.method} on the {a.executor} executor"
+        )
         EXECUTORS[a.executor](payloads, opts)
     gen_seconds = time.perf_counter() - t_gen
 
@@ -273,18 +317,25 @@ def run(argv: list[str] | None = None) -> dict:
         "generate_seconds": round(gen_seconds, 2),
         "executor_overhead_seconds": round(gen_seconds - steady_seconds, 2),  # start-up and shutdown
         # images/s once the executor is up (generator loaded; Ray started), decode to file
-        "generated_images_per_second": (round(steady_images / steady_seconds, 2)
-                                        if steady_images > 0 and steady_seconds > 0 else None),
+        "generated_images_per_second": (
+            round(steady_images / steady_seconds, 2) if steady_images > 0 and steady_seconds > 0 else None
+        ),
         "total_seconds": round(time.perf_counter() - t0, 2),
-        "paths": {"train": str(layout.train_dir), "manifest": str(layout.manifest_path),
-                  "plan": str(layout.plan_path), "preview": str(preview) if preview else None},
+        "paths": {
+            "train": str(layout.train_dir),
+            "manifest": str(layout.manifest_path),
+            "plan": str(layout.plan_path),
+            "preview": str(preview) if preview else None,
+        },
     }
     write_atomic(layout.summary_path, json.dumps(summary, indent=1).encode())
     print_report(summary)
     n_failed = int((manifest["status"] == FAILED).sum())
     if n_failed:
-        print(f"[augment] {n_failed} rows failed (reasons in {layout.manifest_path}); re-run to retry them",
-              file=sys.stderr)
+        print(
+            f"[augment] {n_failed} rows failed (reasons in {layout.manifest_path}); re-run to retry them",
+            file=sys.stderr,
+        )
     return summary
 
 
@@ -294,8 +345,10 @@ def print_report(s: dict) -> None:
     print(f"  output rows: {s['rows']}")
     skipped = {k: v for k, v in p["skipped_generated"].items() if v}
     print(f"  not planned (keypoint policy): {skipped or 'none'}; images not poseable: {p['images_not_poseable']}")
-    print(f"  generated this run: {s['generated_this_run']} (already done: {s['already_done']}); "
-          f"{s['generated_images_per_second'] or '-'} img/s; total {s['total_seconds']} s")
+    print(
+        f"  generated this run: {s['generated_this_run']} (already done: {s['already_done']}); "
+        f"{s['generated_images_per_second'] or '-'} img/s; total {s['total_seconds']} s"
+    )
     for k, v in s["paths"].items():
         if v:
             print(f"  {k:9s} {v}")

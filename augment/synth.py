@@ -58,18 +58,29 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 
 from augment.keypoints import (
-    ANNOTATION_FILES, DEFAULT_TEST_PAIRS, IMAGE_SIZE, JOINT_INDEX, JOINTS, MISSING, NUM_JOINTS,
-    PAIRS_FILES, Annotations, build_pairs, joints_present, write_annotations, write_pairs,
+    ANNOTATION_FILES,
+    DEFAULT_TEST_PAIRS,
+    IMAGE_SIZE,
+    JOINT_INDEX,
+    JOINTS,
+    MISSING,
+    NUM_JOINTS,
+    PAIRS_FILES,
+    Annotations,
+    build_pairs,
+    joints_present,
+    write_annotations,
+    write_pairs,
 )
 from augment.market import MARKET_DIRS, MarketName, make_market_dirs, read_market
 
@@ -83,21 +94,46 @@ Colour = tuple[float, float, float]  # RGB, 0..255
 
 # Garment colours, most common first (dark and neutral clothes dominate street scenes).
 GARMENT_PALETTE: tuple[tuple[str, Colour], ...] = (
-    ("black", (28, 28, 30)), ("white", (232, 232, 228)), ("grey", (120, 120, 124)),
-    ("navy", (30, 40, 85)), ("denim", (60, 85, 130)), ("red", (185, 32, 38)),
-    ("beige", (215, 195, 160)), ("dark-brown", (72, 50, 38)), ("light-grey", (182, 182, 184)),
-    ("blue", (40, 90, 190)), ("green", (40, 120, 60)), ("khaki", (165, 150, 110)),
-    ("yellow", (225, 195, 40)), ("pink", (230, 140, 170)), ("purple", (110, 55, 140)),
-    ("orange", (230, 120, 35)), ("light-blue", (140, 185, 225)), ("maroon", (110, 25, 40)),
-    ("olive", (100, 105, 45)), ("teal", (30, 130, 130)), ("brown", (135, 85, 50)),
-    ("charcoal", (55, 58, 62)), ("light-pink", (240, 195, 205)), ("lime", (150, 200, 60)),
+    ("black", (28, 28, 30)),
+    ("white", (232, 232, 228)),
+    ("grey", (120, 120, 124)),
+    ("navy", (30, 40, 85)),
+    ("denim", (60, 85, 130)),
+    ("red", (185, 32, 38)),
+    ("beige", (215, 195, 160)),
+    ("dark-brown", (72, 50, 38)),
+    ("light-grey", (182, 182, 184)),
+    ("blue", (40, 90, 190)),
+    ("green", (40, 120, 60)),
+    ("khaki", (165, 150, 110)),
+    ("yellow", (225, 195, 40)),
+    ("pink", (230, 140, 170)),
+    ("purple", (110, 55, 140)),
+    ("orange", (230, 120, 35)),
+    ("light-blue", (140, 185, 225)),
+    ("maroon", (110, 25, 40)),
+    ("olive", (100, 105, 45)),
+    ("teal", (30, 130, 130)),
+    ("brown", (135, 85, 50)),
+    ("charcoal", (55, 58, 62)),
+    ("light-pink", (240, 195, 205)),
+    ("lime", (150, 200, 60)),
 )
 SKIN_TONES: tuple[Colour, ...] = (
-    (245, 215, 190), (232, 192, 162), (208, 162, 128), (178, 128, 92), (142, 97, 66), (100, 70, 50),
+    (245, 215, 190),
+    (232, 192, 162),
+    (208, 162, 128),
+    (178, 128, 92),
+    (142, 97, 66),
+    (100, 70, 50),
 )
 HAIR_COLOURS: tuple[tuple[Colour, float], ...] = (  # (colour, weight)
-    ((24, 21, 20), 0.45), ((55, 38, 28), 0.25), ((100, 70, 45), 0.12), ((200, 170, 112), 0.08),
-    ((150, 148, 145), 0.06), ((130, 60, 35), 0.04),
+    ((24, 21, 20), 0.45),
+    ((55, 38, 28), 0.25),
+    ((100, 70, 45), 0.12),
+    ((200, 170, 112), 0.08),
+    ((150, 148, 145), 0.06),
+    ((130, 60, 35), 0.04),
 )
 _HAIR_WEIGHTS = np.array([w for _, w in HAIR_COLOURS]) / sum(w for _, w in HAIR_COLOURS)
 SHOE_COLOURS: tuple[Colour, ...] = ((25, 25, 25), (230, 230, 230), (95, 62, 40), (110, 110, 115))
@@ -166,15 +202,19 @@ class SynthConfig:
             (4 <= lo <= hi, f"--images-per-id needs 4 <= MIN <= MAX (two cameras x two images), got {lo} {hi}"),
             (hi <= 200, f"--images-per-id MAX must be <= 200, got {hi}"),
             (2 <= self.cameras <= len(SCENES), f"--cameras must be in 2..{len(SCENES)}, got {self.cameras}"),
-            (1 <= self.palette_size <= len(GARMENT_PALETTE),
-             f"--palette-size must be in 1..{len(GARMENT_PALETTE)}, got {self.palette_size}"),
+            (
+                1 <= self.palette_size <= len(GARMENT_PALETTE),
+                f"--palette-size must be in 1..{len(GARMENT_PALETTE)}, got {self.palette_size}",
+            ),
             (0.0 <= self.share_prob <= 1.0, f"--share-prob must be in [0, 1], got {self.share_prob}"),
             (self.archetypes >= 1, f"--archetypes must be >= 1, got {self.archetypes}"),
             (self.colour_jitter >= 0, f"colour_jitter must be >= 0, got {self.colour_jitter}"),
             (0 <= self.junk_images <= 999, f"--junk must be in 0..999, got {self.junk_images}"),
             (0 <= self.distractor_images <= 999, f"--distractors must be in 0..999, got {self.distractor_images}"),
-            (20 <= self.person_height[0] <= self.person_height[1] <= 140,
-             f"person_height must be 20 <= lo <= hi <= 140, got {self.person_height}"),
+            (
+                20 <= self.person_height[0] <= self.person_height[1] <= 140,
+                f"person_height must be 20 <= lo <= hi <= 140, got {self.person_height}",
+            ),
             (0 <= self.truncation_prob <= 1, f"--truncation-prob must be in [0, 1], got {self.truncation_prob}"),
             (0 <= self.occluder_prob <= 1, f"--occluder-prob must be in [0, 1], got {self.occluder_prob}"),
             (1 <= self.jpeg_quality <= 100, f"--jpeg-quality must be in 1..100, got {self.jpeg_quality}"),
@@ -184,7 +224,7 @@ class SynthConfig:
                 raise ValueError(message)
 
     @classmethod
-    def tiny(cls, seed: int = 0, **overrides) -> "SynthConfig":
+    def tiny(cls, seed: int = 0, **overrides) -> SynthConfig:
         """A test-sized dataset: 6 train + 6 test identities, 4-6 images each, 3 junk, 3 distractors (~70 images)."""
         base = dict(seed=seed, train_ids=6, test_ids=6, images_per_id=(4, 6), junk_images=3, distractor_images=3)
         base.update(overrides)
@@ -194,7 +234,7 @@ class SynthConfig:
         return json.loads(json.dumps(asdict(self)))
 
     @classmethod
-    def from_json(cls, data: dict) -> "SynthConfig":
+    def from_json(cls, data: dict) -> SynthConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -271,15 +311,16 @@ def _sample_outfit(rng: np.random.Generator, cfg: SynthConfig) -> dict:
 @lru_cache(maxsize=8)
 def archetype_outfits(cfg: SynthConfig) -> tuple[dict, ...]:
     """The popular outfits identities copy garment groups from (fixed by seed and palette)."""
-    return tuple(_sample_outfit(np.random.default_rng([cfg.seed, STREAM_ARCHETYPE, a]), cfg)
-                 for a in range(cfg.archetypes))
+    return tuple(
+        _sample_outfit(np.random.default_rng([cfg.seed, STREAM_ARCHETYPE, a]), cfg) for a in range(cfg.archetypes)
+    )
 
 
 def sample_identity(rng: np.random.Generator, cfg: SynthConfig) -> Identity:
     """One person's appearance: body from ``rng``; each garment group copied from an archetype with share_prob."""
     own = _sample_outfit(rng, cfg)
     archetype = archetype_outfits(cfg)[int(rng.integers(cfg.archetypes))]
-    for group, names in SHARED_GROUPS.items():
+    for names in SHARED_GROUPS.values():
         if rng.random() < cfg.share_prob:
             own.update({k: archetype[k] for k in names})
     return Identity(
@@ -329,8 +370,9 @@ SHOULDER_W, HIP_W = 0.098, 0.062
 UPPER_ARM, FOREARM, THIGH, SHIN = 0.165, 0.15, 0.245, 0.245
 HEAD_Y, HEAD_RX, HEAD_RY, HEAD_RZ = 0.925, 0.052, 0.068, 0.062
 # Torso cross-sections: (height, lateral half-width, depth half-width); shoulders to hem.
-TORSO_LEVELS = np.array([[0.838, 0.075, 0.05], [0.806, 0.118, 0.058], [0.72, 0.104, 0.062],
-                         [0.62, 0.09, 0.058], [0.53, 0.095, 0.06]])
+TORSO_LEVELS = np.array(
+    [[0.838, 0.075, 0.05], [0.806, 0.118, 0.058], [0.72, 0.104, 0.062], [0.62, 0.09, 0.058], [0.53, 0.095, 0.06]]
+)
 PELVIS_LEVELS = np.array([[0.575, 0.088, 0.058], [0.51, 0.094, 0.06], [0.455, 0.08, 0.055]])
 # Limb radii (start, end) before build scaling.
 R_THIGH, R_SHIN, R_UPPER_ARM, R_FOREARM = (0.046, 0.034), (0.032, 0.023), (0.028, 0.023), (0.022, 0.018)
@@ -345,9 +387,11 @@ def _sagittal(angle_deg: float) -> tuple[float, float]:
 def trunk_motion(pose: Pose) -> tuple[float, float, float]:
     """(pelvis twist, shoulder twist, forward-lean slope) of the walking trunk; twists in radians."""
     s = math.sin(pose.phase)
-    return (math.radians(6.0 * pose.stride * s),  # right hip forward as the right leg swings forward
-            -math.radians(7.0 * pose.stride * s),  # shoulders counter-rotate
-            math.tan(math.radians(4.0 * min(pose.stride, 1.0))))
+    return (
+        math.radians(6.0 * pose.stride * s),  # right hip forward as the right leg swings forward
+        -math.radians(7.0 * pose.stride * s),  # shoulders counter-rotate
+        math.tan(math.radians(4.0 * min(pose.stride, 1.0))),
+    )
 
 
 def body_points(ident: Identity, pose: Pose) -> np.ndarray:
@@ -379,8 +423,13 @@ def body_points(ident: Identity, pose: Pose) -> np.ndarray:
     for side, sign, arm_sign in (("R", -1.0, -1.0), ("L", 1.0, 1.0)):
         flex = arm_sign * ident.arm_swing * amp * s  # arms swing opposite to the same-side leg
         elbow_flex = 12.0 + 28.0 * max(0.0, flex / max(ident.arm_swing, 1e-6))
-        sho = np.array([sign * SHOULDER_W * b * math.cos(twist_shoulder), SHOULDER_Y,
-                        -sign * SHOULDER_W * b * math.sin(twist_shoulder)])
+        sho = np.array(
+            [
+                sign * SHOULDER_W * b * math.cos(twist_shoulder),
+                SHOULDER_Y,
+                -sign * SHOULDER_W * b * math.sin(twist_shoulder),
+            ]
+        )
         abd = math.radians(8.0)
         u, f = _sagittal(flex)
         elb = sho + UPPER_ARM * np.array([sign * math.sin(abd), u * math.cos(abd), f * math.cos(abd)])
@@ -495,8 +544,9 @@ def shade(colour: Colour, k: float) -> Colour:
 # The person
 
 
-def _cross_sections(levels: np.ndarray, ident: Identity, pose: Pose, twist: tuple[float, float],
-                    lean_ref: np.ndarray) -> np.ndarray:
+def _cross_sections(
+    levels: np.ndarray, ident: Identity, pose: Pose, twist: tuple[float, float], lean_ref: np.ndarray
+) -> np.ndarray:
     """Silhouette polygon (2L, 2) of a stack of elliptic cross-sections (torso, pelvis)."""
     b = ident.build
     heights = levels[:, 0]
@@ -568,8 +618,12 @@ def draw_person(img: np.ndarray, ident: Identity, pose: Pose) -> tuple[np.ndarra
         skin_c = shade(skin, dim)
         limb(sho, elb, R_UPPER_ARM, skin_c)
         limb(elb, wri, R_FOREARM, skin_c)
-        fill_ellipse(img, xy[wri] + 0.012 * H * (xy[wri] - xy[elb]) / (np.linalg.norm(xy[wri] - xy[elb]) + 1e-6),
-                     (0.02 * H * b, 0.022 * H * b), skin_c)
+        fill_ellipse(
+            img,
+            xy[wri] + 0.012 * H * (xy[wri] - xy[elb]) / (np.linalg.norm(xy[wri] - xy[elb]) + 1e-6),
+            (0.02 * H * b, 0.022 * H * b),
+            skin_c,
+        )
         if ident.sleeves == "long":
             limb(sho, elb, R_UPPER_ARM, sleeve, 0.005)
             partial_limb(elb, wri, 0.85, R_FOREARM, sleeve, 0.005)
@@ -583,8 +637,11 @@ def draw_person(img: np.ndarray, ident: Identity, pose: Pose) -> tuple[np.ndarra
         hull = cv2.convexHull(cxy.astype(np.float32)).reshape(-1, 2)
         fill_poly(img, hull, colour)
         # A darker lower band gives the box some volume.
-        fill_poly(img, np.clip(hull, [-1e3, cxy[:, 1].mean() + 0.25 * (cxy[:, 1].max() - cxy[:, 1].mean())],
-                               [1e3, 1e3]), shade(colour, 0.8))
+        fill_poly(
+            img,
+            np.clip(hull, [-1e3, cxy[:, 1].mean() + 0.25 * (cxy[:, 1].max() - cxy[:, 1].mean())], [1e3, 1e3]),
+            shade(colour, 0.8),
+        )
 
     # Accessories in the person frame: backpack behind the torso, bag at the right or left hip.
     spine = np.array([0.0, bob, 0.0])
@@ -608,9 +665,14 @@ def draw_person(img: np.ndarray, ident: Identity, pose: Pose) -> tuple[np.ndarra
         top = head_xy + np.array([-side * 0.02 * H, 0.0])
         bottom_y = head_xy[1] + 0.14 * H
         half = 0.05 * H * (0.8 + 0.2 * abs(facing))
-        poly = np.array([[top[0] - half, top[1]], [top[0] + half, top[1]],
-                         [top[0] + half * 1.08 - side * 0.015 * H, bottom_y],
-                         [top[0] - half * 1.08 - side * 0.015 * H, bottom_y]])
+        poly = np.array(
+            [
+                [top[0] - half, top[1]],
+                [top[0] + half, top[1]],
+                [top[0] + half * 1.08 - side * 0.015 * H, bottom_y],
+                [top[0] - half * 1.08 - side * 0.015 * H, bottom_y],
+            ]
+        )
         fill_poly(img, poly, shade(ident.hair_colour, 0.92))
 
     if long_hair and facing > -0.2:
@@ -648,14 +710,30 @@ def draw_person(img: np.ndarray, ident: Identity, pose: Pose) -> tuple[np.ndarra
                 period = ident.stripe_period * H
                 y = top_y + 0.35 * period
                 while y < hem_y:
-                    fill_poly(layer, np.array([[-1, y], [layer.shape[1] + 1, y], [layer.shape[1] + 1, y + period / 2],
-                                               [-1, y + period / 2]]) - np.array([0, off[1]]), c2)
+                    fill_poly(
+                        layer,
+                        np.array(
+                            [
+                                [-1, y],
+                                [layer.shape[1] + 1, y],
+                                [layer.shape[1] + 1, y + period / 2],
+                                [-1, y + period / 2],
+                            ]
+                        )
+                        - np.array([0, off[1]]),
+                        c2,
+                    )
                     y += period
             elif pattern == "two-tone":
                 split_y = top_y + 0.45 * (hem_y - top_y)
-                fill_poly(layer, np.array([[-1, split_y], [layer.shape[1] + 1, split_y],
-                                           [layer.shape[1] + 1, hem_y + 2], [-1, hem_y + 2]])
-                          - np.array([0, off[1]]), c2)
+                fill_poly(
+                    layer,
+                    np.array(
+                        [[-1, split_y], [layer.shape[1] + 1, split_y], [layer.shape[1] + 1, hem_y + 2], [-1, hem_y + 2]]
+                    )
+                    - np.array([0, off[1]]),
+                    c2,
+                )
             elif pattern == "logo" and facing > 0.2:
                 chest = np.array([[0.0, 0.72 + bob, 0.062 * b + (0.72 - HIP_Y) * lean]])
                 cxy, _ = project(chest, pose)
@@ -670,8 +748,11 @@ def draw_person(img: np.ndarray, ident: Identity, pose: Pose) -> tuple[np.ndarra
         elif facing > 0.3:  # straps over the shoulders
             for s in "RL":
                 sx = xy[_J[s + "sho"]] * 0.7 + xy[_J["neck"]] * 0.3
-                fill_poly(img, capsule(sx, sx + np.array([0, 0.16 * H]), 0.01 * H, 0.01 * H),
-                          shade(ident.accessory_colour, 0.7))
+                fill_poly(
+                    img,
+                    capsule(sx, sx + np.array([0, 0.16 * H]), 0.01 * H, 0.01 * H),
+                    shade(ident.accessory_colour, 0.7),
+                )
     if acc == "bag":
         strap_from = xy[_J["Lsho" if bag_side < 0 else "Rsho"]]
         bag_xy, bag_d = project(bag_c[None], pose)
@@ -705,8 +786,9 @@ def draw_person(img: np.ndarray, ident: Identity, pose: Pose) -> tuple[np.ndarra
     if long_hair and facing <= -0.2:
         draw_long_hair()  # seen from behind, the hair covers the neck
     if acc == "hat":
-        fill_ellipse(img, head_xy - np.array([0, 0.25 * ry]), (rx * 1.08, ry * 0.8), ident.accessory_colour,
-                     start=180, end=360)
+        fill_ellipse(
+            img, head_xy - np.array([0, 0.25 * ry]), (rx * 1.08, ry * 0.8), ident.accessory_colour, start=180, end=360
+        )
         brim = head_xy + np.array([side * 0.55 * rx, -0.22 * ry])
         fill_ellipse(img, brim, (rx * (0.7 + 0.5 * abs(side)), 0.14 * ry), shade(ident.accessory_colour, 0.85))
 
@@ -847,8 +929,13 @@ def scene_shop(rng) -> np.ndarray:
     c[:gy] = np.clip(glass, 0, 255)
     for _ in range(25):  # reflections and goods behind the glass
         x, y = int(rng.uniform(0, BG_W)), int(rng.uniform(25, gy - 10))
-        cv2.rectangle(c, (x, y), (x + int(rng.uniform(4, 18)), y + int(rng.uniform(4, 20))),
-                      _rand_colour(rng, (150, 130, 120), 60), -1)
+        cv2.rectangle(
+            c,
+            (x, y),
+            (x + int(rng.uniform(4, 18)), y + int(rng.uniform(4, 20))),
+            _rand_colour(rng, (150, 130, 120), 60),
+            -1,
+        )
     a1, a2 = _rand_colour(rng, (190, 40, 40), 40), (235, 235, 230)
     for i, x in enumerate(range(0, BG_W, 10)):  # awning
         cv2.rectangle(c, (x, 0), (x + 10, 22), a1 if i % 2 else a2, -1)
@@ -874,7 +961,7 @@ def scene_park(rng) -> np.ndarray:
         x = int(rng.uniform(0, BG_W))
         cv2.rectangle(c, (x, 50), (x + 5, gy - 10), _rand_colour(rng, (85, 62, 45), 10), -1)
     hedge = _textured(rng, 18, BG_W, _rand_colour(rng, (45, 85, 40), 10), 0.3, 3)
-    c[gy - 18:gy] = hedge
+    c[gy - 18 : gy] = hedge
     _ground(c, rng, gy, _rand_colour(rng, (175, 160, 130), 12), (150, 135, 110), 30, lines=False)
     c[gy:] = np.clip(c[gy:] * (0.9 + 0.2 * _noise(rng, BG_H - gy, BG_W, 2)[..., None]), 0, 255)  # gravel
     return c
@@ -895,12 +982,25 @@ def scene_underpass(rng) -> np.ndarray:
         for k in range(3):
             cv2.line(c, (x + 4, y + 24 + 4 * k), (x + 20, y + 24 + 4 * k), shade(col, 0.5), 1)
     for _ in range(6):  # stains
-        cv2.ellipse(c, (int(rng.uniform(0, BG_W)), int(rng.uniform(0, gy))), (int(rng.uniform(5, 25)),
-                    int(rng.uniform(3, 12))), 0, 0, 360, (120, 118, 112), -1, cv2.LINE_AA)
+        cv2.ellipse(
+            c,
+            (int(rng.uniform(0, BG_W)), int(rng.uniform(0, gy))),
+            (int(rng.uniform(5, 25)), int(rng.uniform(3, 12))),
+            0,
+            0,
+            360,
+            (120, 118, 112),
+            -1,
+            cv2.LINE_AA,
+        )
     _ground(c, rng, gy, _rand_colour(rng, (60, 60, 62), 6), (80, 80, 80), 50, lines=False)
     for x in range(0, BG_W, 24):  # zebra crossing
-        cv2.fillConvexPoly(c, np.array([[x, gy + 10], [x + 12, gy + 10], [x + 16, BG_H], [x + 2, BG_H]], np.int32),
-                           (215, 215, 210), cv2.LINE_AA)
+        cv2.fillConvexPoly(
+            c,
+            np.array([[x, gy + 10], [x + 12, gy + 10], [x + 16, BG_H], [x + 2, BG_H]], np.int32),
+            (215, 215, 210),
+            cv2.LINE_AA,
+        )
     return c
 
 
@@ -917,7 +1017,7 @@ def scene_campus(rng) -> np.ndarray:
             for x in range(bx + 4, bx + bw_ - 6, 8):
                 cv2.rectangle(c, (x, y), (x + 4, y + 5), shade(col, 0.55), -1)
         bx += bw_ + int(rng.uniform(0, 20))
-    c[gy - 22:gy] = _textured(rng, 22, BG_W, (90, 130, 70), 0.15, 4)  # lawn strip
+    c[gy - 22 : gy] = _textured(rng, 22, BG_W, (90, 130, 70), 0.15, 4)  # lawn strip
     tile_a, tile_b = _rand_colour(rng, (175, 120, 100), 15), _rand_colour(rng, (200, 195, 185), 10)
     _ground(c, rng, gy, tile_b, tile_a, 34)
     _street_furniture(c, rng, gy, 3)
@@ -925,8 +1025,12 @@ def scene_campus(rng) -> np.ndarray:
 
 
 SCENES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
-    "brick": scene_brick, "facade": scene_facade, "shop": scene_shop,
-    "park": scene_park, "underpass": scene_underpass, "campus": scene_campus,
+    "brick": scene_brick,
+    "facade": scene_facade,
+    "shop": scene_shop,
+    "park": scene_park,
+    "underpass": scene_underpass,
+    "campus": scene_campus,
 }
 # Main walking direction per camera (degrees of heading): front/back, side, diagonals.
 WALK_AXES = (0.0, 90.0, 40.0, 135.0, 15.0, 65.0)
@@ -952,7 +1056,7 @@ class Camera:
     def crop(self, rng: np.random.Generator) -> np.ndarray:
         x = int(rng.integers(0, BG_W - IMG_W + 1))
         y = int(rng.integers(0, BG_H - IMG_H + 1))
-        return self.background[y:y + IMG_H, x:x + IMG_W].copy()
+        return self.background[y : y + IMG_H, x : x + IMG_W].copy()
 
     def lut(self, brightness: float) -> np.ndarray:
         """(1, 256, 3) uint8 tone curve: gain x brightness, colour cast, gamma."""
@@ -963,8 +1067,9 @@ class Camera:
     def form_image(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Resolution, blur, tone curve and sensor noise, in that order."""
         if self.resolution < 1.0:
-            small = cv2.resize(img, (round(IMG_W * self.resolution), round(IMG_H * self.resolution)),
-                               interpolation=cv2.INTER_AREA)
+            small = cv2.resize(
+                img, (round(IMG_W * self.resolution), round(IMG_H * self.resolution)), interpolation=cv2.INTER_AREA
+            )
             img = cv2.resize(small, (IMG_W, IMG_H), interpolation=cv2.INTER_LINEAR)
         sigma = self.blur * float(rng.uniform(0.8, 1.25))
         img = cv2.GaussianBlur(img, (0, 0), sigma)
@@ -972,7 +1077,7 @@ class Camera:
         # Sensor noise: a random window of the camera's noise field (drawing fresh normals costs more than the rest).
         oy = int(rng.integers(0, self.noise_field.shape[0] - IMG_H + 1))
         ox = int(rng.integers(0, self.noise_field.shape[1] - IMG_W + 1))
-        return cv2.add(img, self.noise_field[oy:oy + IMG_H, ox:ox + IMG_W], dtype=cv2.CV_8U)
+        return cv2.add(img, self.noise_field[oy : oy + IMG_H, ox : ox + IMG_W], dtype=cv2.CV_8U)
 
 
 @lru_cache(maxsize=16)
@@ -984,7 +1089,9 @@ def make_camera(seed: int, index: int) -> Camera:
     canvas = cv2.GaussianBlur(np.clip(canvas, 0, 255).astype(np.uint8), (0, 0), 0.5)
     noise = float(rng.uniform(1.5, 5.0))
     return Camera(
-        index=index, scene=scene, background=canvas,
+        index=index,
+        scene=scene,
+        background=canvas,
         walk_axis=WALK_AXES[index % len(WALK_AXES)] + float(rng.normal(0, 8)),
         tilt=float(rng.uniform(4, 14)),
         gain=float(rng.uniform(0.8, 1.2)),
@@ -1001,8 +1108,14 @@ def make_camera(seed: int, index: int) -> Camera:
 # Images: pose sampling, occluders, the full image
 
 
-def sample_pose(rng: np.random.Generator, cfg: SynthConfig, ident: Identity, camera: Camera,
-                track_heading: float, truncate: bool | None = None) -> Pose:
+def sample_pose(
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    ident: Identity,
+    camera: Camera,
+    track_heading: float,
+    truncate: bool | None = None,
+) -> Pose:
     """A pose on one walking track: phase, heading jitter, scale/position jitter, maybe truncation."""
     height = ident.height * float(rng.uniform(*cfg.person_height))
     cx = IMG_W / 2 - 0.5 + float(rng.uniform(-3, 3))
@@ -1020,7 +1133,9 @@ def sample_pose(rng: np.random.Generator, cfg: SynthConfig, ident: Identity, cam
     return Pose(
         phase=float(rng.uniform(0, 2 * math.pi)),
         heading=float((track_heading + rng.normal(0, 12)) % 360.0),
-        height_px=height, cx=cx, feet_y=feet_y,
+        height_px=height,
+        cx=cx,
+        feet_y=feet_y,
         stride=float(rng.uniform(0.7, 1.15)) if rng.random() > 0.05 else 0.1,  # a few stand still
         tilt=camera.tilt,
     )
@@ -1033,8 +1148,11 @@ def draw_occluder(img: np.ndarray, rng: np.random.Generator, cfg: SynthConfig) -
         x, w = float(rng.uniform(6, IMG_W - 6)), float(rng.uniform(3, 7))
         col = _rand_colour(rng, (85, 88, 92), 25)
         fill_poly(img, np.array([[x - w / 2, -1], [x + w / 2, -1], [x + w / 2, IMG_H], [x - w / 2, IMG_H]]), col)
-        fill_poly(img, np.array([[x - w / 4, -1], [x - w / 4 + 1, -1], [x - w / 4 + 1, IMG_H], [x - w / 4, IMG_H]]),
-                  shade(col, 1.5))
+        fill_poly(
+            img,
+            np.array([[x - w / 4, -1], [x - w / 4 + 1, -1], [x - w / 4 + 1, IMG_H], [x - w / 4, IMG_H]]),
+            shade(col, 1.5),
+        )
     elif kind == "barrier":
         y0 = float(rng.uniform(86, 112))
         x0, x1 = (-1.0, IMG_W + 1.0) if rng.random() < 0.6 else sorted(rng.uniform(-10, IMG_W + 10, 2).tolist())
@@ -1046,16 +1164,25 @@ def draw_occluder(img: np.ndarray, rng: np.random.Generator, cfg: SynthConfig) -
     else:
         other = sample_identity(rng, cfg)
         side = float(rng.choice([-1, 1]))
-        pose = Pose(phase=float(rng.uniform(0, 2 * math.pi)), heading=float(rng.uniform(0, 360)),
-                    height_px=other.height * float(rng.uniform(110, 125)),
-                    cx=IMG_W / 2 + side * float(rng.uniform(27, 38)),
-                    feet_y=float(rng.uniform(125, 140)))
+        pose = Pose(
+            phase=float(rng.uniform(0, 2 * math.pi)),
+            heading=float(rng.uniform(0, 360)),
+            height_px=other.height * float(rng.uniform(110, 125)),
+            cx=IMG_W / 2 + side * float(rng.uniform(27, 38)),
+            feet_y=float(rng.uniform(125, 140)),
+        )
         draw_person(img, other, pose)
     return kind
 
 
-def render_sample(cfg: SynthConfig, camera: Camera, ident: Identity, pose: Pose,
-                  rng: np.random.Generator, occluder: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+def render_sample(
+    cfg: SynthConfig,
+    camera: Camera,
+    ident: Identity,
+    pose: Pose,
+    rng: np.random.Generator,
+    occluder: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """A full camera image: scene crop, person, maybe an occluder, image formation.
 
     Returns image (128, 64, 3) uint8 RGB and keypoints (18, 2) int32 (y, x), -1 missing (all four rules).
@@ -1108,8 +1235,15 @@ def plan_tracks(rng: np.random.Generator, cfg: SynthConfig) -> list[dict]:
         heading = (camera_axis + 180.0 * int(rng.integers(2)) + float(rng.normal(0, 20))) % 360.0
         frames = int(rng.integers(0, 60000)) + np.cumsum(rng.integers(4, 60, count))
         boxes = rng.choice([1, 2, 3], count, p=[0.7, 0.2, 0.1])
-        tracks.append(dict(camera=cam, heading=heading, sequence=int(rng.integers(1, 7)),
-                           frames=frames.tolist(), boxes=boxes.tolist()))
+        tracks.append(
+            dict(
+                camera=cam,
+                heading=heading,
+                sequence=int(rng.integers(1, 7)),
+                frames=frames.tolist(),
+                boxes=boxes.tolist(),
+            )
+        )
     return tracks
 
 
@@ -1165,11 +1299,19 @@ def render_extra(cfg: SynthConfig, role: str, index: int, out: Path | None) -> l
         if kind == 0:  # mostly background, a sliver of someone at the edge
             pose = replace(pose, cx=float(rng.choice([-15.0, IMG_W + 14.0])))
         elif kind == 1:  # a body fragment: the box is far too tight
-            pose = replace(pose, height_px=float(rng.uniform(220, 340)), cx=float(rng.uniform(0, IMG_W)),
-                           feet_y=float(rng.uniform(150, 330)))
+            pose = replace(
+                pose,
+                height_px=float(rng.uniform(220, 340)),
+                cx=float(rng.uniform(0, IMG_W)),
+                feet_y=float(rng.uniform(150, 330)),
+            )
         else:  # a tiny, off-centre person: the box is far too loose
-            pose = replace(pose, height_px=float(rng.uniform(38, 60)), cx=float(rng.uniform(8, IMG_W - 8)),
-                           feet_y=float(rng.uniform(60, 126)))
+            pose = replace(
+                pose,
+                height_px=float(rng.uniform(38, 60)),
+                cx=float(rng.uniform(8, IMG_W - 8)),
+                feet_y=float(rng.uniform(60, 126)),
+            )
     img, kps = render_sample(cfg, camera, ident, pose, rng, occluder=False if role == "junk" else None)
     return [_emit(out, "gallery", name, pid, cam + 1, img, kps, cfg)]
 
@@ -1249,9 +1391,15 @@ class RenderReport:
         return self.images / max(self.seconds, 1e-9)
 
 
-def render_dataset(config: SynthConfig | None = None, out: str | os.PathLike = DEFAULT_OUT, *,
-                   overwrite: bool = False, workers: int = 1, preview: bool = True,
-                   log: Callable[[str], None] | None = print) -> Path:
+def render_dataset(
+    config: SynthConfig | None = None,
+    out: str | os.PathLike = DEFAULT_OUT,
+    *,
+    overwrite: bool = False,
+    workers: int = 1,
+    preview: bool = True,
+    log: Callable[[str], None] | None = print,
+) -> Path:
     """Render the dataset of ``config`` into ``out`` (Market-1501 layout, CSVs, preview); returns ``out``.
 
     ``out`` must be absent, empty, or a previous rendering of the same config (it is rendered
@@ -1267,8 +1415,14 @@ def render_dataset(config: SynthConfig | None = None, out: str | os.PathLike = D
     return report.out
 
 
-def render_dataset_report(config: SynthConfig | None = None, out: str | os.PathLike = DEFAULT_OUT, *,
-                          overwrite: bool = False, workers: int = 1, preview: bool = True) -> RenderReport:
+def render_dataset_report(
+    config: SynthConfig | None = None,
+    out: str | os.PathLike = DEFAULT_OUT,
+    *,
+    overwrite: bool = False,
+    workers: int = 1,
+    preview: bool = True,
+) -> RenderReport:
     """:func:`render_dataset`, returning the :class:`RenderReport` instead of printing it."""
     cfg = config or SynthConfig()
     out = Path(out)
@@ -1279,13 +1433,20 @@ def render_dataset_report(config: SynthConfig | None = None, out: str | os.PathL
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         prev = previous_config(out)
         if prev is None:
-            raise FileExistsError(f"{out}: directory is not empty and is not an augment.synth output "
-                                  f"(no readable {CONFIG_FILE}); choose another --out or pass --overwrite")
+            raise FileExistsError(
+                f"{out}: directory is not empty and is not an augment.synth output "
+                f"(no readable {CONFIG_FILE}); choose another --out or pass --overwrite"
+            )
         if prev != cfg:
-            diff = [f"{f.name}={getattr(prev, f.name)!r}->{getattr(cfg, f.name)!r}"
-                    for f in fields(cfg) if getattr(prev, f.name) != getattr(cfg, f.name)]
-            raise FileExistsError(f"{out}: holds a rendering of a different config ({', '.join(diff)}); "
-                                  "choose another --out or pass --overwrite")
+            diff = [
+                f"{f.name}={getattr(prev, f.name)!r}->{getattr(cfg, f.name)!r}"
+                for f in fields(cfg)
+                if getattr(prev, f.name) != getattr(cfg, f.name)
+            ]
+            raise FileExistsError(
+                f"{out}: holds a rendering of a different config ({', '.join(diff)}); "
+                "choose another --out or pass --overwrite"
+            )
     out.mkdir(parents=True, exist_ok=True)
     _clear_outputs(out)
     (out / CONFIG_FILE).write_text(json.dumps(_marker(cfg, complete=False), indent=1))
@@ -1320,14 +1481,15 @@ def ensure_dataset(out: str | os.PathLike = DEFAULT_OUT, config: SynthConfig | N
 
 def write_keypoint_files(out: Path, results: list[ImageResult]) -> tuple[dict, dict]:
     """The four community CSVs from the rendered keypoints; returns (annotations by split, pair counts)."""
-    groups = {"train": [r for r in results if r.split == "train"],
-              "test": [r for r in results if r.split in ("gallery", "query")]}
+    groups = {
+        "train": [r for r in results if r.split == "train"],
+        "test": [r for r in results if r.split in ("gallery", "query")],
+    }
     annotations, pairs = {}, {}
     for split, rows in groups.items():
         rows = sorted(rows, key=lambda r: r.name)
         coords = np.array([r.coords for r in rows], np.int32).reshape(-1, NUM_JOINTS, 2)
-        ann = Annotations([r.name for r in rows], coords,
-                          source=str(out / ANNOTATION_FILES[split]))
+        ann = Annotations([r.name for r in rows], coords, source=str(out / ANNOTATION_FILES[split]))
         write_annotations(out / ANNOTATION_FILES[split], ann)
         sample = DEFAULT_TEST_PAIRS if split == "test" else None
         table = build_pairs(ann, sample=sample, random_state=0)
@@ -1340,9 +1502,25 @@ def write_keypoint_files(out: Path, results: list[ImageResult]) -> tuple[dict, d
 # Preview and statistics
 
 # COCO-18 limbs; colours: the person's right side warm (red/orange), left side cool (blue/cyan), centre green.
-LIMBS = (("neck", "Rsho"), ("Rsho", "Relb"), ("Relb", "Rwri"), ("neck", "Lsho"), ("Lsho", "Lelb"), ("Lelb", "Lwri"),
-         ("neck", "Rhip"), ("Rhip", "Rkne"), ("Rkne", "Rank"), ("neck", "Lhip"), ("Lhip", "Lkne"), ("Lkne", "Lank"),
-         ("neck", "nose"), ("nose", "Reye"), ("Reye", "Rear"), ("nose", "Leye"), ("Leye", "Lear"))
+LIMBS = (
+    ("neck", "Rsho"),
+    ("Rsho", "Relb"),
+    ("Relb", "Rwri"),
+    ("neck", "Lsho"),
+    ("Lsho", "Lelb"),
+    ("Lelb", "Lwri"),
+    ("neck", "Rhip"),
+    ("Rhip", "Rkne"),
+    ("Rkne", "Rank"),
+    ("neck", "Lhip"),
+    ("Lhip", "Lkne"),
+    ("Lkne", "Lank"),
+    ("neck", "nose"),
+    ("nose", "Reye"),
+    ("Reye", "Rear"),
+    ("nose", "Leye"),
+    ("Leye", "Lear"),
+)
 
 
 def _side_colour(a: str, b: str) -> tuple[int, int, int]:
@@ -1384,8 +1562,9 @@ def write_preview(path: Path, root: Path, results: list[ImageResult], rows: int 
     grid = np.full((head_h + n_rows * (ch + 4), label_w + len(cams) * (cw + 4), 3), 255, np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
     for j, cam in enumerate(cams):
-        cv2.putText(grid, f"cam {cam}", (label_w + j * (cw + 4) + cw // 2 - 25, 17), font, 0.5, (0, 0, 0), 1,
-                    cv2.LINE_AA)
+        cv2.putText(
+            grid, f"cam {cam}", (label_w + j * (cw + 4) + cw // 2 - 25, 17), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA
+        )
     for i, pid in enumerate(chosen):
         y0 = head_h + i * (ch + 4)
         cv2.putText(grid, f"id {pid:04d}", (4, y0 + ch // 2), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
@@ -1398,22 +1577,28 @@ def write_preview(path: Path, root: Path, results: list[ImageResult], rows: int 
             big = cv2.resize(img, (cw, ch), interpolation=cv2.INTER_NEAREST)
             draw_skeleton(big, np.array(r.coords), scale)
             x0 = label_w + j * (cw + 4)
-            grid[y0:y0 + ch, x0:x0 + cw] = big
+            grid[y0 : y0 + ch, x0 : x0 + cw] = big
     # Last row: one identity at headings 0, 60, ..., 300 on grey (checks left/right by eye).
     y0 = head_h + len(chosen) * (ch + 4)
     cv2.putText(grid, "heading", (4, y0 + ch // 2 - 8), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(grid, "0..300", (4, y0 + ch // 2 + 10), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     # A fixed person with a face, hair and a front logo, so front and back views are easy to tell apart.
-    ident = replace(sample_identity(np.random.default_rng([0, 99]), SynthConfig(share_prob=0.0)),
-                    hair_style="short", hair_colour=HAIR_COLOURS[0][0], upper_pattern="logo", sleeves="short",
-                    lower_type="trousers", accessory="none")
+    ident = replace(
+        sample_identity(np.random.default_rng([0, 99]), SynthConfig(share_prob=0.0)),
+        hair_style="short",
+        hair_colour=HAIR_COLOURS[0][0],
+        upper_pattern="logo",
+        sleeves="short",
+        lower_type="trousers",
+        accessory="none",
+    )
     for j in range(len(cams)):
         heading = 60.0 * j
         img, kps = render_person(ident, default_pose(heading=heading, phase=0.9))
         big = cv2.resize(img, (cw, ch), interpolation=cv2.INTER_NEAREST)
         draw_skeleton(big, kps, scale)
         x0 = label_w + j * (cw + 4)
-        grid[y0:y0 + ch, x0:x0 + cw] = big
+        grid[y0 : y0 + ch, x0 : x0 + cw] = big
         cv2.putText(grid, f"{heading:.0f}", (x0 + 4, y0 + 16), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     ok, buf = cv2.imencode(".png", grid[..., ::-1])
     path.write_bytes(buf.tobytes())
@@ -1423,27 +1608,36 @@ def write_preview(path: Path, root: Path, results: list[ImageResult], rows: int 
 def statistics_lines(report: RenderReport) -> list[str]:
     """The printed summary: counts, keypoint visibility, pairs, speed, paths, and the reader's view."""
     res = report.results
-    lines = [f"[synth] rendered {report.images} images in {report.seconds:.1f} s: "
-             f"{report.images_per_second:.0f} images/s with {report.workers} worker process(es)"]
+    lines = [
+        f"[synth] rendered {report.images} images in {report.seconds:.1f} s: "
+        f"{report.images_per_second:.0f} images/s with {report.workers} worker process(es)"
+    ]
     if report.workers == 1:  # CPU time is the per-core speed, whatever else shares the machine
-        lines.append(f"[synth]   {report.images / max(report.cpu_seconds, 1e-9):.0f} images per CPU-second "
-                     f"({report.cpu_seconds:.1f} s CPU)")
+        lines.append(
+            f"[synth]   {report.images / max(report.cpu_seconds, 1e-9):.0f} images per CPU-second "
+            f"({report.cpu_seconds:.1f} s CPU)"
+        )
     for split in ("train", "gallery", "query"):
         rows = [r for r in res if r.split == split]
         ids = {r.pid for r in rows if r.pid > 0}
-        lines.append(f"[synth]   {split:8s} {len(rows):6d} images  {len(ids):4d} identities  "
-                     f"{len({r.camera for r in rows})} cameras")
+        lines.append(
+            f"[synth]   {split:8s} {len(rows):6d} images  {len(ids):4d} identities  "
+            f"{len({r.camera for r in rows})} cameras"
+        )
     junk = sum(r.pid == -1 for r in res)
     distractors = sum(r.pid == 0 for r in res)
     lines.append(f"[synth]   gallery extras: {junk} junk (-1), {distractors} distractors (0000)")
     person = [r for r in res if r.pid != -1]
     coords = np.array([r.coords for r in person], np.int32).reshape(-1, NUM_JOINTS, 2)
     present = (coords != MISSING).all(-1).mean(0)
-    lines.append("[synth]   keypoints present (non-junk images): "
-                 + " ".join(f"{n}={p:.2f}" for n, p in zip(JOINTS, present)))
+    lines.append(
+        "[synth]   keypoints present (non-junk images): " + " ".join(f"{n}={p:.2f}" for n, p in zip(JOINTS, present))
+    )
     no_torso = int((~joints_present(coords)).sum())
-    lines.append(f"[synth]   images without all four torso joints: {no_torso} of {len(person)} "
-                 f"({no_torso / max(len(person), 1):.1%}); they form no pairs")
+    lines.append(
+        f"[synth]   images without all four torso joints: {no_torso} of {len(person)} "
+        f"({no_torso / max(len(person), 1):.1%}); they form no pairs"
+    )
     lines.append(f"[synth]   pairs: train {report.pairs['train']}, test {report.pairs['test']}")
     out = report.out
     lines.append(f"[synth]   wrote {out}/{{{','.join(MARKET_DIRS.values())}}}")
@@ -1460,19 +1654,30 @@ def statistics_lines(report: RenderReport) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     d = SynthConfig()
-    p = argparse.ArgumentParser(prog="python -m augment.synth", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m augment.synth",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="dataset root to write")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--train-ids", type=int, default=d.train_ids, help="training identities")
     p.add_argument("--test-ids", type=int, default=d.test_ids, help="test identities (query + gallery)")
     p.add_argument("--images-per-id", type=int, nargs=2, metavar=("MIN", "MAX"), default=list(d.images_per_id))
     p.add_argument("--cameras", type=int, default=d.cameras)
-    p.add_argument("--difficulty", type=float, default=None,
-                   help="0..1: sets --palette-size and --share-prob together (0 -> 24/0.1, 0.5 -> 16/0.45, 1 -> 8/0.8)")
+    p.add_argument(
+        "--difficulty",
+        type=float,
+        default=None,
+        help="0..1: sets --palette-size and --share-prob together (0 -> 24/0.1, 0.5 -> 16/0.45, 1 -> 8/0.8)",
+    )
     p.add_argument("--palette-size", type=int, default=None, help=f"garment colours in use (default {d.palette_size})")
-    p.add_argument("--share-prob", type=float, default=None,
-                   help=f"probability a garment group comes from an archetype outfit (default {d.share_prob})")
+    p.add_argument(
+        "--share-prob",
+        type=float,
+        default=None,
+        help=f"probability a garment group comes from an archetype outfit (default {d.share_prob})",
+    )
     p.add_argument("--archetypes", type=int, default=d.archetypes)
     p.add_argument("--junk", type=int, default=d.junk_images, help="junk (-1) gallery images")
     p.add_argument("--distractors", type=int, default=d.distractor_images, help="distractor (0000) gallery images")
@@ -1480,11 +1685,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--occluder-prob", type=float, default=d.occluder_prob)
     p.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality)
     p.add_argument("--workers", type=int, default=1, help="render processes (output is identical for any number)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a different rendering, or write into a non-empty directory")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a different rendering, or write into a non-empty directory"
+    )
     p.add_argument("--no-preview", dest="preview", action="store_false", help=f"skip {PREVIEW_FILE}")
-    p.add_argument("--preview", dest="preview", action="store_true", default=True,
-                   help=f"write {PREVIEW_FILE} into the dataset root (default)")
+    p.add_argument(
+        "--preview",
+        dest="preview",
+        action="store_true",
+        default=True,
+        help=f"write {PREVIEW_FILE} into the dataset root (default)",
+    )
     return p
 
 
@@ -1492,12 +1703,19 @@ def config_from_args(a: argparse.Namespace) -> SynthConfig:
     d = SynthConfig()
     palette, share = (d.palette_size, d.share_prob) if a.difficulty is None else difficulty_knobs(a.difficulty)
     return SynthConfig(
-        seed=a.seed, train_ids=a.train_ids, test_ids=a.test_ids, images_per_id=tuple(a.images_per_id),
+        seed=a.seed,
+        train_ids=a.train_ids,
+        test_ids=a.test_ids,
+        images_per_id=tuple(a.images_per_id),
         cameras=a.cameras,
         palette_size=a.palette_size if a.palette_size is not None else palette,
         share_prob=a.share_prob if a.share_prob is not None else share,
-        archetypes=a.archetypes, junk_images=a.junk, distractor_images=a.distractors,
-        truncation_prob=a.truncation_prob, occluder_prob=a.occluder_prob, jpeg_quality=a.jpeg_quality,
+        archetypes=a.archetypes,
+        junk_images=a.junk,
+        distractor_images=a.distractors,
+        truncation_prob=a.truncation_prob,
+        occluder_prob=a.occluder_prob,
+        jpeg_quality=a.jpeg_quality,
     )
 
 

@@ -48,9 +48,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 MARKET_TRAIN_IMAGES = 12_936
 MARKET_TRAIN_IDENTITIES = 751
@@ -66,8 +66,11 @@ SECONDS_PER_HOUR = 3600.0
 def generated_images() -> dict[str, int]:
     """Generated images per method: 2x, 3x and the whole Table-5 sweep (portions + 2x + 3x)."""
     portions = sum(round((1 - p) * MARKET_TRAIN_IMAGES) for p in PORTIONS)
-    return {"2x": MARKET_TRAIN_IMAGES, "3x": 2 * MARKET_TRAIN_IMAGES,
-            "sweep": portions + MARKET_TRAIN_IMAGES + 2 * MARKET_TRAIN_IMAGES}
+    return {
+        "2x": MARKET_TRAIN_IMAGES,
+        "3x": 2 * MARKET_TRAIN_IMAGES,
+        "sweep": portions + MARKET_TRAIN_IMAGES + 2 * MARKET_TRAIN_IMAGES,
+    }
 
 
 def reid_cells(methods: int) -> list[int]:
@@ -106,8 +109,14 @@ def io_seconds_per_image(payloads: list[dict], out: Path) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def measure_service(data: Path | None, executors: Sequence[str], portion: float, batch_size: int,
-                    precision: str, log: Callable[[str], None] = print) -> dict:
+def measure_service(
+    data: Path | None,
+    executors: Sequence[str],
+    portion: float,
+    batch_size: int,
+    precision: str,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Images/s of augment.run per executor (``local``, ``ray:N``) and of the model alone."""
     from augment.bench import make_checkpoint, model_only_rate, run_measured
     from augment.execute import make_payloads
@@ -128,18 +137,40 @@ def measure_service(data: Path | None, executors: Sequence[str], portion: float,
         load0 = load_average()
         model_rate = model_only_rate(ckpt, payloads, "cpu", amp)
         io = io_seconds_per_image(payloads, tmp / "io")
-        log(f"[capacity] service: {len(plan.generated())} generated images per run (portion {portion}), "
+        log(
+            f"[capacity] service: {len(plan.generated())} generated images per run (portion {portion}), "
             f"patn synth (random weights), batch {batch_size}, {precision}; model alone {model_rate:.1f} img/s; "
-            f"I/O alone {1e3 * io:.1f} ms/image (load {load0})")
+            f"I/O alone {1e3 * io:.1f} ms/image (load {load0})"
+        )
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("RAY_ADDRESS", None)  # a private local Ray, never someone else's
         runs = []
         for spec in executors:
             executor, _, actors = spec.partition(":")
             out = tmp / spec.replace(":", "-")
-            cmd = [sys.executable, "-m", "augment.run", "--method", "patn", "--data", str(data), "--checkpoint",
-                   str(ckpt), "--portion", str(portion), "--executor", executor, "--out", str(out),
-                   "--batch-size", str(batch_size), "--device", "cpu", "--precision", precision]
+            cmd = [
+                sys.executable,
+                "-m",
+                "augment.run",
+                "--method",
+                "patn",
+                "--data",
+                str(data),
+                "--checkpoint",
+                str(ckpt),
+                "--portion",
+                str(portion),
+                "--executor",
+                executor,
+                "--out",
+                str(out),
+                "--batch-size",
+                str(batch_size),
+                "--device",
+                "cpu",
+                "--precision",
+                precision,
+            ]
             if actors:
                 cmd += ["--actors", actors]
             before = load_average()
@@ -147,31 +178,46 @@ def measure_service(data: Path | None, executors: Sequence[str], portion: float,
             if rc != 0:
                 raise SystemExit(f"error: {' '.join(cmd)} failed ({rc}):\n{output[-3000:]}")
             s = json.loads((out / "summary.json").read_text())
-            row = {"executor": executor, "actors": int(actors) if actors else None,
-                   "generated": s["generated_this_run"], "images_per_second": s["generated_images_per_second"],
-                   "generate_seconds": s["generate_seconds"],
-                   "overhead_seconds": s["executor_overhead_seconds"], "total_seconds": s["total_seconds"],
-                   "peak_rss_mib": round(peak_mib, 1), "load_average": [before, load_average()]}
+            row = {
+                "executor": executor,
+                "actors": int(actors) if actors else None,
+                "generated": s["generated_this_run"],
+                "images_per_second": s["generated_images_per_second"],
+                "generate_seconds": s["generate_seconds"],
+                "overhead_seconds": s["executor_overhead_seconds"],
+                "total_seconds": s["total_seconds"],
+                "peak_rss_mib": round(peak_mib, 1),
+                "load_average": [before, load_average()],
+            }
             runs.append(row)
-            log(f"[capacity] {spec:7s} {row['images_per_second']} img/s steady, start-up+shutdown "
+            log(
+                f"[capacity] {spec:7s} {row['images_per_second']} img/s steady, start-up+shutdown "
                 f"{row['overhead_seconds']} s, generate {row['generate_seconds']} s, peak {peak_mib:.0f} MiB "
-                f"(load {before})")
+                f"(load {before})"
+            )
             shutil.rmtree(out, ignore_errors=True)
         local = next((r for r in runs if r["executor"] == "local" and r["images_per_second"]), None)
         # the local executor is one loop: 1 / rate - model = I/O (noisy on a busy machine)
         local_io = None if local is None else 1 / local["images_per_second"] - 1 / model_rate
-        return {"data": str(data), "generator": "patn synth (random weights)", "portion": portion,
-                "batch_size": batch_size, "precision": precision, "model_only_images_per_second": round(model_rate, 2),
-                "io_seconds_per_image": round(io, 5),
-                "io_seconds_per_image_implied_by_local_run": None if local_io is None else round(local_io, 5),
-                "runs": runs,
-                "load_average": [load0, load_average()]}
+        return {
+            "data": str(data),
+            "generator": "patn synth (random weights)",
+            "portion": portion,
+            "batch_size": batch_size,
+            "precision": precision,
+            "model_only_images_per_second": round(model_rate, 2),
+            "io_seconds_per_image": round(io, 5),
+            "io_seconds_per_image_implied_by_local_run": None if local_io is None else round(local_io, 5),
+            "runs": runs,
+            "load_average": [load0, load_average()],
+        }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def measure_methods(methods: Sequence[str], batch_size: int, repeats: int,
-                    log: Callable[[str], None] = print) -> dict[str, dict]:
+def measure_methods(
+    methods: Sequence[str], batch_size: int, repeats: int, log: Callable[[str], None] = print
+) -> dict[str, dict]:
     """Per registered method (market preset): GFLOPs/image and CPU images/s of the fast path."""
     import torch
 
@@ -184,21 +230,34 @@ def measure_methods(methods: Sequence[str], batch_size: int, repeats: int,
     for name in names:
         before = load_average()
         try:
-            cfg = BenchConfig(methods=[name], preset="market", device="cpu", batch_sizes=(batch_size,),
-                              repeats=repeats, warmup=1, compile=False)
+            cfg = BenchConfig(
+                methods=[name],
+                preset="market",
+                device="cpu",
+                batch_sizes=(batch_size,),
+                repeats=repeats,
+                warmup=1,
+                compile=False,
+            )
             r = bench_method(build(name, "market"), cfg, torch.device("cpu"), log=lambda s: None)
         except Exception as e:  # noqa: BLE001 - one broken method must not hide the others' figures
             results[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
             log(f"[capacity] {name}: failed: {results[name]['error']}")
             continue
         fast = r.fast_path[str(batch_size)]
-        results[name] = {"gflops_per_image": round(r.gflops_per_image, 3), "parameters": r.parameters,
-                         "nets": r.nets, "variant": fast["variant"],
-                         "images_per_second": round(fast["images_per_second"], 3),
-                         "seconds_per_image": round(1 / fast["images_per_second"], 4),
-                         "load_average": [before, load_average()]}
-        log(f"[capacity] {name}/market: {r.gflops_per_image:.2f} GFLOPs/image, {fast['images_per_second']:.2f} "
-            f"img/s on CPU ({fast['variant']}, batch {batch_size}; load {before})")
+        results[name] = {
+            "gflops_per_image": round(r.gflops_per_image, 3),
+            "parameters": r.parameters,
+            "nets": r.nets,
+            "variant": fast["variant"],
+            "images_per_second": round(fast["images_per_second"], 3),
+            "seconds_per_image": round(1 / fast["images_per_second"], 4),
+            "load_average": [before, load_average()],
+        }
+        log(
+            f"[capacity] {name}/market: {r.gflops_per_image:.2f} GFLOPs/image, {fast['images_per_second']:.2f} "
+            f"img/s on CPU ({fast['variant']}, batch {batch_size}; load {before})"
+        )
     return results
 
 
@@ -217,9 +276,14 @@ def reid_flops(models: Sequence[str], recipe: str = "openreid") -> dict[str, dic
         m = get_recipe(recipe).models[name]
         model, info = build_reid_model(m.architecture, MARKET_TRAIN_IDENTITIES, pretrained=False, **m.model_kwargs)
         flops = count_flops(model, torch.zeros(1, 3, *m.input_size))
-        out[name] = {"recipe": recipe, "architecture": m.architecture, "input_size": list(m.input_size),
-                     "epochs": m.epochs, "parameters": info.num_params,
-                     "forward_gflops_per_image": round(flops.gflops_per_sample, 3)}
+        out[name] = {
+            "recipe": recipe,
+            "architecture": m.architecture,
+            "input_size": list(m.input_size),
+            "epochs": m.epochs,
+            "parameters": info.num_params,
+            "forward_gflops_per_image": round(flops.gflops_per_sample, 3),
+        }
     return out
 
 
@@ -251,36 +315,52 @@ def estimate(service: dict | None, methods: dict[str, dict], reid: dict[str, dic
         node_s = max(gpu_s, (io or 0.0) / gpu.node_cpus)  # a GPU node: model on the GPU, I/O on its cores
         cpu_s = r["seconds_per_image"] + (io or 0.0)
         generation[name] = {
-            "cpu_seconds_per_image": round(cpu_s, 4), "gpu_ms_per_image_estimated": round(1e3 * gpu_s, 4),
+            "cpu_seconds_per_image": round(cpu_s, 4),
+            "gpu_ms_per_image_estimated": round(1e3 * gpu_s, 4),
             "gpu_node_ms_per_image_estimated": round(1e3 * node_s, 4),
             "io_bound_on_gpu_node": bool(io and io / gpu.node_cpus > gpu_s),
             "cpu_cores_to_feed_one_gpu": None if io is None else round(io / gpu_s, 1),
-            "hours": {w: {"cpu_this_machine": round(n * cpu_s / SECONDS_PER_HOUR, 3),
-                          "gpu_node_estimated": round(n * node_s / SECONDS_PER_HOUR, 6)} for w, n in work.items()},
+            "hours": {
+                w: {
+                    "cpu_this_machine": round(n * cpu_s / SECONDS_PER_HOUR, 3),
+                    "gpu_node_estimated": round(n * node_s / SECONDS_PER_HOUR, 6),
+                }
+                for w, n in work.items()
+            },
         }
     cells = reid_cells(len(ok))
     training = {}
     for name, r in reid.items():
         per_image = gpu.seconds(3 * r["forward_gflops_per_image"]) * r["epochs"]  # fwd + bwd, all epochs
         training[name] = {
-            "gpu_hours_per_cell_estimated": {label: round(n * per_image / SECONDS_PER_HOUR, 3) for label, n in
-                                             (("1x", MARKET_TRAIN_IMAGES), ("2x", 2 * MARKET_TRAIN_IMAGES),
-                                              ("3x", 3 * MARKET_TRAIN_IMAGES))},
-            "sweep_cells": len(cells), "sweep_training_images": sum(cells),
+            "gpu_hours_per_cell_estimated": {
+                label: round(n * per_image / SECONDS_PER_HOUR, 3)
+                for label, n in (
+                    ("1x", MARKET_TRAIN_IMAGES),
+                    ("2x", 2 * MARKET_TRAIN_IMAGES),
+                    ("3x", 3 * MARKET_TRAIN_IMAGES),
+                )
+            },
+            "sweep_cells": len(cells),
+            "sweep_training_images": sum(cells),
             "sweep_gpu_hours_estimated": round(sum(cells) * per_image / SECONDS_PER_HOUR, 2),
         }
     sweep_gen_gpu = sum(g["hours"]["sweep"]["gpu_node_estimated"] for g in generation.values())
     sweep_gen_cpu = sum(g["hours"]["sweep"]["cpu_this_machine"] for g in generation.values())
     sweep_reid_gpu = sum(t["sweep_gpu_hours_estimated"] for t in training.values())
     return {
-        "workload_generated_images_per_method": work, "methods_in_sweep": sorted(ok),
-        "generation": generation, "reid_training": training,
-        "sweep_total": {"generated_images": work["sweep"] * len(ok),
-                        "generation_cpu_hours_this_machine": round(sweep_gen_cpu, 2),
-                        "generation_gpu_hours_estimated": round(sweep_gen_gpu, 5),
-                        "reid_gpu_hours_estimated": round(sweep_reid_gpu, 2),
-                        "gpu_hours_estimated": round(sweep_gen_gpu + sweep_reid_gpu, 2),
-                        f"hours_on_{gpu.gpus}_gpus_estimated": round((sweep_gen_gpu + sweep_reid_gpu) / gpu.gpus, 2)},
+        "workload_generated_images_per_method": work,
+        "methods_in_sweep": sorted(ok),
+        "generation": generation,
+        "reid_training": training,
+        "sweep_total": {
+            "generated_images": work["sweep"] * len(ok),
+            "generation_cpu_hours_this_machine": round(sweep_gen_cpu, 2),
+            "generation_gpu_hours_estimated": round(sweep_gen_gpu, 5),
+            "reid_gpu_hours_estimated": round(sweep_reid_gpu, 2),
+            "gpu_hours_estimated": round(sweep_gen_gpu + sweep_reid_gpu, 2),
+            f"hours_on_{gpu.gpus}_gpus_estimated": round((sweep_gen_gpu + sweep_reid_gpu) / gpu.gpus, 2),
+        },
     }
 
 
@@ -297,29 +377,40 @@ def _h(x: float | None) -> str:
 def markdown(report: dict) -> str:
     gpu, est, service, methods = report["gpu_model"], report["estimates"], report["service"], report["methods"]
     work = est["workload_generated_images_per_method"]
-    lines = [f"Machine: {report['machine']}; load average {report['load_average_start']} -> "
-             f"{report['load_average_end']} (timings under load are not comparable).", ""]
+    lines = [
+        f"Machine: {report['machine']}; load average {report['load_average_start']} -> "
+        f"{report['load_average_end']} (timings under load are not comparable).",
+        "",
+    ]
     if service:
-        lines += ["**Augmentation service, measured here** (embedded dataset, PATN synth generator, "
-                  f"{service['precision']}, batch {service['batch_size']}; model alone "
-                  f"{service['model_only_images_per_second']} img/s; service I/O "
-                  f"{_ms(service['io_seconds_per_image'])} per image)", "",
-                  "| executor | actors | generated | img/s (steady) | generate (s) "
-                  "| start-up + shutdown (s) | peak RSS (MiB) | load |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "**Augmentation service, measured here** (embedded dataset, PATN synth generator, "
+            f"{service['precision']}, batch {service['batch_size']}; model alone "
+            f"{service['model_only_images_per_second']} img/s; service I/O "
+            f"{_ms(service['io_seconds_per_image'])} per image)",
+            "",
+            "| executor | actors | generated | img/s (steady) | generate (s) "
+            "| start-up + shutdown (s) | peak RSS (MiB) | load |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in service["runs"]:
-            lines.append(f"| {r['executor']} | {r['actors'] or '-'} | {r['generated']} | {r['images_per_second']} | "
-                         f"{r['generate_seconds']} | "
-                         f"{r['overhead_seconds']} | {r['peak_rss_mib']:.0f} | {r['load_average'][0]} |")
+            lines.append(
+                f"| {r['executor']} | {r['actors'] or '-'} | {r['generated']} | {r['images_per_second']} | "
+                f"{r['generate_seconds']} | "
+                f"{r['overhead_seconds']} | {r['peak_rss_mib']:.0f} | {r['load_average'][0]} |"
+            )
         lines.append("")
-    lines += [f"**Generation per method** (market presets, 128x64, batch 32). CPU: measured on this machine "
-              f"(model + service I/O). GPU: ESTIMATED, H100 at {gpu['efficiency']:.0%} of "
-              f"{gpu['peak_tflops']:.0f} TFLOP/s bf16 (optimistic for convnets this size; figures scale as "
-              f"1 / efficiency); a node = 1 GPU + {gpu['node_cpus']} cores for the I/O. "
-              f"Images per method: 2x {work['2x']:,}, 3x {work['3x']:,}, Table-5 sweep {work['sweep']:,}.", "",
-              "| method | GFLOPs/img | CPU s/img | CPU h 2x / 3x / sweep | GPU ms/img (est.) | "
-              "cores to feed 1 GPU | GPU-node min 2x / 3x / sweep (est.) |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        f"**Generation per method** (market presets, 128x64, batch 32). CPU: measured on this machine "
+        f"(model + service I/O). GPU: ESTIMATED, H100 at {gpu['efficiency']:.0%} of "
+        f"{gpu['peak_tflops']:.0f} TFLOP/s bf16 (optimistic for convnets this size; figures scale as "
+        f"1 / efficiency); a node = 1 GPU + {gpu['node_cpus']} cores for the I/O. "
+        f"Images per method: 2x {work['2x']:,}, 3x {work['3x']:,}, Table-5 sweep {work['sweep']:,}.",
+        "",
+        "| method | GFLOPs/img | CPU s/img | CPU h 2x / 3x / sweep | GPU ms/img (est.) | "
+        "cores to feed 1 GPU | GPU-node min 2x / 3x / sweep (est.) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in methods.items():
         if "error" in r:
             lines.append(f"| {name} | failed: {r['error']} | | | | | |")
@@ -332,28 +423,36 @@ def markdown(report: dict) -> str:
             f"{_h(hrs['sweep']['cpu_this_machine'])} | {g['gpu_ms_per_image_estimated']:.3f} | "
             f"{_h(g['cpu_cores_to_feed_one_gpu'])} | {_h(60 * hrs['2x']['gpu_node_estimated'])} / "
             f"{_h(60 * hrs['3x']['gpu_node_estimated'])} / {_h(60 * hrs['sweep']['gpu_node_estimated'])}"
-            f"{' (I/O-bound)' if g['io_bound_on_gpu_node'] else ''} |")
+            f"{' (I/O-bound)' if g['io_bound_on_gpu_node'] else ''} |"
+        )
     lines.append("")
     if est["reid_training"]:
-        lines += [f"**Re-ID training per Table-5 cell, ESTIMATED** (openreid recipe, 3 x forward FLOPs per training "
-                  f"image, same GPU assumption; data loading not counted: lower bounds). Sweep = "
-                  f"{len(est['methods_in_sweep'])} methods x 11 cells + 10 'None' cells.", "",
-                  "| re-ID model | input | epochs | fwd GFLOPs | GPU h per cell 1x / 2x / 3x | sweep cells | "
-                  "sweep GPU h |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"**Re-ID training per Table-5 cell, ESTIMATED** (openreid recipe, 3 x forward FLOPs per training "
+            f"image, same GPU assumption; data loading not counted: lower bounds). Sweep = "
+            f"{len(est['methods_in_sweep'])} methods x 11 cells + 10 'None' cells.",
+            "",
+            "| re-ID model | input | epochs | fwd GFLOPs | GPU h per cell 1x / 2x / 3x | sweep cells | sweep GPU h |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name, t in est["reid_training"].items():
             r = report["reid_models"][name]
             c = t["gpu_hours_per_cell_estimated"]
-            lines.append(f"| {name} | {r['input_size'][0]}x{r['input_size'][1]} | {r['epochs']} | "
-                         f"{r['forward_gflops_per_image']:.2f} | {_h(c['1x'])} / {_h(c['2x'])} / {_h(c['3x'])} | "
-                         f"{t['sweep_cells']} | {_h(t['sweep_gpu_hours_estimated'])} |")
+            lines.append(
+                f"| {name} | {r['input_size'][0]}x{r['input_size'][1]} | {r['epochs']} | "
+                f"{r['forward_gflops_per_image']:.2f} | {_h(c['1x'])} / {_h(c['2x'])} / {_h(c['3x'])} | "
+                f"{t['sweep_cells']} | {_h(t['sweep_gpu_hours_estimated'])} |"
+            )
         lines.append("")
     s = est["sweep_total"]
     on_g = s[f"hours_on_{gpu['gpus']}_gpus_estimated"]
-    lines += [f"**Full Table-5 sweep** ({', '.join(est['methods_in_sweep'])}): {s['generated_images']:,} generated "
-              f"images; generation {_h(s['generation_cpu_hours_this_machine'])} h on this CPU, "
-              f"{_h(60 * s['generation_gpu_hours_estimated'])} GPU-node min (est.); re-ID training "
-              f"{_h(s['reid_gpu_hours_estimated'])} GPU h (est.); total {_h(s['gpu_hours_estimated'])} GPU h, "
-              f"~{_h(on_g)} h on {gpu['gpus']} GPUs (est.)."]
+    lines += [
+        f"**Full Table-5 sweep** ({', '.join(est['methods_in_sweep'])}): {s['generated_images']:,} generated "
+        f"images; generation {_h(s['generation_cpu_hours_this_machine'])} h on this CPU, "
+        f"{_h(60 * s['generation_gpu_hours_estimated'])} GPU-node min (est.); re-ID training "
+        f"{_h(s['reid_gpu_hours_estimated'])} GPU h (est.); total {_h(s['gpu_hours_estimated'])} GPU h, "
+        f"~{_h(on_g)} h on {gpu['gpus']} GPUs (est.)."
+    ]
     return "\n".join(lines)
 
 
@@ -374,22 +473,35 @@ def machine_info() -> str:
             cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"native bf16 {'yes' if cpu_supports_bf16() else 'no'}")
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"native bf16 {'yes' if cpu_supports_bf16() else 'no'}"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cluster.capacity", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", default="all", help="comma-separated methods, or all (default: every method "
-                                                   "with a market preset)")
-    p.add_argument("--executors", default="local,ray:1,ray:2",
-                   help="service runs: local and/or ray:N (N generator actors) (default local,ray:1,ray:2)")
+    p = argparse.ArgumentParser(
+        prog="python -m cluster.capacity",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--methods", default="all", help="comma-separated methods, or all (default: every method with a market preset)"
+    )
+    p.add_argument(
+        "--executors",
+        default="local,ray:1,ray:2",
+        help="service runs: local and/or ray:N (N generator actors) (default local,ray:1,ray:2)",
+    )
     p.add_argument("--data", type=Path, help="dataset for the service runs (default: the embedded one)")
     p.add_argument("--portion", type=float, default=0.7, help="service plan: keep p, generate the rest (default 0.7)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="service precision (default auto: bf16 where the CPU computes it natively)")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="service precision (default auto: bf16 where the CPU computes it natively)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed rounds per method (median; default 3)")
     p.add_argument("--reid-models", default="resnet50,inception", help="re-ID models of the estimate")
     p.add_argument("--gpu-peak-tflops", type=float, default=H100_BF16_DENSE_TFLOPS)
@@ -408,8 +520,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise SystemExit(f"error: --gpu-efficiency must be in (0, 1], got {a.gpu_efficiency}")
     if not 0 < a.portion < 1:
         raise SystemExit(f"error: --portion must be in (0, 1), got {a.portion}")
-    for flag, value in (("--batch-size", a.batch_size), ("--repeats", a.repeats), ("--node-cpus", a.node_cpus),
-                        ("--gpus", a.gpus)):
+    for flag, value in (
+        ("--batch-size", a.batch_size),
+        ("--repeats", a.repeats),
+        ("--node-cpus", a.node_cpus),
+        ("--gpus", a.gpus),
+    ):
         if value < 1:
             raise SystemExit(f"error: {flag} must be >= 1, got {value}")
     executors = [e for e in a.executors.split(",") if e]
@@ -431,13 +547,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     t0 = time.perf_counter()
     report: dict = {"format": "poseaug-capacity/1", "machine": machine_info(), "load_average_start": load_average()}
-    report["service"] = None if a.skip_service else measure_service(a.data, executors, a.portion, a.batch_size,
-                                                                      precision)
+    report["service"] = (
+        None if a.skip_service else measure_service(a.data, executors, a.portion, a.batch_size, precision)
+    )
     report["methods"] = {} if a.skip_methods else measure_methods(a.methods.split(","), a.batch_size, a.repeats)
     report["reid_models"] = reid_flops(reid_models)
     gpu = GpuModel(a.gpu_peak_tflops, a.gpu_efficiency, a.node_cpus, a.gpus)
-    report["gpu_model"] = {"peak_tflops": gpu.peak_tflops, "efficiency": gpu.efficiency, "node_cpus": gpu.node_cpus,
-                           "gpus": gpu.gpus, "note": "ESTIMATED from FLOPs: no GPU was measured"}
+    report["gpu_model"] = {
+        "peak_tflops": gpu.peak_tflops,
+        "efficiency": gpu.efficiency,
+        "node_cpus": gpu.node_cpus,
+        "gpus": gpu.gpus,
+        "note": "ESTIMATED from FLOPs: no GPU was measured",
+    }
     report["estimates"] = estimate(report["service"], report["methods"], report["reid_models"], gpu)
     report["load_average_end"] = load_average()
     report["seconds"] = round(time.perf_counter() - t0, 1)

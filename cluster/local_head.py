@@ -57,9 +57,17 @@ _TEMP_PARENT = "/tmp"
 _MAX_TEMP_DIR_LEN = 40
 # Pick ports below Linux's ephemeral range (32768+) and above Ray's worker ports (10002-19999).
 _PORT_RANGE = (20000, 32000)
-_PORT_NAMES = ("port", "dashboard_port", "ray_client_server_port", "dashboard_agent_listen_port",
-               "dashboard_agent_grpc_port", "metrics_export_port", "runtime_env_agent_port",
-               "node_manager_port", "object_manager_port")
+_PORT_NAMES = (
+    "port",
+    "dashboard_port",
+    "ray_client_server_port",
+    "dashboard_agent_listen_port",
+    "dashboard_agent_grpc_port",
+    "metrics_export_port",
+    "runtime_env_agent_port",
+    "node_manager_port",
+    "object_manager_port",
+)
 AUTH_MODES = ("disabled", "token")
 
 
@@ -89,8 +97,8 @@ def free_ports(n: int, rng: random.Random | None = None, avoid: set[int] = froze
 
 def _psutil():
     """psutil as Ray ships it (``import ray`` puts ray/thirdparty_files on sys.path)."""
-    import ray  # noqa: F401
     import psutil
+    import ray  # noqa: F401
 
     return psutil
 
@@ -123,10 +131,19 @@ class LocalRayHead:
             harness created is removed.
     """
 
-    def __init__(self, temp_dir: str | Path | None = None, num_cpus: int = 2, port: int | None = None,
-                 dashboard_port: int | None = None, *, resources: dict[str, float] | None = None,
-                 auth: str = "disabled", object_store_memory: int = 256 * 2**20,
-                 start_timeout_s: float = 90.0, keep_temp_dir: bool = False):
+    def __init__(
+        self,
+        temp_dir: str | Path | None = None,
+        num_cpus: int = 2,
+        port: int | None = None,
+        dashboard_port: int | None = None,
+        *,
+        resources: dict[str, float] | None = None,
+        auth: str = "disabled",
+        object_store_memory: int = 256 * 2**20,
+        start_timeout_s: float = 90.0,
+        keep_temp_dir: bool = False,
+    ):
         if auth not in AUTH_MODES:
             raise ValueError(f"auth must be one of {AUTH_MODES}, got {auth!r}")
         if num_cpus < 0:
@@ -146,8 +163,10 @@ class LocalRayHead:
                 raise ValueError(f"temp_dir {self.temp_dir} is not empty: it must be private to this head")
             # Ray adds /session_<date>_<time>_<pid>/sockets/plasma_store (~65 bytes); limit 107
             if len(str(self.temp_dir)) > _MAX_TEMP_DIR_LEN:
-                raise ValueError(f"temp_dir {self.temp_dir} is too long for Ray's Unix socket paths "
-                                 f"(keep it under {_MAX_TEMP_DIR_LEN} characters, e.g. /tmp/rayh-XXXX)")
+                raise ValueError(
+                    f"temp_dir {self.temp_dir} is too long for Ray's Unix socket paths "
+                    f"(keep it under {_MAX_TEMP_DIR_LEN} characters, e.g. /tmp/rayh-XXXX)"
+                )
             self.temp_dir.mkdir(parents=True, exist_ok=True)
         self.num_cpus = num_cpus
         self.resources = dict(resources or {})
@@ -186,9 +205,12 @@ class LocalRayHead:
 
     def head_env(self) -> dict[str, str]:
         """Environment of ``ray start``; every Ray process of this head inherits it."""
-        env = {k: v for k, v in os.environ.items()
-               # a head must not be steered to another cluster or token by the caller's environment
-               if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            # a head must not be steered to another cluster or token by the caller's environment
+            if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+        }
         env.update(self.client_env)
         env.update({"RAY_USAGE_STATS_REPORT_URL": DEAD_REPORT_URL, MARKER_ENV: self.marker})
         # job entrypoints say `python ...`: make that this interpreter (a venv need not be activated)
@@ -197,34 +219,53 @@ class LocalRayHead:
 
     def start_command(self) -> list[str]:
         p = self.ports
-        cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head",
-               "--node-ip-address=127.0.0.1", f"--port={p['port']}", f"--num-cpus={self.num_cpus}", "--num-gpus=0",
-               "--dashboard-host=127.0.0.1", f"--dashboard-port={p['dashboard_port']}",
-               "--disable-usage-stats", f"--temp-dir={self.temp_dir}", "--include-dashboard=true",
-               f"--ray-client-server-port={p['ray_client_server_port']}",
-               f"--dashboard-agent-listen-port={p['dashboard_agent_listen_port']}",
-               f"--dashboard-agent-grpc-port={p['dashboard_agent_grpc_port']}",
-               f"--metrics-export-port={p['metrics_export_port']}",
-               f"--runtime-env-agent-port={p['runtime_env_agent_port']}",
-               f"--node-manager-port={p['node_manager_port']}",
-               f"--object-manager-port={p['object_manager_port']}",
-               f"--object-store-memory={self.object_store_memory}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ray.scripts.scripts",
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={p['port']}",
+            f"--num-cpus={self.num_cpus}",
+            "--num-gpus=0",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={p['dashboard_port']}",
+            "--disable-usage-stats",
+            f"--temp-dir={self.temp_dir}",
+            "--include-dashboard=true",
+            f"--ray-client-server-port={p['ray_client_server_port']}",
+            f"--dashboard-agent-listen-port={p['dashboard_agent_listen_port']}",
+            f"--dashboard-agent-grpc-port={p['dashboard_agent_grpc_port']}",
+            f"--metrics-export-port={p['metrics_export_port']}",
+            f"--runtime-env-agent-port={p['runtime_env_agent_port']}",
+            f"--node-manager-port={p['node_manager_port']}",
+            f"--object-manager-port={p['object_manager_port']}",
+            f"--object-store-memory={self.object_store_memory}",
+        ]
         if self.resources:
             cmd.append(f"--resources={json.dumps(self.resources)}")
         return cmd
 
     # ---- lifecycle --------------------------------------------------------------------
-    def start(self) -> "LocalRayHead":
+    def start(self) -> LocalRayHead:
         if self.started:
             return self
         t0 = time.perf_counter()
         self.started = True  # from here on, stop() must run even if start fails half-way
         try:
-            r = subprocess.run(self.start_command(), env=self.head_env(), cwd=self.temp_dir,
-                               capture_output=True, text=True, timeout=self.start_timeout_s)
+            r = subprocess.run(
+                self.start_command(),
+                env=self.head_env(),
+                cwd=self.temp_dir,
+                capture_output=True,
+                text=True,
+                timeout=self.start_timeout_s,
+            )
             if r.returncode != 0:
-                raise RuntimeError(f"ray start --head failed (exit {r.returncode}):\n{r.stdout[-3000:]}\n"
-                                   f"{r.stderr[-3000:]}")
+                raise RuntimeError(
+                    f"ray start --head failed (exit {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+                )
             self._wait_for_job_api(deadline=t0 + self.start_timeout_s)
         except BaseException:
             self.stop()
@@ -246,8 +287,10 @@ class LocalRayHead:
             except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
                 last = e
             time.sleep(0.25)
-        raise TimeoutError(f"the job API at {self.address} did not answer within {self.start_timeout_s} s "
-                           f"(last: {last}); logs in {self.temp_dir}")
+        raise TimeoutError(
+            f"the job API at {self.address} did not answer within {self.start_timeout_s} s "
+            f"(last: {last}); logs in {self.temp_dir}"
+        )
 
     def processes(self) -> list:
         """psutil processes of this head: command line holds its temp dir, or environment its marker."""
@@ -259,8 +302,10 @@ class LocalRayHead:
             if proc.pid == me:
                 continue
             try:
-                if pattern.search(" ".join(proc.info["cmdline"] or ())) or \
-                        proc.environ().get(MARKER_ENV) == self.marker:
+                if (
+                    pattern.search(" ".join(proc.info["cmdline"] or ()))
+                    or proc.environ().get(MARKER_ENV) == self.marker
+                ):
                     found.append(proc)
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
@@ -302,15 +347,17 @@ class LocalRayHead:
 
         return make_client(self.address, self.headers)
 
-    def __enter__(self) -> "LocalRayHead":
+    def __enter__(self) -> LocalRayHead:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
     def __repr__(self) -> str:
-        return (f"LocalRayHead(address={self.address!r}, gcs_address={self.gcs_address!r}, "
-                f"temp_dir={str(self.temp_dir)!r}, auth={self.auth!r})")
+        return (
+            f"LocalRayHead(address={self.address!r}, gcs_address={self.gcs_address!r}, "
+            f"temp_dir={str(self.temp_dir)!r}, auth={self.auth!r})"
+        )
 
 
 def _interrupt(*_) -> None:
@@ -323,16 +370,18 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(prog="python -m cluster.local_head", description=main.__doc__)
     ap.add_argument("--num-cpus", type=int, default=2)
-    ap.add_argument("--generator", action="store_true",
-                    help="declare one unit of the custom 'generator' resource (like a GPU node group)")
+    ap.add_argument(
+        "--generator",
+        action="store_true",
+        help="declare one unit of the custom 'generator' resource (like a GPU node group)",
+    )
     ap.add_argument("--auth", choices=AUTH_MODES, default="disabled")
     a = ap.parse_args(argv)
     # stop cleanly on Ctrl-C and on `kill`, also when started in the background (where a
     # non-interactive shell leaves SIGINT ignored)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
-    with LocalRayHead(num_cpus=a.num_cpus, auth=a.auth,
-                      resources={"generator": 1} if a.generator else None) as head:
+    with LocalRayHead(num_cpus=a.num_cpus, auth=a.auth, resources={"generator": 1} if a.generator else None) as head:
         print(f"Ray head up in {head.start_seconds:.1f} s: {head}")
         env = " ".join(f"{k}={v}" for k, v in head.client_env.items())
         print(f"submit with:  {env} python -m cluster.submit --address {head.address} -- --portion 0.5 ...")

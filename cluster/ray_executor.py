@@ -48,9 +48,11 @@ def ray_session(address: str | None, *, num_cpus: int | None = None, num_gpus: i
         return
     if address:
         if address.startswith(("http://", "https://")):
-            raise SystemExit(f"error: --address/RAY_ADDRESS {address} is a job-submission (dashboard) address; "
-                             "submit with `python -m cluster.submit --address URL -- ...`, or give the cluster's "
-                             "GCS address (host:6379)")
+            raise SystemExit(
+                f"error: --address/RAY_ADDRESS {address} is a job-submission (dashboard) address; "
+                "submit with `python -m cluster.submit --address URL -- ...`, or give the cluster's "
+                "GCS address (host:6379)"
+            )
         # a submitted job already carries its working_dir runtime_env; ray.init inherits it.
         # Actor output goes to the driver so that it shows in `ray job logs`.
         ray.init(address=address, log_to_driver=True)
@@ -62,8 +64,14 @@ def ray_session(address: str | None, *, num_cpus: int | None = None, num_gpus: i
             import torch
 
             num_gpus = torch.cuda.device_count()
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus,
-                 include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
+        ray.init(
+            address="local",
+            num_cpus=num_cpus or os.cpu_count(),
+            num_gpus=num_gpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env=runtime_env,
+        )
     try:
         yield ray
     finally:
@@ -100,8 +108,11 @@ def _write(row: dict, out_root: str) -> dict:
     from augment.execute import write_stage
 
     rec = write_stage(pickle.loads(row["payload"]), out_root)
-    return {"batch_id": str(rec["batch_id"].iloc[0]), "done": int((rec["status"] == "done").sum()),
-            "failed": int((rec["status"] == "failed").sum())}
+    return {
+        "batch_id": str(rec["batch_id"].iloc[0]),
+        "done": int((rec["status"] == "done").sum()),
+        "failed": int((rec["status"] == "failed").sum()),
+    }
 
 
 def actor_resources(resources: dict, actors: int | None, device: str | None) -> dict:
@@ -114,9 +125,11 @@ def actor_resources(resources: dict, actors: int | None, device: str | None) -> 
     n = actors or (gpus if use_gpu else 1)
     if use_gpu and n > gpus:
         raise SystemExit(f"error: --actors {n} > {gpus} GPUs in the cluster")
-    res = {"num_gpus": 1 if use_gpu else 0,
-           # CPU actors: leave half a CPU to the decode/write tasks (2 cores: fractional, no deadlock)
-           "num_cpus": 1 if use_gpu else max(0.5, (cpus - 0.5) / n)}
+    res = {
+        "num_gpus": 1 if use_gpu else 0,
+        # CPU actors: leave half a CPU to the decode/write tasks (2 cores: fractional, no deadlock)
+        "num_cpus": 1 if use_gpu else max(0.5, (cpus - 0.5) / n),
+    }
     if resources.get("generator", 0) >= 1:  # node groups that declare it host the generators
         res["resources"] = {"generator": 1}
     res["torch_threads"] = None if use_gpu else max(1, int(cpus // n))
@@ -125,7 +138,7 @@ def actor_resources(resources: dict, actors: int | None, device: str | None) -> 
     return res
 
 
-def run_plan_on_ray(payloads: list[dict], opts: "ExecOptions") -> None:
+def run_plan_on_ray(payloads: list[dict], opts: ExecOptions) -> None:
     from tqdm import tqdm
 
     with ray_session(opts.address) as ray:
@@ -138,22 +151,31 @@ def run_plan_on_ray(payloads: list[dict], opts: "ExecOptions") -> None:
         # run ahead of the generators up to a share of the whole object store (GBs), so memory grew
         # with the plan; a few dozen decoded batches per actor keep every actor fed.
         ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
-            object_store_memory=IN_FLIGHT_BYTES_PER_ACTOR * max(2, plan["actors"]))
-        print(f"[augment] Ray: {plan['actors']} generator actor(s) on {plan['device']}"
-              f"{' (generator resource)' if 'resources' in plan else ''}; cluster {ray.cluster_resources()}")
-        ds = ray.data.from_items([{"payload": pickle.dumps(p)} for p in payloads],
-                                 override_num_blocks=len(payloads))
+            object_store_memory=IN_FLIGHT_BYTES_PER_ACTOR * max(2, plan["actors"])
+        )
+        print(
+            f"[augment] Ray: {plan['actors']} generator actor(s) on {plan['device']}"
+            f"{' (generator resource)' if 'resources' in plan else ''}; cluster {ray.cluster_resources()}"
+        )
+        ds = ray.data.from_items([{"payload": pickle.dumps(p)} for p in payloads], override_num_blocks=len(payloads))
         ds = ds.map(_decode, num_cpus=0.25)
         extra = {"resources": plan["resources"]} if "resources" in plan else {}
         if os.environ.get(FAULT_ENV):  # reaches actors of an already running Ray too
             extra["runtime_env"] = {"env_vars": {FAULT_ENV: os.environ[FAULT_ENV]}}
         ds = ds.map_batches(
             _GenerateUDF,
-            fn_constructor_kwargs={"checkpoint": str(opts.checkpoint), "device": plan["device"],
-                                   "precision": opts.precision, "torch_threads": plan["torch_threads"]},
-            batch_size=1, batch_format="numpy",
+            fn_constructor_kwargs={
+                "checkpoint": str(opts.checkpoint),
+                "device": plan["device"],
+                "precision": opts.precision,
+                "torch_threads": plan["torch_threads"],
+            },
+            batch_size=1,
+            batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan["actors"]),
-            num_gpus=plan["num_gpus"], num_cpus=plan["num_cpus"], **extra,
+            num_gpus=plan["num_gpus"],
+            num_cpus=plan["num_cpus"],
+            **extra,
         )
         ds = ds.map(_write, fn_kwargs={"out_root": str(opts.out)}, num_cpus=0.25)
         total = sum(len(p["output_name"]) for p in payloads)

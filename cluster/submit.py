@@ -38,11 +38,12 @@ import os
 import shlex
 import sys
 import time
-import tomllib
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+
+import tomllib
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 AUGMENT_ENTRYPOINT = ("python", "-m", "augment.run")
@@ -73,11 +74,13 @@ def resolve_address(address: str | None, environ: dict[str, str] | None = None) 
     env = os.environ if environ is None else environ
     addr = address or env.get("RAY_API_SERVER_ADDRESS") or env.get("RAY_ADDRESS")
     if not addr:
-        raise SubmitError("no cluster address: pass --address http://HEAD:8265 (the Ray dashboard / job API) "
-                          "or set RAY_ADDRESS")
+        raise SubmitError(
+            "no cluster address: pass --address http://HEAD:8265 (the Ray dashboard / job API) or set RAY_ADDRESS"
+        )
     if addr.startswith("ray://"):
-        raise SubmitError(f"--address {addr}: a Ray Client address; jobs go to the dashboard URL, "
-                          "e.g. http://HEAD:8265")
+        raise SubmitError(
+            f"--address {addr}: a Ray Client address; jobs go to the dashboard URL, e.g. http://HEAD:8265"
+        )
     return addr if "://" in addr else f"http://{addr}"
 
 
@@ -105,11 +108,15 @@ def augment_command(augment_args: Sequence[str]) -> list[str]:
         args = args[3:]
     executor = _flag_value(args, "--executor")
     if executor is not None and executor != "ray":
-        raise SubmitError(f"--executor {executor}: a cluster job runs the generators on Ray actors; "
-                          "drop the flag (cluster.submit passes --executor ray)")
+        raise SubmitError(
+            f"--executor {executor}: a cluster job runs the generators on Ray actors; "
+            "drop the flag (cluster.submit passes --executor ray)"
+        )
     if _flag_value(args, "--address") is not None:
-        raise SubmitError("--address among the augment.run arguments: inside a job Ray sets RAY_ADDRESS to "
-                          "the job's own cluster; give the cluster to cluster.submit, before the `--`")
+        raise SubmitError(
+            "--address among the augment.run arguments: inside a job Ray sets RAY_ADDRESS to "
+            "the job's own cluster; give the cluster to cluster.submit, before the `--`"
+        )
     if executor is None:
         args += ["--executor", "ray"]
     from augment.run import build_parser, spec_from_args  # bad flags fail here, not later on the cluster
@@ -138,14 +145,15 @@ def uploaded_files(working_dir: Path) -> set[str]:
             files.add(p.relative_to(root).as_posix())
 
     include_gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
-    _dir_travel(root, [_get_excludes(root, get_runtime_env_default_excludes())], collect,
-                include_gitignore=include_gitignore)
+    _dir_travel(
+        root, [_get_excludes(root, get_runtime_env_default_excludes())], collect, include_gitignore=include_gitignore
+    )
     return files
 
 
 def check_paths(command: Sequence[str], working_dir: Path, warn: Callable[[str], None]) -> None:
     """Relative input paths must travel with the job; absolute ones must exist on the cluster."""
-    args = list(command[len(AUGMENT_ENTRYPOINT):])
+    args = list(command[len(AUGMENT_ENTRYPOINT) :])
     upload: set[str] | None = None
     for flag in INPUT_PATH_FLAGS:
         value = _flag_value(args, flag)
@@ -156,25 +164,35 @@ def check_paths(command: Sequence[str], working_dir: Path, warn: Callable[[str],
             continue
         local = (working_dir / value).resolve()
         if not local.exists():
-            raise SubmitError(f"{flag} {value}: no such path under the working dir {working_dir}; the job would "
-                              "not find it (use an absolute path on shared storage)")
+            raise SubmitError(
+                f"{flag} {value}: no such path under the working dir {working_dir}; the job would "
+                "not find it (use an absolute path on shared storage)"
+            )
         if upload is None:
             upload = uploaded_files(working_dir)
-        rel = local.relative_to(working_dir.resolve()).as_posix() if local.is_relative_to(working_dir.resolve()) \
-            else None
-        inside = rel is not None and (rel in upload if local.is_file()
-                                      else any(f.startswith(rel + "/") for f in upload))
+        rel = (
+            local.relative_to(working_dir.resolve()).as_posix() if local.is_relative_to(working_dir.resolve()) else None
+        )
+        inside = rel is not None and (
+            rel in upload if local.is_file() else any(f.startswith(rel + "/") for f in upload)
+        )
         if not inside:
-            raise SubmitError(f"{flag} {value}: not uploaded with the job (excluded by .rayignore/.gitignore or "
-                              "outside the working dir): put it on shared storage and pass an absolute path, or, "
-                              "for a small checkpoint, place it under job_inputs/")
+            raise SubmitError(
+                f"{flag} {value}: not uploaded with the job (excluded by .rayignore/.gitignore or "
+                "outside the working dir): put it on shared storage and pass an absolute path, or, "
+                "for a small checkpoint, place it under job_inputs/"
+            )
     if _flag_value(args, "--data") is None:
-        warn("no --data: the job renders the embedded dataset (and, without --checkpoint, trains a generator) "
-             "in its temporary copy of the project")
+        warn(
+            "no --data: the job renders the embedded dataset (and, without --checkpoint, trains a generator) "
+            "in its temporary copy of the project"
+        )
     out = _flag_value(args, "--out")
     if not out or not os.path.isabs(out):
-        warn("no absolute --out: outputs land in the job's temporary copy of the project on the head node "
-             "(pass --out /shared/path to keep them)")
+        warn(
+            "no absolute --out: outputs land in the job's temporary copy of the project on the head node "
+            "(pass --out /shared/path to keep them)"
+        )
 
 
 def read_project_dependencies(pyproject: Path = PROJECT_ROOT / "pyproject.toml") -> list[str]:
@@ -194,8 +212,9 @@ def runtime_env(working_dir: Path, pip: bool = False) -> dict:
     return env
 
 
-def equivalent_cli(address: str, command: Sequence[str], working_dir: Path, submission_id: str | None = None,
-                   wait: bool = True) -> str:
+def equivalent_cli(
+    address: str, command: Sequence[str], working_dir: Path, submission_id: str | None = None, wait: bool = True
+) -> str:
     parts = ["ray", "job", "submit", "--address", address, "--working-dir", str(working_dir)]
     if submission_id:
         parts += ["--submission-id", submission_id]
@@ -228,10 +247,19 @@ async def _follow(client, submission_id: str, write: Callable[[str], None]) -> N
         write(chunk)
 
 
-def submit_job(address: str, entrypoint: Sequence[str], *, working_dir: Path = PROJECT_ROOT,
-               submission_id: str | None = None, wait: bool = True, headers: dict[str, str] | None = None,
-               pip: bool = False, write: Callable[[str], None] | None = None,
-               poll_s: float = 0.5, timeout_s: float | None = None) -> JobOutcome:
+def submit_job(
+    address: str,
+    entrypoint: Sequence[str],
+    *,
+    working_dir: Path = PROJECT_ROOT,
+    submission_id: str | None = None,
+    wait: bool = True,
+    headers: dict[str, str] | None = None,
+    pip: bool = False,
+    write: Callable[[str], None] | None = None,
+    poll_s: float = 0.5,
+    timeout_s: float | None = None,
+) -> JobOutcome:
     """Submit ``entrypoint`` (argv list) with ``working_dir`` uploaded; follow its logs when ``wait``.
 
     Returns the final status (``SUCCEEDED``, ``FAILED``, ``STOPPED``) or ``SUBMITTED`` when
@@ -243,8 +271,9 @@ def submit_job(address: str, entrypoint: Sequence[str], *, working_dir: Path = P
     t0 = time.perf_counter()
     working_dir = Path(working_dir).resolve()
     client = make_client(address, headers)
-    sid = client.submit_job(entrypoint=shlex.join(entrypoint), submission_id=submission_id,
-                            runtime_env=runtime_env(working_dir, pip=pip))
+    sid = client.submit_job(
+        entrypoint=shlex.join(entrypoint), submission_id=submission_id, runtime_env=runtime_env(working_dir, pip=pip)
+    )
     write(f"[submit] job {sid} submitted to {address}\n")
     if not wait:
         return JobOutcome(sid, "SUBMITTED", time.perf_counter() - t0)
@@ -263,25 +292,37 @@ def submit_job(address: str, entrypoint: Sequence[str], *, working_dir: Path = P
         time.sleep(poll_s)
         status = client.get_job_status(sid)
     logs = client.get_job_logs(sid)
-    outcome = JobOutcome(sid, str(status.value if isinstance(status, JobStatus) else status),
-                         time.perf_counter() - t0, logs)
+    outcome = JobOutcome(
+        sid, str(status.value if isinstance(status, JobStatus) else status), time.perf_counter() - t0, logs
+    )
     write(f"[submit] job {sid} {outcome.status} after {outcome.seconds:.1f} s\n")
     return outcome
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cluster.submit", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                usage="python -m cluster.submit [options] -- <augment.run arguments>")
+    p = argparse.ArgumentParser(
+        prog="python -m cluster.submit",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="python -m cluster.submit [options] -- <augment.run arguments>",
+    )
     p.add_argument("--address", help="job API URL http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS, RAY_ADDRESS)")
     p.add_argument("--no-wait", action="store_true", help="return after submitting; follow with `ray job logs -f ID`")
     p.add_argument("--submission-id", help="job id (default: generated by Ray); must be new on the cluster")
-    p.add_argument("--working-dir", type=Path, default=PROJECT_ROOT,
-                   help=f"project folder uploaded with the job (default: {PROJECT_ROOT})")
-    p.add_argument("--pip", action="store_true",
-                   help="install pyproject.toml's dependencies in the job (for images without them)")
-    p.add_argument("--token-env", metavar="VAR",
-                   help="send the Ray auth token held in environment variable VAR (Authorization: Bearer)")
+    p.add_argument(
+        "--working-dir",
+        type=Path,
+        default=PROJECT_ROOT,
+        help=f"project folder uploaded with the job (default: {PROJECT_ROOT})",
+    )
+    p.add_argument(
+        "--pip", action="store_true", help="install pyproject.toml's dependencies in the job (for images without them)"
+    )
+    p.add_argument(
+        "--token-env",
+        metavar="VAR",
+        help="send the Ray auth token held in environment variable VAR (Authorization: Bearer)",
+    )
     p.add_argument("--dry-run", action="store_true", help="check the arguments and print the command; submit nothing")
     return p
 
@@ -290,10 +331,12 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     """Split at the first ``--``: submit options before it, augment.run arguments after it."""
     argv = list(argv)
     if "--" not in argv:
-        raise SubmitError("put the augment.run arguments after `--`, e.g. "
-                          "python -m cluster.submit --address http://HEAD:8265 -- --method patn --portion 0.1")
+        raise SubmitError(
+            "put the augment.run arguments after `--`, e.g. "
+            "python -m cluster.submit --address http://HEAD:8265 -- --method patn --portion 0.1"
+        )
     cut = argv.index("--")
-    return build_parser().parse_args(argv[:cut]), argv[cut + 1:]
+    return build_parser().parse_args(argv[:cut]), argv[cut + 1 :]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -324,15 +367,28 @@ def _main(argv: Sequence[str]) -> int:
     from ray.exceptions import AuthenticationError
 
     try:
-        outcome = submit_job(address, command, working_dir=working_dir, submission_id=a.submission_id,
-                             wait=not a.no_wait, headers=headers, pip=a.pip)
+        outcome = submit_job(
+            address,
+            command,
+            working_dir=working_dir,
+            submission_id=a.submission_id,
+            wait=not a.no_wait,
+            headers=headers,
+            pip=a.pip,
+        )
     except AuthenticationError as e:
-        print(f"error: the cluster at {address} wants its auth token ({str(e).splitlines()[0]}): set "
-              "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=..., or pass --token-env VAR", file=sys.stderr)
+        print(
+            f"error: the cluster at {address} wants its auth token ({str(e).splitlines()[0]}): set "
+            "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=..., or pass --token-env VAR",
+            file=sys.stderr,
+        )
         return 1
     except ConnectionError as e:  # Ray's client raises the builtin ConnectionError
-        print(f"error: cannot reach the Ray job API at {address} ({e}); is the head up? (launcher cluster: "
-              "`ray dashboard cluster/configs/ray-cluster.yaml` opens the tunnel)", file=sys.stderr)
+        print(
+            f"error: cannot reach the Ray job API at {address} ({e}); is the head up? (launcher cluster: "
+            "`ray dashboard cluster/configs/ray-cluster.yaml` opens the tunnel)",
+            file=sys.stderr,
+        )
         return 1
     except RuntimeError as e:  # refused by the cluster: duplicate submission id, bad runtime_env
         reason = [ln for ln in str(e).splitlines() if ln.strip()]  # the server sends its traceback

@@ -58,9 +58,9 @@ import os
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -89,8 +89,11 @@ class ShardedBatches(Sampler[list[int]]):
 
     def __init__(self, sampler: PairSampler, rank: int, world_size: int):
         if sampler.batch_size % world_size:
-            raise UsageError("--workers", f"{world_size} workers do not divide the batch of {sampler.batch_size} "
-                                          "(each worker trains on batch / workers samples)")
+            raise UsageError(
+                "--workers",
+                f"{world_size} workers do not divide the batch of {sampler.batch_size} "
+                "(each worker trains on batch / workers samples)",
+            )
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
         self.sampler = sampler
@@ -102,7 +105,7 @@ class ShardedBatches(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         lo = self.rank * self.per_worker
         for batch in self.sampler:
-            yield batch[lo:lo + self.per_worker]
+            yield batch[lo : lo + self.per_worker]
 
     def advance(self, samples: int) -> None:
         self.sampler.advance(samples * self.world_size)
@@ -143,6 +146,7 @@ class GradientAverager:
             if not self.queued:
                 self.queued = True
                 torch.autograd.Variable._execution_engine.queue_callback(self._sync)
+
         return on_grad
 
     def _sync(self) -> None:
@@ -158,7 +162,7 @@ class GradientAverager:
             flat.div_(self.world_size)
             offset = 0
             for g in bucket:
-                g.copy_(flat[offset:offset + g.numel()].view_as(g))
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
                 offset += g.numel()
         self.syncs += 1
 
@@ -218,6 +222,7 @@ def progress_hook(iterations: int, every: int | None = None, write: Callable[[st
         if info.iteration % every == 0 or info.iteration == iterations:
             losses = "  ".join(f"{k} {v:.4f}" for k, v in info.losses.items())
             write(f"[train] iteration {info.iteration}/{iterations} ({time.perf_counter() - t0:.0f} s)  {losses}")
+
     return hook
 
 
@@ -308,8 +313,10 @@ def resolve_schedule(run: RunConfig):
         data = read_checkpoint(paths.latest)
         return get_method(data["method"]).config_from_dict(data["config"]).train
     if paths.latest.exists():
-        raise UsageError("--out", f"{paths.out} already holds a run ({paths.latest}); pass --resume to "
-                                  "continue it or choose another --out")
+        raise UsageError(
+            "--out",
+            f"{paths.out} already holds a run ({paths.latest}); pass --resume to continue it or choose another --out",
+        )
     try:
         impl = get_method(run.method or DEFAULT_METHOD)
     except ValueError as e:
@@ -329,11 +336,13 @@ def absolute_paths(run: RunConfig) -> RunConfig:
     data = run.data
     if data is None and not run.resume:
         data = ensure_embedded_dataset()
+
     def fix(p):
         return None if p is None else Path(p).expanduser().resolve()
 
-    return dataclasses.replace(run, out=fix(run.out), data=fix(data), keypoints=fix(run.keypoints),
-                               vgg_weights=fix(run.vgg_weights))
+    return dataclasses.replace(
+        run, out=fix(run.out), data=fix(data), keypoints=fix(run.keypoints), vgg_weights=fix(run.vgg_weights)
+    )
 
 
 @contextmanager
@@ -348,16 +357,25 @@ def ray_for_training(address: str | None, workers: int):
         return
     if address:
         if address.startswith(("http://", "https://")):
-            raise UsageError("--address", f"{address} is a job-submission (dashboard) address; give the cluster's "
-                                          "GCS address (host:6379), or submit this command as a Ray job")
+            raise UsageError(
+                "--address",
+                f"{address} is a job-submission (dashboard) address; give the cluster's "
+                "GCS address (host:6379), or submit this command as a Ray job",
+            )
         ray.init(address=address, log_to_driver=True)
     else:
         pythonpath = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
         # The dashboard (loopback only) serves the state API that Ray Train's placement-group
         # cleaner polls every second; without it that actor logs a warning each time.
-        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, workers), num_gpus=torch.cuda.device_count(),
-                 include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
-                 runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+        ray.init(
+            address="local",
+            num_cpus=max(os.cpu_count() or 1, workers),
+            num_gpus=torch.cuda.device_count(),
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            log_to_driver=True,
+            runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+        )
     try:
         yield ray
     finally:
@@ -375,8 +393,9 @@ def _unwrap(error: BaseException) -> BaseException:
     return error
 
 
-def train_on_ray(run: RunConfig, *, hooks: Sequence = (), log: Callable[[str], None] = print,
-                 max_failures: int = 0) -> TrainReport:
+def train_on_ray(
+    run: RunConfig, *, hooks: Sequence = (), log: Callable[[str], None] = print, max_failures: int = 0
+) -> TrainReport:
     """Train ``run`` with ``run.workers`` Ray Train workers; returns rank 0's :class:`TrainReport`.
 
     Checks the flags, the schedule (the batch must split evenly) and the resources before any
@@ -393,8 +412,11 @@ def train_on_ray(run: RunConfig, *, hooks: Sequence = (), log: Callable[[str], N
     run = absolute_paths(run)
     schedule = resolve_schedule(run)
     if schedule.batch_size % run.workers:
-        raise UsageError("--workers", f"{run.workers} workers do not divide the batch of {schedule.batch_size} "
-                                      "(each worker trains on batch / workers samples)")
+        raise UsageError(
+            "--workers",
+            f"{run.workers} workers do not divide the batch of {schedule.batch_size} "
+            "(each worker trains on batch / workers samples)",
+        )
     from ray.train import FailureConfig, ScalingConfig
     from ray.train import RunConfig as RayRunConfig
     from ray.train.torch import TorchTrainer
@@ -403,18 +425,27 @@ def train_on_ray(run: RunConfig, *, hooks: Sequence = (), log: Callable[[str], N
     t0 = time.perf_counter()
     with ray_for_training(address, run.workers) as ray:
         plan = plan_workers(ray.cluster_resources(), run.workers, run.device)
-        log(f"[train] Ray Train: {plan.workers} workers on {'GPU' if plan.use_gpu else 'CPU'} "
+        log(
+            f"[train] Ray Train: {plan.workers} workers on {'GPU' if plan.use_gpu else 'CPU'} "
             f"({plan.resources_per_worker} each), batch {schedule.batch_size} = {plan.workers} x "
-            f"{schedule.batch_size // plan.workers}; Ray state in {run.out / 'ray_train'}")
+            f"{schedule.batch_size // plan.workers}; Ray state in {run.out / 'ray_train'}"
+        )
         trainer = TorchTrainer(
             _worker,
-            train_loop_config={"run": run, "use_gpu": plan.use_gpu, "torch_threads": plan.torch_threads,
-                               "iterations": schedule.iterations},
-            scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=plan.use_gpu,
-                                         resources_per_worker=plan.resources_per_worker),
-            run_config=RayRunConfig(storage_path=str(run.out / "ray_train"),
-                                    name=f"train-{time.strftime('%Y%m%d-%H%M%S')}",
-                                    failure_config=FailureConfig(max_failures=max_failures)),
+            train_loop_config={
+                "run": run,
+                "use_gpu": plan.use_gpu,
+                "torch_threads": plan.torch_threads,
+                "iterations": schedule.iterations,
+            },
+            scaling_config=ScalingConfig(
+                num_workers=plan.workers, use_gpu=plan.use_gpu, resources_per_worker=plan.resources_per_worker
+            ),
+            run_config=RayRunConfig(
+                storage_path=str(run.out / "ray_train"),
+                name=f"train-{time.strftime('%Y%m%d-%H%M%S')}",
+                failure_config=FailureConfig(max_failures=max_failures),
+            ),
         )
         try:
             result = trainer.fit()
@@ -424,8 +455,10 @@ def train_on_ray(run: RunConfig, *, hooks: Sequence = (), log: Callable[[str], N
                 raise cause from None
             raise
     report: TrainReport = result.return_value
-    log(f"[train] Ray Train finished in {time.perf_counter() - t0:.1f} s (start-up included); "
-        f"checkpoint {report.checkpoint}")
+    log(
+        f"[train] Ray Train finished in {time.perf_counter() - t0:.1f} s (start-up included); "
+        f"checkpoint {report.checkpoint}"
+    )
     return report
 
 

@@ -26,8 +26,9 @@ import dataclasses
 import importlib
 import importlib.util
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -65,11 +66,14 @@ class TrainSchedule:
 
     def __post_init__(self):
         if self.iterations <= 0 or self.batch_size <= 0:
-            raise ValueError(f"TrainSchedule: iterations and batch_size must be positive, got "
-                             f"iterations={self.iterations}, batch_size={self.batch_size}")
+            raise ValueError(
+                f"TrainSchedule: iterations and batch_size must be positive, got "
+                f"iterations={self.iterations}, batch_size={self.batch_size}"
+            )
         if not 0 <= self.decay_start <= self.iterations:
-            raise ValueError(f"TrainSchedule: decay_start={self.decay_start} must lie in "
-                             f"[0, iterations={self.iterations}]")
+            raise ValueError(
+                f"TrainSchedule: decay_start={self.decay_start} must lie in [0, iterations={self.iterations}]"
+            )
 
 
 def lr_factor(iteration: int, decay_start: int, iterations: int) -> float:
@@ -157,13 +161,14 @@ class StepContext:
         self.iteration = int(state["iteration"])
         if state.get("scaler") is not None:
             if self.scaler is None:
-                raise ValueError("checkpoint has GradScaler state but this run trains without fp16 "
-                                 "scaling; resume with the same --amp setting")
+                raise ValueError(
+                    "checkpoint has GradScaler state but this run trains without fp16 "
+                    "scaling; resume with the same --amp setting"
+                )
             self.scaler.load_state_dict(state["scaler"])
         pools = state.get("pools", {})
         if set(self.pools) != set(pools):
-            raise ValueError(f"image pools differ between checkpoint {sorted(pools)} and run "
-                             f"{sorted(self.pools)}")
+            raise ValueError(f"image pools differ between checkpoint {sorted(pools)} and run {sorted(self.pools)}")
         for name, pool_state in pools.items():
             self.pools[name].load_state_dict(pool_state)
 
@@ -194,8 +199,9 @@ class Method:
     def build_networks(self, cfg) -> dict[str, nn.Module]:
         raise NotImplementedError
 
-    def generate(self, nets: Mapping[str, nn.Module], src_img: torch.Tensor,
-                 src_kps: torch.Tensor, tgt_kps: torch.Tensor) -> torch.Tensor:
+    def generate(
+        self, nets: Mapping[str, nn.Module], src_img: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor
+    ) -> torch.Tensor:
         """Inference forward: (B,3,H,W) in [-1,1]. Callers put ``nets`` in eval mode."""
         raise NotImplementedError
 
@@ -203,22 +209,26 @@ class Method:
     def make_optimizers(self, nets: Mapping[str, nn.Module], cfg) -> dict[str, torch.optim.Optimizer]:
         """Adam(lr, betas) per network (every method of this project trains with Adam)."""
         t = cfg.train
-        return {name: torch.optim.Adam(net.parameters(), lr=t.lr, betas=tuple(t.betas))
-                for name, net in nets.items()}
+        return {name: torch.optim.Adam(net.parameters(), lr=t.lr, betas=tuple(t.betas)) for name, net in nets.items()}
 
     def make_schedulers(self, opts: Mapping[str, torch.optim.Optimizer], cfg) -> dict:
         """The shared iteration-based rule (constant, then linear to 0) on every optimizer."""
-        return {name: torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.train))
-                for name, opt in opts.items()}
+        return {name: torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.train)) for name, opt in opts.items()}
 
-    def make_context(self, nets: Mapping[str, nn.Module], cfg, *, device: torch.device | str = "cpu",
-                     amp_dtype: torch.dtype | None = None, seed: int = 0,
-                     vgg_weights: str | None = None) -> StepContext:
+    def make_context(
+        self,
+        nets: Mapping[str, nn.Module],
+        cfg,
+        *,
+        device: torch.device | str = "cpu",
+        amp_dtype: torch.dtype | None = None,
+        seed: int = 0,
+        vgg_weights: str | None = None,
+    ) -> StepContext:
         """The step context for training ``nets``. Methods add their loss modules and pools.
         Loads required weights here, so a missing file stops the run before training starts."""
         device = torch.device(device)
-        return StepContext(device=device, amp_dtype=amp_dtype,
-                           scaler=make_grad_scaler(device, amp_dtype), config=cfg)
+        return StepContext(device=device, amp_dtype=amp_dtype, scaler=make_grad_scaler(device, amp_dtype), config=cfg)
 
     def train_step(self, nets, opts, batch: Mapping[str, Any], ctx: StepContext) -> dict[str, float]:
         raise NotImplementedError
@@ -231,8 +241,9 @@ class Method:
     def preset(self, preset: str):
         """A deep copy of a named preset config."""
         if preset not in self.presets:
-            raise ValueError(f"method {self.name!r} has no preset {preset!r}; "
-                             f"known presets: {', '.join(sorted(self.presets))}")
+            raise ValueError(
+                f"method {self.name!r} has no preset {preset!r}; known presets: {', '.join(sorted(self.presets))}"
+            )
         return copy.deepcopy(self.presets[preset])
 
     def config_from_dict(self, data: Mapping[str, Any]):
@@ -243,8 +254,7 @@ class Method:
 METHODS: dict[str, Method] = {}
 
 # Modules that register built-in methods when imported (imported on first registry use).
-_BUILTIN_METHOD_MODULES = ("generators.patn", "generators.pg2", "generators.deform",
-                           "generators.spgnet")
+_BUILTIN_METHOD_MODULES = ("generators.patn", "generators.pg2", "generators.deform", "generators.spgnet")
 
 
 def register_method(cls: type[Method]) -> type[Method]:
@@ -252,8 +262,9 @@ def register_method(cls: type[Method]) -> type[Method]:
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
     if cls.name in METHODS and type(METHODS[cls.name]) is not cls:
-        raise ValueError(f"method name {cls.name!r} registered twice "
-                         f"({type(METHODS[cls.name]).__name__} and {cls.__name__})")
+        raise ValueError(
+            f"method name {cls.name!r} registered twice ({type(METHODS[cls.name]).__name__} and {cls.__name__})"
+        )
     for required in ("market", "synth"):
         if required not in cls.presets:
             raise ValueError(f"method {cls.name!r} lacks the {required!r} preset")
@@ -274,8 +285,7 @@ def get_method(name: str) -> Method:
     try:
         return METHODS[name]
     except KeyError:
-        raise ValueError(f"unknown method {name!r}; known methods: "
-                         f"{', '.join(sorted(METHODS)) or '(none)'}") from None
+        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(sorted(METHODS)) or '(none)'}") from None
 
 
 @dataclass
@@ -292,8 +302,9 @@ class Bundle:
         return self.impl.generate(self.nets, src_img, src_kps, tgt_kps)
 
 
-def build(method: str, preset: str = "market", *, seed: int | None = 0,
-          device: torch.device | str | None = None, **overrides) -> Bundle:
+def build(
+    method: str, preset: str = "market", *, seed: int | None = 0, device: torch.device | str | None = None, **overrides
+) -> Bundle:
     """Build ``method`` from a copy of ``preset`` with ``overrides`` applied.
 
     Overrides are config fields (``ngf=32``) or dotted paths given as a mapping
@@ -361,8 +372,9 @@ def apply_overrides(cfg, overrides: Mapping[str, Any]):
     for key, value in overrides.items():
         head, _, rest = key.partition(".")
         if head not in names:
-            raise ValueError(f"unknown config field {key!r} for {type(cfg).__name__}; "
-                             f"fields: {', '.join(sorted(names))}")
+            raise ValueError(
+                f"unknown config field {key!r} for {type(cfg).__name__}; fields: {', '.join(sorted(names))}"
+            )
         current = getattr(cfg, head)
         if rest:
             if not dataclasses.is_dataclass(current):
@@ -448,10 +460,14 @@ def count_flops(model: nn.Module, inputs: tuple | torch.Tensor) -> FlopCount:
             else:  # nn.Linear
                 macs = output.numel() * module.in_features
             per_layer[name] = per_layer.get(name, 0) + macs
+
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
-               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+    handles = [
+        m.register_forward_hook(hook(n))
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
+    ]
     was_training = model.training
     try:
         model.eval()

@@ -45,9 +45,9 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -59,7 +59,7 @@ from generators.base import METHODS, Bundle, UsageError, build, count_flops, cou
 # Market PATN measured max 0.045 / mean 0.006; a wrong answer (a broken layout, a bad kernel)
 # differs by the output spread itself (std ~0.45), far beyond these bounds.
 FP32_TOLERANCE = (1e-4, 1e-5)
-LOW_PRECISION_TOLERANCE = (16 * 2 / 255, 2 * 2 / 255)   # max 16, mean 2 grey levels
+LOW_PRECISION_TOLERANCE = (16 * 2 / 255, 2 * 2 / 255)  # max 16, mean 2 grey levels
 IMAGES_PER_REPEAT = 32
 AMP_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
@@ -129,8 +129,9 @@ def bench_inputs(n: int, size: tuple[int, int], seed: int = 0, device="cpu"):
     """n random source images (n,3,H,W) in [-1,1] and keypoints (n,18,2) (y,x), two joints missing."""
     g = torch.Generator().manual_seed(seed)
     img = torch.rand((n, 3, *size), generator=g) * 2 - 1
-    kps = torch.stack([torch.randint(0, size[0], (n, 18), generator=g),
-                       torch.randint(0, size[1], (n, 18), generator=g)], -1)
+    kps = torch.stack(
+        [torch.randint(0, size[0], (n, 18), generator=g), torch.randint(0, size[1], (n, 18), generator=g)], -1
+    )
     kps[:, 16:] = -1  # ears missing, as often in Market
     return img.to(device), kps, kps.roll(1, 0)
 
@@ -156,8 +157,9 @@ def spread_weights(bundle: Bundle, size: tuple[int, int], seed: int = 1, batch: 
 def nets_used_by_generate(bundle: Bundle, inputs) -> list[str]:
     """Names of the top-level networks ``generate`` calls (e.g. ["G"], not the discriminators)."""
     called: list[str] = []
-    handles = [net.register_forward_pre_hook(lambda m, a, name=name: called.append(name))
-               for name, net in bundle.nets.items()]
+    handles = [
+        net.register_forward_pre_hook(lambda m, a, name=name: called.append(name)) for name, net in bundle.nets.items()
+    ]
     try:
         with torch.inference_mode():
             bundle.generate(*inputs)
@@ -207,11 +209,11 @@ class BenchConfig:
     preset: str = "market"
     device: str = "auto"
     batch_sizes: tuple[int, ...] = (1, 32)
-    iterations: int | None = None     # forwards per timed repeat; None: ceil(32 / batch)
+    iterations: int | None = None  # forwards per timed repeat; None: ceil(32 / batch)
     repeats: int = 5
     warmup: int = 2
     compile: bool = True
-    weights: str = "spread"           # spread | init
+    weights: str = "spread"  # spread | init
     checkpoint: Path | None = None
     threads: int | None = None
     seed: int = 0
@@ -220,8 +222,12 @@ class BenchConfig:
     def validate(self) -> None:
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise UsageError("--batch-sizes", f"need positive batch sizes, got {self.batch_sizes}")
-        for flag, value, low in (("--repeats", self.repeats, 1), ("--warmup", self.warmup, 1),
-                                 ("--iterations", self.iterations, 1), ("--threads", self.threads, 1)):
+        for flag, value, low in (
+            ("--repeats", self.repeats, 1),
+            ("--warmup", self.warmup, 1),
+            ("--iterations", self.iterations, 1),
+            ("--threads", self.threads, 1),
+        ):
             if value is not None and value < low:
                 raise UsageError(flag, f"must be >= {low}, got {value}")
         if self.weights not in ("spread", "init"):
@@ -236,13 +242,13 @@ class BenchConfig:
 class Timing:
     variant: str
     batch: int
-    images_per_second: float            # median over repeats
+    images_per_second: float  # median over repeats
     min: float
     max: float
     repeats: list[float]
     warmup_seconds: float
     vs_eager: float = math.nan
-    max_abs_diff: float | None = None   # vs eager fp32, [-1,1] units (largest batch)
+    max_abs_diff: float | None = None  # vs eager fp32, [-1,1] units (largest batch)
     mean_abs_diff: float | None = None
     agrees: bool | None = None
     error: str | None = None
@@ -259,27 +265,38 @@ class MethodResult:
     image_size: tuple[int, int]
     output_std: float
     timings: list[Timing] = field(default_factory=list)
-    fast_path: dict[str, dict] = field(default_factory=dict)   # batch -> {"variant", "vs_eager"}
+    fast_path: dict[str, dict] = field(default_factory=dict)  # batch -> {"variant", "vs_eager"}
 
     def table_lines(self) -> list[str]:
-        lines = [f"{self.method}/{self.preset}: {'+'.join(self.nets)} {self.parameters:,} parameters, "
-                 f"{self.gflops_per_image:.2f} GFLOPs/image at {self.image_size[0]}x{self.image_size[1]}"]
+        lines = [
+            f"{self.method}/{self.preset}: {'+'.join(self.nets)} {self.parameters:,} parameters, "
+            f"{self.gflops_per_image:.2f} GFLOPs/image at {self.image_size[0]}x{self.image_size[1]}"
+        ]
         width = max(len(t.variant) for t in self.timings) + 2
-        lines.append(f"{'batch':>5}  {'variant':<{width}}{'img/s':>8} {'(min-max)':>15}{'x eager':>9}"
-                     f"{'max|diff|':>11}{'mean|diff|':>11}  warm-up s")
+        lines.append(
+            f"{'batch':>5}  {'variant':<{width}}{'img/s':>8} {'(min-max)':>15}{'x eager':>9}"
+            f"{'max|diff|':>11}{'mean|diff|':>11}  warm-up s"
+        )
         for t in self.timings:
             if t.error:
                 lines.append(f"{t.batch:>5}  {t.variant:<{width}}failed: {t.error}")
                 continue
-            diff = ("-", "-") if t.max_abs_diff is None else (f"{t.max_abs_diff:.2e}", f"{t.mean_abs_diff:.2e}"
-                                                                 + ("" if t.agrees else " !"))
-            lines.append(f"{t.batch:>5}  {t.variant:<{width}}{t.images_per_second:>8.2f} "
-                         f"{f'({t.min:.2f}-{t.max:.2f})':>15}{t.vs_eager:>8.2f}x{diff[0]:>11}{diff[1]:>11}"
-                         f"  {t.warmup_seconds:.1f}")
+            diff = (
+                ("-", "-")
+                if t.max_abs_diff is None
+                else (f"{t.max_abs_diff:.2e}", f"{t.mean_abs_diff:.2e}" + ("" if t.agrees else " !"))
+            )
+            lines.append(
+                f"{t.batch:>5}  {t.variant:<{width}}{t.images_per_second:>8.2f} "
+                f"{f'({t.min:.2f}-{t.max:.2f})':>15}{t.vs_eager:>8.2f}x{diff[0]:>11}{diff[1]:>11}"
+                f"  {t.warmup_seconds:.1f}"
+            )
         for batch, fast in self.fast_path.items():
             lines.append(f"fast path at batch {batch}: {fast['variant']}, {fast['vs_eager']:.2f}x eager fp32")
-        lines.append(f"(agreement on batch {max(int(b) for b in self.fast_path) if self.fast_path else '-'}; "
-                     f"eager output std {self.output_std:.3f}; '!' marks a variant beyond tolerance)")
+        lines.append(
+            f"(agreement on batch {max(int(b) for b in self.fast_path) if self.fast_path else '-'}; "
+            f"eager output std {self.output_std:.3f}; '!' marks a variant beyond tolerance)"
+        )
         return lines
 
 
@@ -291,13 +308,19 @@ def load_average() -> list[float] | None:
 
 
 def machine_info(device: torch.device) -> dict:
-    info = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": platform.processor() or None,
-            "cpus": os.cpu_count()}
+    info = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu": platform.processor() or None,
+        "cpus": os.cpu_count(),
+    }
     try:
         with open("/proc/cpuinfo") as f:
-            info["cpu"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-                               info["cpu"])
+            info["cpu"] = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), info["cpu"]
+            )
     except OSError:
         pass
     if device.type == "cuda":
@@ -305,8 +328,9 @@ def machine_info(device: torch.device) -> dict:
     return info
 
 
-def bench_method(bundle: Bundle, cfg: BenchConfig, device: torch.device,
-                 log: Callable[[str], None] = print) -> MethodResult:
+def bench_method(
+    bundle: Bundle, cfg: BenchConfig, device: torch.device, log: Callable[[str], None] = print
+) -> MethodResult:
     """Measure one built bundle (see the module docstring)."""
     size = getattr(bundle.config, "image_size", None) or (128, 64)
     size = (int(size[0]), int(size[1]))
@@ -317,15 +341,20 @@ def bench_method(bundle: Bundle, cfg: BenchConfig, device: torch.device,
     inputs = {b: bench_inputs(b, size, seed=cfg.seed + b, device=device) for b in cfg.batch_sizes}
     used = nets_used_by_generate(bundle, inputs[min(cfg.batch_sizes)])
     params = sum(count_parameters(bundle.nets[n]) for n in used)
-    flops = count_flops(GenerateModule(bundle.impl, {n: bundle.nets[n] for n in bundle.nets}),
-                        bench_inputs(1, size, seed=cfg.seed, device=device))
+    flops = count_flops(
+        GenerateModule(bundle.impl, {n: bundle.nets[n] for n in bundle.nets}),
+        bench_inputs(1, size, seed=cfg.seed, device=device),
+    )
     variants = variants_for(device, cfg.compile)
-    log(f"[bench] {bundle.method}/{bundle.preset}: variants {', '.join(v.name for v in variants)}; "
-        f"batch sizes {', '.join(map(str, cfg.batch_sizes))}")
+    log(
+        f"[bench] {bundle.method}/{bundle.preset}: variants {', '.join(v.name for v in variants)}; "
+        f"batch sizes {', '.join(map(str, cfg.batch_sizes))}"
+    )
     nets = {v: prepare(bundle, used, v) for v in variants}
     reference = run_forward(bundle.impl, nets[EAGER], EAGER, device, *inputs[largest])
-    result = MethodResult(bundle.method, bundle.preset, str(device), used, params, flops.gflops_per_sample,
-                          size, float(reference.std()))
+    result = MethodResult(
+        bundle.method, bundle.preset, str(device), used, params, flops.gflops_per_sample, size, float(reference.std())
+    )
 
     for batch in cfg.batch_sizes:
         iters = cfg.iterations or math.ceil(IMAGES_PER_REPEAT / batch)
@@ -349,23 +378,36 @@ def bench_method(bundle: Bundle, cfg: BenchConfig, device: torch.device,
             live.append(v)
         samples: dict[Variant, list[float]] = {v: [] for v in live}
         for r in range(cfg.repeats):
-            for v in (live if r % 2 == 0 else live[::-1]):
+            for v in live if r % 2 == 0 else live[::-1]:
                 _sync(device)
                 t0 = time.perf_counter()
                 for _ in range(iters):
                     run_forward(bundle.impl, nets[v], v, device, img, sk, tk)
                 _sync(device)
                 samples[v].append(batch * iters / (time.perf_counter() - t0))
-            log(f"[bench] batch {batch} round {r + 1}/{cfg.repeats}: "
-                + ", ".join(f"{v.name} {samples[v][-1]:.2f}" for v in live) + " img/s")
+            log(
+                f"[bench] batch {batch} round {r + 1}/{cfg.repeats}: "
+                + ", ".join(f"{v.name} {samples[v][-1]:.2f}" for v in live)
+                + " img/s"
+            )
         eager_speed = statistics.median(samples[EAGER])
         for v in variants:
             if v in errors:
                 result.timings.append(Timing(v.name, batch, math.nan, math.nan, math.nan, [], 0.0, error=errors[v]))
                 continue
             speed = statistics.median(samples[v])
-            result.timings.append(Timing(v.name, batch, speed, min(samples[v]), max(samples[v]), samples[v],
-                                         warm[v], vs_eager=speed / eager_speed))
+            result.timings.append(
+                Timing(
+                    v.name,
+                    batch,
+                    speed,
+                    min(samples[v]),
+                    max(samples[v]),
+                    samples[v],
+                    warm[v],
+                    vs_eager=speed / eager_speed,
+                )
+            )
 
     # agreement with eager fp32, once per variant, on the largest batch (already warmed up)
     for v in variants[1:]:
@@ -381,8 +423,11 @@ def bench_method(bundle: Bundle, cfg: BenchConfig, device: torch.device,
         rows = [t for t in result.timings if t.batch == batch and not t.error]
         eager = next(t for t in rows if t.variant == EAGER.name)
         best = max((t for t in rows if t.agrees), key=lambda t: t.images_per_second, default=eager)
-        result.fast_path[str(batch)] = {"variant": best.variant, "vs_eager": best.vs_eager,
-                                        "images_per_second": best.images_per_second}
+        result.fast_path[str(batch)] = {
+            "variant": best.variant,
+            "vs_eager": best.vs_eager,
+            "images_per_second": best.images_per_second,
+        }
     return result
 
 
@@ -414,13 +459,20 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
                 if cfg.methods == ["all"]:
                     log(f"[bench] {name} has no preset {cfg.preset!r}: skipped")
                     continue
-                raise UsageError("--preset", f"method {name!r} has no preset {cfg.preset!r}; presets: "
-                                             f"{', '.join(sorted(METHODS[name].presets))}")
+                raise UsageError(
+                    "--preset",
+                    f"method {name!r} has no preset {cfg.preset!r}; presets: "
+                    f"{', '.join(sorted(METHODS[name].presets))}",
+                )
             bundles.append(build(name, cfg.preset, seed=cfg.seed))
-    report = {"format": "poseaug-bench/1", "machine": machine_info(device), "load_average_before": load_average(),
-              "settings": {**asdict(cfg), "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None,
-                           "out": None},
-              "tolerances_max_mean": {"fp32": FP32_TOLERANCE, "bf16/fp16": LOW_PRECISION_TOLERANCE}, "methods": []}
+    report = {
+        "format": "poseaug-bench/1",
+        "machine": machine_info(device),
+        "load_average_before": load_average(),
+        "settings": {**asdict(cfg), "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None, "out": None},
+        "tolerances_max_mean": {"fp32": FP32_TOLERANCE, "bf16/fp16": LOW_PRECISION_TOLERANCE},
+        "methods": [],
+    }
     results = []
     for bundle in bundles:
         results.append(bench_method(bundle, cfg, device, log))
@@ -437,8 +489,10 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
 def header_lines(report: dict) -> list[str]:
     m = report["machine"]
     where = m.get("gpu") or f"{m['cpu']} ({m['cpu_capability']})"
-    return [f"{m['device']}: {where}, {m['threads']} threads, torch {m['torch']}; "
-            f"load average {report['load_average_before']} -> {report['load_average_after']}"]
+    return [
+        f"{m['device']}: {where}, {m['threads']} threads, torch {m['torch']}; "
+        f"load average {report['load_average_before']} -> {report['load_average_after']}"
+    ]
 
 
 def _json_safe(obj):
@@ -463,8 +517,11 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m generators.bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m generators.bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--method", default="patn", help="registered method, or 'all' (default patn)")
     p.add_argument("--preset", default="market", help="config preset (default market)")
     p.add_argument("--checkpoint", type=Path, help="bench a trained checkpoint (method/preset from the file)")
@@ -473,8 +530,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, help="forwards per timed repeat (default: 32 images' worth)")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds; the median is reported (default 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed forwards per variant first (default 2)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                   help="also measure the fast path under torch.compile (default on)")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the fast path under torch.compile (default on)",
+    )
     p.add_argument("--weights", default="spread", help="spread (outputs over [-1,1]) | init (default spread)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
@@ -484,10 +545,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = BenchConfig(methods=[args.method], preset=args.preset, device=args.device,
-                      batch_sizes=args.batch_sizes, iterations=args.iterations, repeats=args.repeats,
-                      warmup=args.warmup, compile=args.compile, weights=args.weights, checkpoint=args.checkpoint,
-                      threads=args.threads, seed=args.seed, out=args.out)
+    cfg = BenchConfig(
+        methods=[args.method],
+        preset=args.preset,
+        device=args.device,
+        batch_sizes=args.batch_sizes,
+        iterations=args.iterations,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        compile=args.compile,
+        weights=args.weights,
+        checkpoint=args.checkpoint,
+        threads=args.threads,
+        seed=args.seed,
+        out=args.out,
+    )
     from generators.checkpoint import CheckpointError
 
     try:

@@ -15,8 +15,8 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
 import torch
 from torch import nn
@@ -53,8 +53,7 @@ def pad_layers(kind: str, amount: int) -> tuple[list[nn.Module], int]:
 class ResnetBlock(nn.Module):
     """Residual block at constant width ``dim``: (B,dim,H,W) -> (B,dim,H,W)."""
 
-    def __init__(self, dim: int, norm: str = "batch", padding: str = "reflect",
-                 dropout: bool = True):
+    def __init__(self, dim: int, norm: str = "batch", padding: str = "reflect", dropout: bool = True):
         super().__init__()
         make_norm, bias = norm_layer(norm), conv_bias(norm)
         layers: list[nn.Module] = []
@@ -103,6 +102,6 @@ def frozen(*nets: nn.Module | None):
 def check_divisible(img: torch.Tensor, levels: int, what: str = "downsamplings") -> None:
     """Raise ValueError unless img's (H, W) are divisible by 2**levels (``levels`` halvings)."""
     h, w = img.shape[-2:]
-    factor = 2 ** levels
+    factor = 2**levels
     if h % factor or w % factor:
         raise ValueError(f"image size {h}x{w} must be divisible by {factor} ({levels} {what})")

@@ -55,12 +55,18 @@ def code_version() -> str:
             version = "unknown"
         here = Path(__file__).resolve().parent
         try:
-            commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
-                                    text=True, timeout=5)
+            commit = subprocess.run(
+                ["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+            )
             if commit.returncode == 0 and commit.stdout.strip():
                 version += f"+g{commit.stdout.strip()}"
-                dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
-                                       cwd=here, capture_output=True, text=True, timeout=5)
+                dirty = subprocess.run(
+                    ["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
+                    cwd=here,
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                )
                 if dirty.returncode == 0 and dirty.stdout.strip():
                     version += ".dirty"
         except (OSError, subprocess.SubprocessError):
@@ -97,8 +103,10 @@ def save(
 ) -> Path:
     """Write ``bundle`` (and, for training, optimizer/scheduler/context state) atomically to ``path``."""
     path = Path(path)
-    nets = {name: {k: v.detach().to("cpu").clone() for k, v in net.state_dict().items()}
-            for name, net in bundle.nets.items()}
+    nets = {
+        name: {k: v.detach().to("cpu").clone() for k, v in net.state_dict().items()}
+        for name, net in bundle.nets.items()
+    }
     payload = {
         "format": FORMAT,
         "method": bundle.method,
@@ -162,7 +170,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as e:
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_short(e)})") from None
     if not isinstance(data, dict) or "format" not in data:
-        kind = f"a {type(data).__name__}" + (f" with keys {sorted(map(str, data))[:5]}" if isinstance(data, dict) else "")
+        kind = f"a {type(data).__name__}" + (
+            f" with keys {sorted(map(str, data))[:5]}" if isinstance(data, dict) else ""
+        )
         raise CheckpointError(f"{path}: not a {FORMAT} checkpoint (no 'format' key; the file holds {kind})")
     if data["format"] != FORMAT:
         raise CheckpointError(f"{path}: checkpoint format {data['format']!r}, this code reads {FORMAT!r}")
@@ -200,16 +210,12 @@ def bundle_from_checkpoint(data: dict, path: str | os.PathLike = "<checkpoint>",
         ) from None
     stored, built = set(data["nets"]), set(bundle.nets.keys())
     if stored != built:
-        raise CheckpointError(
-            f"{path}: networks {sorted(stored)} in the file, the config builds {sorted(built)}"
-        )
+        raise CheckpointError(f"{path}: networks {sorted(stored)} in the file, the config builds {sorted(built)}")
     for name, net in bundle.nets.items():
         try:
             net.load_state_dict(data["nets"][name], strict=True)
         except RuntimeError as e:
-            raise CheckpointError(
-                f"{path}: weights of {name} do not match its stored config: {_short(e)}"
-            ) from None
+            raise CheckpointError(f"{path}: weights of {name} do not match its stored config: {_short(e)}") from None
     bundle.nets.to(device)
     return bundle
 

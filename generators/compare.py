@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -38,8 +38,9 @@ def load_evaluation(folder: Path) -> dict:
     folder = Path(folder)
     for name in ("metrics.json", "grid.png"):
         if not (folder / name).is_file():
-            raise CompareError(f"{folder}: no {name} (a generators.evaluate output folder has both; "
-                               "run it with --grid-rows > 0)")
+            raise CompareError(
+                f"{folder}: no {name} (a generators.evaluate output folder has both; run it with --grid-rows > 0)"
+            )
     m = json.loads((folder / "metrics.json").read_text())
     return {"folder": folder, "metrics": m, "grid": read_rgb(folder / "grid.png")}
 
@@ -57,8 +58,10 @@ def split_grid(grid: np.ndarray, panels: int = STRIP_PANELS, gap: int = GRID_GAP
     n = (h_total + gap) // (h + gap)
     if n * h + (n - 1) * gap != h_total:
         raise CompareError(f"grid height {h_total} is not rows of {h} pixels with {gap}-pixel gaps")
-    return [[grid[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] for c in range(panels)]
-            for r in range(n)]
+    return [
+        [grid[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] for c in range(panels)]
+        for r in range(n)
+    ]
 
 
 def label_row(labels: Sequence[str], width: int, gap: int = GRID_GAP) -> np.ndarray:
@@ -87,29 +90,37 @@ def compare(folders: Sequence[Path]) -> tuple[np.ndarray, str]:
         m = e["metrics"]
         for key in ("pairs_sha256", "pairs_evaluated", "dataset_fingerprint"):
             if m.get(key) != ref.get(key):
-                raise CompareError(f"{e['folder']}: {key} {m.get(key)!r} differs from {evals[0]['folder']}'s "
-                                   f"{ref.get(key)!r}: evaluate every checkpoint on the same data and --pairs")
+                raise CompareError(
+                    f"{e['folder']}: {key} {m.get(key)!r} differs from {evals[0]['folder']}'s "
+                    f"{ref.get(key)!r}: evaluate every checkpoint on the same data and --pairs"
+                )
     rows_per_eval = [split_grid(e["grid"]) for e in evals]
     n = len(rows_per_eval[0])
     if any(len(r) != n for r in rows_per_eval):
         raise CompareError("the grids have different numbers of rows: evaluate with the same --grid-rows")
-    rows = [[rows_per_eval[0][r][0], rows_per_eval[0][r][3], rows_per_eval[0][r][2]]
-            + [rows_per_eval[k][r][4] for k in range(len(evals))] for r in range(n)]
+    rows = [
+        [rows_per_eval[0][r][0], rows_per_eval[0][r][3], rows_per_eval[0][r][2]]
+        + [rows_per_eval[k][r][4] for k in range(len(evals))]
+        for r in range(n)
+    ]
     w = rows[0][0].shape[1]
     names = [e["metrics"]["method"] for e in evals]
     header = label_row(["source", "tgt pose", "target", *names], w)
     body = grid_image(rows)
     image = np.concatenate([header, body], axis=0)
 
-    lines = [f"Test pairs: {ref['pairs_evaluated']:,} of {ref['pairs_total']:,} ({ref.get('subset', 'all')}); "
-             f"dataset {ref['dataset_fingerprint']}.", "",
-             "| generator | " + " | ".join(METRIC_TITLES[k] for k in METRICS) + " |",
-             "|---|" + "---|" * len(METRICS)]
+    lines = [
+        f"Test pairs: {ref['pairs_evaluated']:,} of {ref['pairs_total']:,} ({ref.get('subset', 'all')}); "
+        f"dataset {ref['dataset_fingerprint']}.",
+        "",
+        "| generator | " + " | ".join(METRIC_TITLES[k] for k in METRICS) + " |",
+        "|---|" + "---|" * len(METRICS),
+    ]
     for e in evals:
         g = e["metrics"]["results"]["generated"]
-        lines.append(f"| {method_label(e['metrics'])} | " + " | ".join(_fmt(k, g[k]['mean']) for k in METRICS) + " |")
+        lines.append(f"| {method_label(e['metrics'])} | " + " | ".join(_fmt(k, g[k]["mean"]) for k in METRICS) + " |")
     floor = ref["results"]["copy_source"]
-    lines.append("| copy-source (output = source) | " + " | ".join(_fmt(k, floor[k]['mean']) for k in METRICS) + " |")
+    lines.append("| copy-source (output = source) | " + " | ".join(_fmt(k, floor[k]["mean"]) for k in METRICS) + " |")
     return image, "\n".join(lines)
 
 
@@ -121,8 +132,11 @@ def _fmt(metric: str, value: float) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m generators.compare", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m generators.compare",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("evals", nargs="+", type=Path, help="generators.evaluate output folders")
     p.add_argument("--out", type=Path, required=True, help="output prefix: writes OUT.png and OUT.md")
     a = p.parse_args(argv)

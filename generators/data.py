@@ -32,19 +32,23 @@ position ``(epoch, index)`` alone reproduces every later batch.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from augment.imageio import read_rgb, sha256_file
 from augment.keypoints import (
-    IMAGE_SIZE, Annotations, find_keypoint_file, is_pairable_name, read_dataset_annotations,
+    IMAGE_SIZE,
+    Annotations,
+    find_keypoint_file,
+    is_pairable_name,
+    read_dataset_annotations,
     read_pairs,
 )
-from augment.imageio import read_rgb, sha256_file
 from augment.market import DatasetError, MarketDataset, SkipCounter, read_market
 
 # Official PATN: each training "epoch" is 4,000 random pairs (KeyDataset.__len__ in phase train).
@@ -229,8 +233,9 @@ class PairDataset(Dataset):
         if table is None:
             if root is None:
                 raise ValueError("PairDataset needs a dataset root or a PairTable")
-            table = load_pairs(root, split, keypoints_dir=keypoints_dir, pairs_file=pairs_file, missing=missing,
-                               image_size=image_size)
+            table = load_pairs(
+                root, split, keypoints_dir=keypoints_dir, pairs_file=pairs_file, missing=missing, image_size=image_size
+            )
         self.table = table
         self.split = split
         h, w = table.image_size
@@ -296,8 +301,9 @@ class PairSampler(Sampler[list[int]]):
     batches an uninterrupted run would.
     """
 
-    def __init__(self, num_pairs: int, seed: int, batch_size: int, *, epoch_size: int | None = None,
-                 replacement: bool = True):
+    def __init__(
+        self, num_pairs: int, seed: int, batch_size: int, *, epoch_size: int | None = None, replacement: bool = True
+    ):
         if num_pairs <= 0:
             raise ValueError("PairSampler needs at least one pair")
         if batch_size <= 0:
@@ -325,7 +331,7 @@ class PairSampler(Sampler[list[int]]):
         batch: list[int] = []
         while True:
             take = min(self.batch_size - len(batch), self.epoch_size - index)
-            batch.extend(order[index:index + take].tolist())
+            batch.extend(order[index : index + take].tolist())
             index += take
             if index == self.epoch_size:
                 epoch, index = epoch + 1, 0
@@ -339,8 +345,14 @@ class PairSampler(Sampler[list[int]]):
         self.epoch, self.index = divmod(self.epoch * self.epoch_size + self.index + int(samples), self.epoch_size)
 
     def state_dict(self) -> dict:
-        return {"seed": self.seed, "num_pairs": self.num_pairs, "epoch_size": self.epoch_size,
-                "replacement": self.replacement, "epoch": self.epoch, "index": self.index}
+        return {
+            "seed": self.seed,
+            "num_pairs": self.num_pairs,
+            "epoch_size": self.epoch_size,
+            "replacement": self.replacement,
+            "epoch": self.epoch,
+            "index": self.index,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("seed", "num_pairs", "epoch_size", "replacement"):
@@ -352,8 +364,9 @@ class PairSampler(Sampler[list[int]]):
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
 
 
-def make_loader(dataset: PairDataset, sampler: PairSampler, *, num_workers: int = 0,
-                device: torch.device | str = "cpu") -> DataLoader:
+def make_loader(
+    dataset: PairDataset, sampler: PairSampler, *, num_workers: int = 0, device: torch.device | str = "cpu"
+) -> DataLoader:
     """DataLoader over ``sampler``'s batches; pinned memory when training on CUDA.
 
     The dataset has no randomness (no augmentation, as the official ``no_flip``), so worker

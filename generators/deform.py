@@ -94,16 +94,17 @@ weights on Market, train ``market_dsc`` rather than ``market --no-perceptual``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from generators.base import Method, StepContext, TrainSchedule, register_method
-from generators.losses import bce_gan_loss, freeze, load_vgg19_features
 from generators.blocks import check_divisible, frozen  # G step: D is a fixed critic
+from generators.losses import bce_gan_loss, freeze, load_vgg19_features
 from generators.warp import warp_parts
 
 NUM_JOINTS = 18
@@ -112,7 +113,7 @@ VGG_INPUTS = ("torchvision", "keras")
 KERAS_VGG_MEAN = (103.939, 116.779, 123.68)  # Caffe BGR means, subtracted in RGB order (official)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-NN_PAD_VALUE = -10000.0                     # official padding of the target features
+NN_PAD_VALUE = -10000.0  # official padding of the target features
 
 # ----------------------------------------------------------------------------------------------
 # Config and presets
@@ -124,19 +125,19 @@ class DeformConfig:
     """Network, loss and schedule settings; defaults are the official Market "full" recipe.
     Loss fields carry the official flag names (cmd.py)."""
 
-    warp_skip: str = "mask"                 # mask (deformable skips) | none (baseline)
+    warp_skip: str = "mask"  # mask (deformable skips) | none (baseline)
     enc_filters: tuple[int, ...] = (64, 128, 256, 512, 512, 512)
     dec_filters: tuple[int, ...] = (512, 512, 512, 256, 128)
-    warped_skips: int = 4                   # skips 0..3 are warped (AffineTransformLayer, i < 4)
-    dec_dropout: int = 3                    # Dropout(0.5) in the first 3 decoder blocks
+    warped_skips: int = 4  # skips 0..3 are warped (AffineTransformLayer, i < 4)
+    dec_dropout: int = 3  # Dropout(0.5) in the first 3 decoder blocks
     disc_filters: tuple[int, ...] = (64, 128, 256, 512)
-    norm_eps: float = 1e-3                  # keras-contrib InstanceNormalization epsilon
+    norm_eps: float = 1e-3  # keras-contrib InstanceNormalization epsilon
     pose_sigma: float = 6.0
     gan_penalty_weight: float = 1.0
-    l1_penalty_weight: float = 0.01         # weight of the content term
-    nn_loss_area_size: int = 3              # k: nearest-neighbour loss over k x k (1 = plain L1)
-    perceptual: bool = True                 # content on VGG-19 block1_conv2 (else raw pixels)
-    vgg_input: str = "torchvision"          # torchvision | keras (see the module docstring)
+    l1_penalty_weight: float = 0.01  # weight of the content term
+    nn_loss_area_size: int = 3  # k: nearest-neighbour loss over k x k (1 = plain L1)
+    perceptual: bool = True  # content on VGG-19 block1_conv2 (else raw pixels)
+    vgg_input: str = "torchvision"  # torchvision | keras (see the module docstring)
     train: TrainSchedule = field(default_factory=TrainSchedule)
 
     def __post_init__(self):
@@ -145,11 +146,12 @@ class DeformConfig:
         if self.vgg_input not in VGG_INPUTS:
             raise ValueError(f"vgg_input must be one of {', '.join(VGG_INPUTS)}, got {self.vgg_input!r}")
         if len(self.enc_filters) < 2 or len(self.dec_filters) != len(self.enc_filters) - 1:
-            raise ValueError(f"need >= 2 encoder widths and one decoder width fewer; got enc_filters="
-                             f"{self.enc_filters}, dec_filters={self.dec_filters}")
+            raise ValueError(
+                f"need >= 2 encoder widths and one decoder width fewer; got enc_filters="
+                f"{self.enc_filters}, dec_filters={self.dec_filters}"
+            )
         if not 0 <= self.warped_skips <= len(self.enc_filters):
-            raise ValueError(f"warped_skips must lie in [0, {len(self.enc_filters)}], "
-                             f"got {self.warped_skips}")
+            raise ValueError(f"warped_skips must lie in [0, {len(self.enc_filters)}], got {self.warped_skips}")
         if not 0 <= self.dec_dropout <= len(self.dec_filters):
             raise ValueError(f"dec_dropout must lie in [0, {len(self.dec_filters)}], got {self.dec_dropout}")
         if len(self.disc_filters) < 1:
@@ -168,20 +170,26 @@ class DeformConfig:
 
 
 MARKET_SCHEDULE = TrainSchedule(
-    iterations=90_000,          # 90 epochs x 1000 batches (pose_dataset.number_of_batches_per_epoch)
+    iterations=90_000,  # 90 epochs x 1000 batches (pose_dataset.number_of_batches_per_epoch)
     batch_size=4,
     lr=2e-4,
     betas=(0.5, 0.999),
-    decay_start=90_000,         # the official learning rate is constant
-    checkpoint_every=30_000,    # checkpoint_ratio 30 epochs
-    sample_every=1_000,         # display_ratio 1 epoch
+    decay_start=90_000,  # the official learning rate is constant
+    checkpoint_every=30_000,  # checkpoint_ratio 30 epochs
+    sample_every=1_000,  # display_ratio 1 epoch
     num_workers=4,
 )
 
 # 2-core CPU: ~0.45 CPU s per iteration at batch 8 (bf16 autocast, one thread): ~810 CPU s.
 SYNTH_SCHEDULE = TrainSchedule(
-    iterations=1_800, batch_size=8, lr=2e-4, betas=(0.5, 0.999), decay_start=1_800,
-    checkpoint_every=600, sample_every=300, num_workers=2,
+    iterations=1_800,
+    batch_size=8,
+    lr=2e-4,
+    betas=(0.5, 0.999),
+    decay_start=1_800,
+    checkpoint_every=600,
+    sample_every=300,
+    num_workers=2,
 )
 
 PIXEL_L1 = dict(l1_penalty_weight=100.0, nn_loss_area_size=1, perceptual=False)  # dsc / baseline
@@ -190,8 +198,13 @@ DEFORM_PRESETS = {
     "market": DeformConfig(train=MARKET_SCHEDULE),
     "market_dsc": DeformConfig(**PIXEL_L1, train=MARKET_SCHEDULE),
     "market_baseline": DeformConfig(warp_skip="none", **PIXEL_L1, train=MARKET_SCHEDULE),
-    "synth": DeformConfig(enc_filters=(16, 32, 64, 64, 64, 64), dec_filters=(64, 64, 64, 32, 16),
-                          disc_filters=(8, 16, 32, 64), **PIXEL_L1, train=SYNTH_SCHEDULE),
+    "synth": DeformConfig(
+        enc_filters=(16, 32, 64, 64, 64, 64),
+        dec_filters=(64, 64, 64, 32, 16),
+        disc_filters=(8, 16, 32, 64),
+        **PIXEL_L1,
+        train=SYNTH_SCHEDULE,
+    ),
 }
 
 # ----------------------------------------------------------------------------------------------
@@ -217,7 +230,7 @@ class KerasInstanceNorm(nn.Module):
         # Reductions accumulate in fp32 even for bf16 / fp16 inputs; the per-sample scale and
         # shift are fp32 scalars and the map itself is touched once, in its own dtype.
         var, mean = torch.var_mean(x, dim=(1, 2, 3), correction=0, keepdim=True)
-        scale = self.weight / (var.float().sqrt() + self.eps)              # (B,1,1,1)
+        scale = self.weight / (var.float().sqrt() + self.eps)  # (B,1,1,1)
         shift = self.bias - mean.float() * scale
         return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
 
@@ -236,8 +249,11 @@ def down_block(c_in: int, c_out: int, norm: bool, eps: float) -> nn.Sequential:
 def up_block(c_in: int, c_out: int, dropout: bool, eps: float) -> nn.Sequential:
     """Official ``block(down=False, leaky=False)``: ReLU -> ConvT4x4 s2 'valid' + crop 1 (= padding
     1, no bias) -> IN -> (Dropout 0.5). Doubles H and W."""
-    layers: list[nn.Module] = [nn.ReLU(), nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=False),
-                               KerasInstanceNorm(eps)]
+    layers: list[nn.Module] = [
+        nn.ReLU(),
+        nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=False),
+        KerasInstanceNorm(eps),
+    ]
     if dropout:
         layers.append(nn.Dropout(0.5))
     return nn.Sequential(*layers)
@@ -251,8 +267,10 @@ class Encoder(nn.Module):
     def __init__(self, in_channels: int, filters: tuple[int, ...], eps: float):
         super().__init__()
         n = len(filters)
-        self.layers = nn.ModuleList([nn.Conv2d(in_channels, filters[0], 3, padding=1, bias=True)] + [
-            down_block(filters[i - 1], filters[i], norm=i < n - 1, eps=eps) for i in range(1, n)])
+        self.layers = nn.ModuleList(
+            [nn.Conv2d(in_channels, filters[0], 3, padding=1, bias=True)]
+            + [down_block(filters[i - 1], filters[i], norm=i < n - 1, eps=eps) for i in range(1, n)]
+        )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
@@ -287,9 +305,9 @@ class DeformGenerator(nn.Module):
         n = len(enc)
         ins = [skips[n - 1]] + [dec[i - 1] + skips[n - 1 - i] for i in range(1, n - 1)]
         self.decoder = nn.ModuleList(
-            up_block(ins[i], dec[i], dropout=i < cfg.dec_dropout, eps=eps) for i in range(n - 1))
-        self.output = nn.Sequential(nn.ReLU(), nn.Conv2d(dec[-1] + skips[0], 3, 3, padding=1, bias=True),
-                                    nn.Tanh())
+            up_block(ins[i], dec[i], dropout=i < cfg.dec_dropout, eps=eps) for i in range(n - 1)
+        )
+        self.output = nn.Sequential(nn.ReLU(), nn.Conv2d(dec[-1] + skips[0], 3, 3, padding=1, bias=True), nn.Tanh())
 
     def skips(self, src_img, src_pose, tgt_pose, affines=None, masks=None) -> list[torch.Tensor]:
         """The skip tensors, finest first: [(B, c_i, H/2^i, W/2^i)]."""
@@ -321,9 +339,10 @@ class DeformDiscriminator(nn.Module):
         super().__init__()
         f, eps = tuple(cfg.disc_filters), cfg.norm_eps
         self.model = nn.Sequential(
-            nn.Conv2d(in_channels, f[0], 4, stride=2, padding=0, bias=True),   # Keras 'valid'
+            nn.Conv2d(in_channels, f[0], 4, stride=2, padding=0, bias=True),  # Keras 'valid'
             *(down_block(f[i - 1], f[i], norm=True, eps=eps) for i in range(1, len(f))),
-            down_block(f[-1], 1, norm=False, eps=eps))
+            down_block(f[-1], 1, norm=False, eps=eps),
+        )
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -356,8 +375,8 @@ def nn_loss(reference: torch.Tensor, generated: torch.Tensor, size: int = 3) -> 
     b, c, h, w = generated.shape
     pad = size // 2
     ref = F.pad(reference.float(), (pad, pad, pad, pad), value=NN_PAD_VALUE)
-    neighbours = F.unfold(ref, size).view(b, c, size * size, h, w)        # (B,C,k*k,H,W)
-    dist = (neighbours - generated.float().unsqueeze(2)).abs().sum(1)       # (B,k*k,H,W)
+    neighbours = F.unfold(ref, size).view(b, c, size * size, h, w)  # (B,C,k*k,H,W)
+    dist = (neighbours - generated.float().unsqueeze(2)).abs().sum(1)  # (B,k*k,H,W)
     return dist.amin(1).mean()
 
 
@@ -406,8 +425,9 @@ class VGGFeatures(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-def pose_inputs(G: DeformGenerator, src_kps, tgt_kps, size: tuple[int, int],
-                device: torch.device) -> dict[str, torch.Tensor]:
+def pose_inputs(
+    G: DeformGenerator, src_kps, tgt_kps, size: tuple[int, int], device: torch.device
+) -> dict[str, torch.Tensor]:
     """The generator's conditions built on ``device`` from (B,18,2) (y,x) keypoints (-1 missing):
     src_pose / tgt_pose (B,18,H,W) heatmaps and, for warp_skip 'mask', affines (B,10,2,3) and
     masks (B,10,H,W) float32 (augment.pose, vectorised; fp32/fp64 whatever autocast is on)."""
@@ -417,8 +437,7 @@ def pose_inputs(G: DeformGenerator, src_kps, tgt_kps, size: tuple[int, int],
     src = torch.as_tensor(src_kps).to(device)
     tgt = torch.as_tensor(tgt_kps).to(device)
     with torch.autocast(device_type=device.type, enabled=False):
-        out = {"src_pose": heatmaps(src, (h, w), G.pose_sigma),
-               "tgt_pose": heatmaps(tgt, (h, w), G.pose_sigma)}
+        out = {"src_pose": heatmaps(src, (h, w), G.pose_sigma), "tgt_pose": heatmaps(tgt, (h, w), G.pose_sigma)}
         if G.warp_skip == "mask":
             out["affines"] = part_affines(src, tgt)[0]
             out["masks"] = part_masks(tgt, (h, w))
@@ -452,10 +471,10 @@ class DeformableGAN(Method):
     def required_weights(self, cfg: DeformConfig) -> list[str]:
         return ["vgg19"] if cfg.uses_perceptual else []
 
-    def make_context(self, nets, cfg: DeformConfig, *, device="cpu", amp_dtype=None, seed: int = 0,
-                     vgg_weights=None) -> StepContext:
-        ctx = super().make_context(nets, cfg, device=device, amp_dtype=amp_dtype, seed=seed,
-                                   vgg_weights=vgg_weights)
+    def make_context(
+        self, nets, cfg: DeformConfig, *, device="cpu", amp_dtype=None, seed: int = 0, vgg_weights=None
+    ) -> StepContext:
+        ctx = super().make_context(nets, cfg, device=device, amp_dtype=amp_dtype, seed=seed, vgg_weights=vgg_weights)
         if cfg.uses_perceptual:  # raises MissingWeightsError before any training
             features = load_vgg19_features(vgg_weights, 4)  # conv1_1, ReLU, conv1_2, ReLU
             ctx.losses["vgg"] = VGGFeatures(features, cfg.vgg_input).to(ctx.device)
@@ -496,14 +515,19 @@ class DeformableGAN(Method):
         # G step against the updated, frozen D --------------------------------------------------
         with frozen(D):
             with ctx.autocast():
-                loss_gan = cfg.gan_penalty_weight * bce_gan_loss(
-                    D.logits(torch.cat([P1, BP1, fake, BP2], 1)), True)
+                loss_gan = cfg.gan_penalty_weight * bce_gan_loss(D.logits(torch.cat([P1, BP1, fake, BP2], 1)), True)
                 loss_content = cfg.l1_penalty_weight * self.content_loss(ctx, fake, P2)
             loss_G = loss_gan + loss_content
             ctx.backward_step(loss_G, opts["G"])
         ctx.end_iteration()
 
-        terms = {"G": loss_G, "content": loss_content, "G_GAN": loss_gan, "D": loss_D,
-                 "D_real": loss_real, "D_fake": loss_fake}
+        terms = {
+            "G": loss_G,
+            "content": loss_content,
+            "G_GAN": loss_gan,
+            "D": loss_D,
+            "D_real": loss_real,
+            "D_fake": loss_fake,
+        }
         values = torch.stack([t.detach().float() for t in terms.values()]).tolist()  # one sync
         return dict(zip(terms, values))

@@ -52,9 +52,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,7 +75,7 @@ METRICS = ("ssim", "mask_ssim", "l1", "psnr")
 METRIC_LABELS = {"ssim": "SSIM", "mask_ssim": "mask-SSIM", "l1": "L1 [0,1]", "psnr": "PSNR dB"}
 UNITS = {
     "ssim": "official PATN/DEF SSIM: 11x11 Gaussian (sigma 1.5), population covariance, data range of the "
-            "generated image, channel mean",
+    "generated image, channel mean",
     "mask_ssim": "SSIM of both images times the target pose mask (produce_ma_mask)",
     "l1": "mean |generated - target| in [0,1] units (the official l1_score, in [-1,1] units, is twice this)",
     "psnr": "10 log10(255^2 / MSE) in dB",
@@ -93,9 +94,9 @@ GRID_GAP = 2
 @dataclass
 class EvalConfig:
     checkpoint: Path
-    data: Path | None = None              # None: the embedded dataset (rendered if absent)
-    keypoints: Path | None = None          # folder of the community CSVs (default: the data root)
-    pairs: int | None = None               # first N pairs in file order; None: all
+    data: Path | None = None  # None: the embedded dataset (rendered if absent)
+    keypoints: Path | None = None  # folder of the community CSVs (default: the data root)
+    pairs: int | None = None  # first N pairs in file order; None: all
     batch_size: int = 32
     device: str = "auto"
     precision: str = "fp32"
@@ -144,14 +145,15 @@ class EvalReport:
         width = max(len(r[0]) for r in rows) + 2
         lines = [" " * width + "".join(f"{METRIC_LABELS[m]:>11}" for m in METRICS) + f"{'pairs':>8}"]
         for name, res in rows:
-            cells = "".join(f"{res[m]['mean']:>11.2f}" if m == "psnr" else f"{res[m]['mean']:>11.4f}"
-                            for m in METRICS)
+            cells = "".join(f"{res[m]['mean']:>11.2f}" if m == "psnr" else f"{res[m]['mean']:>11.4f}" for m in METRICS)
             lines.append(f"{name:<{width}}{cells}{res['ssim']['n']:>8}")
         for name, res in rows:
             odd = {m: res[m]["non_finite"] for m in METRICS if res[m]["non_finite"]}
             if odd:
-                lines.append(f"  {name}: pairs left out of the mean (NaN / inf): "
-                             + ", ".join(f"{METRIC_LABELS[m]} {c}" for m, c in odd.items()))
+                lines.append(
+                    f"  {name}: pairs left out of the mean (NaN / inf): "
+                    + ", ".join(f"{METRIC_LABELS[m]} {c}" for m, c in odd.items())
+                )
         return lines
 
 
@@ -173,8 +175,9 @@ def official_loader_roundtrip(images_u8: torch.Tensor) -> torch.Tensor:
     return official_tensor2im((x - 0.5) / 0.5)
 
 
-def jpeg_roundtrip_strip(panels: Sequence[np.ndarray],
-                         quality: int = OFFICIAL_JPEG_QUALITY) -> tuple[list[np.ndarray], bytes]:
+def jpeg_roundtrip_strip(
+    panels: Sequence[np.ndarray], quality: int = OFFICIAL_JPEG_QUALITY
+) -> tuple[list[np.ndarray], bytes]:
     """Concatenate (H,W,3) uint8 panels side by side, code as JPEG with PIL (as the official
     Image.save), decode with PIL (as skimage.io.imread) and cut the panels back out.
     Returns the decoded panels and the JPEG bytes."""
@@ -185,15 +188,16 @@ def jpeg_roundtrip_strip(panels: Sequence[np.ndarray],
     Image.fromarray(strip).save(buf, format="JPEG", quality=quality)
     decoded = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
     w = panels[0].shape[1]
-    return [decoded[:, i * w:(i + 1) * w] for i in range(len(panels))], buf.getvalue()
+    return [decoded[:, i * w : (i + 1) * w] for i in range(len(panels))], buf.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------
 # strips and grid
 
 
-def official_strip(src: np.ndarray, src_kps: np.ndarray, tgt: np.ndarray, tgt_kps: np.ndarray,
-                   gen: np.ndarray) -> list[np.ndarray]:
+def official_strip(
+    src: np.ndarray, src_kps: np.ndarray, tgt: np.ndarray, tgt_kps: np.ndarray, gen: np.ndarray
+) -> list[np.ndarray]:
     """The five panels of the official test output: source | source pose | target | target pose |
     generated, each (H,W,3) uint8 (the pose panels drawn by generators.train.render_skeleton)."""
     from generators.train import render_skeleton
@@ -251,8 +255,7 @@ def resolve_precision(choice: str, device: torch.device) -> str | None:
     return choice
 
 
-def target_masks(table, targets: np.ndarray, device: torch.device,
-                 chunk: int = 256) -> tuple[torch.Tensor, np.ndarray]:
+def target_masks(table, targets: np.ndarray, device: torch.device, chunk: int = 256) -> tuple[torch.Tensor, np.ndarray]:
     """The official mask-SSIM masks (``pose_mask_eval`` of the target keypoints) of the distinct
     images in ``targets`` (image indices of the table), each computed once: masks (U,H,W) bool on
     ``device`` and ``row`` (M,) mapping an image index to its mask (-1 for images not asked for)."""
@@ -261,14 +264,14 @@ def target_masks(table, targets: np.ndarray, device: torch.device,
     row[unique] = np.arange(len(unique))
     kps = torch.from_numpy(table.keypoints[unique]).to(device)
     with single_thread(device):
-        masks = torch.cat([pose_mask_eval(kps[i:i + chunk], table.image_size) for i in range(0, len(unique), chunk)])
+        masks = torch.cat([pose_mask_eval(kps[i : i + chunk], table.image_size) for i in range(0, len(unique), chunk)])
     return masks, row
 
 
 def _ensure_data(cfg: EvalConfig, log: Callable[[str], None]) -> Path:
     if cfg.data is not None:
         return Path(cfg.data)
-    from augment.synth import ensure_dataset, is_complete, SynthConfig
+    from augment.synth import SynthConfig, ensure_dataset, is_complete
 
     if not is_complete(DEFAULT_DATA, SynthConfig()):
         log(f"[eval] embedded dataset not found at {DEFAULT_DATA}: rendering it (python -m augment.synth)")
@@ -399,12 +402,22 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> EvalReport:
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "generated_images_per_second": round(n / seconds["generate"], 3) if seconds["generate"] > 0 else None,
     }
-    if (info["checkpoint_dataset_fingerprint"] and info["checkpoint_dataset_fingerprint"]
-            != table.dataset_fingerprint):
-        log(f"[eval] note: the checkpoint was trained on another dataset (fingerprint "
-            f"{str(info['checkpoint_dataset_fingerprint'])[:12]}..., this one {table.dataset_fingerprint[:12]}...)")
-    report = EvalReport(out=out, method=bundle.method, preset=bundle.preset, iteration=info["iteration"],
-                        n_pairs=n, n_total=n_total, results=results, per_pair=per_pair, info=info)
+    if info["checkpoint_dataset_fingerprint"] and info["checkpoint_dataset_fingerprint"] != table.dataset_fingerprint:
+        log(
+            f"[eval] note: the checkpoint was trained on another dataset (fingerprint "
+            f"{str(info['checkpoint_dataset_fingerprint'])[:12]}..., this one {table.dataset_fingerprint[:12]}...)"
+        )
+    report = EvalReport(
+        out=out,
+        method=bundle.method,
+        preset=bundle.preset,
+        iteration=info["iteration"],
+        n_pairs=n,
+        n_total=n_total,
+        results=results,
+        per_pair=per_pair,
+        info=info,
+    )
     _write_outputs(report, table, grid_rows)
     return report
 
@@ -433,8 +446,7 @@ def _write_outputs(report: EvalReport, table, grid_rows: dict[int, list[np.ndarr
         writer.writerow(["pair", "line", "from", "to", *columns])
         for i in range(report.n_pairs):
             src, tgt = table.pair_names(i)
-            writer.writerow([i, int(table.lines[i]), src, tgt,
-                             *(repr(float(report.per_pair[c][i])) for c in columns)])
+            writer.writerow([i, int(table.lines[i]), src, tgt, *(repr(float(report.per_pair[c][i])) for c in columns)])
     os.replace(tmp, out / "pairs.csv")
     if grid_rows:
         grid = grid_image([grid_rows[r] for r in sorted(grid_rows)])
@@ -446,11 +458,17 @@ def _write_outputs(report: EvalReport, table, grid_rows: dict[int, list[np.ndarr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m generators.evaluate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m generators.evaluate",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--checkpoint", type=Path, required=True, help="generator checkpoint (.pt)")
-    p.add_argument("--data", type=Path, help=f"dataset root in Market-1501 layout (default: {DEFAULT_DATA}, "
-                                              "rendered first if absent)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help=f"dataset root in Market-1501 layout (default: {DEFAULT_DATA}, rendered first if absent)",
+    )
     p.add_argument("--keypoints", type=Path, help="folder of the annotation/pairs CSVs (default: the data root)")
     p.add_argument("--pairs", type=int, help="evaluate the first N test pairs in file order (default: all)")
     p.add_argument("--batch-size", type=int, default=32, help="generation batch size (default 32)")
@@ -458,8 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16 | auto (default fp32)")
     p.add_argument("--out", type=Path, help="output folder (default: next to the checkpoint, see above)")
     p.add_argument("--save-images", action="store_true", help="write every pair as an official 5-panel strip")
-    p.add_argument("--official-io", action="store_true",
-                   help="score through the official tensor2im truncation and JPEG strips (see above)")
+    p.add_argument(
+        "--official-io",
+        action="store_true",
+        help="score through the official tensor2im truncation and JPEG strips (see above)",
+    )
     p.add_argument("--grid-rows", type=int, default=8, help="pairs shown in grid.png (default 8; 0: none)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -467,23 +488,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = EvalConfig(checkpoint=args.checkpoint, data=args.data, keypoints=args.keypoints, pairs=args.pairs,
-                     batch_size=args.batch_size, device=args.device, precision=args.precision, out=args.out,
-                     save_images=args.save_images, official_io=args.official_io, grid_rows=args.grid_rows,
-                     progress=not args.no_progress)
+    cfg = EvalConfig(
+        checkpoint=args.checkpoint,
+        data=args.data,
+        keypoints=args.keypoints,
+        pairs=args.pairs,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        out=args.out,
+        save_images=args.save_images,
+        official_io=args.official_io,
+        grid_rows=args.grid_rows,
+        progress=not args.no_progress,
+    )
     try:
         report = evaluate(cfg)
     except (UsageError, DatasetError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     info = report.info
-    print(f"[eval] {report.n_pairs} of {report.n_total} test pairs ({info['subset']}), {info['device']} "
-          f"{info['precision']}{', official JPEG path' if info['official_io'] else ''}; "
-          f"generation {info['generated_images_per_second']} images/s")
+    print(
+        f"[eval] {report.n_pairs} of {report.n_total} test pairs ({info['subset']}), {info['device']} "
+        f"{info['precision']}{', official JPEG path' if info['official_io'] else ''}; "
+        f"generation {info['generated_images_per_second']} images/s"
+    )
     for line in report.table_lines():
         print(line)
-    print(f"[eval] wrote {report.out / 'metrics.json'}, {report.out / 'pairs.csv'}"
-          + (f", {report.out / 'grid.png'}" if (report.out / 'grid.png').is_file() else ""))
+    print(
+        f"[eval] wrote {report.out / 'metrics.json'}, {report.out / 'pairs.csv'}"
+        + (f", {report.out / 'grid.png'}" if (report.out / "grid.png").is_file() else "")
+    )
     return 0
 
 

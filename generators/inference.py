@@ -38,8 +38,15 @@ import torch
 
 from generators.base import Bundle
 
-DTYPES = {None: None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16,
-          torch.float32: None, torch.bfloat16: torch.bfloat16, torch.float16: torch.float16}
+DTYPES = {
+    None: None,
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    torch.float32: None,
+    torch.bfloat16: torch.bfloat16,
+    torch.float16: torch.float16,
+}
 
 
 def uint8_to_model(images: torch.Tensor) -> torch.Tensor:
@@ -79,8 +86,15 @@ class Transferer:
     (fp32), "bf16" or "fp16" autocast.
     """
 
-    def __init__(self, model: Bundle | str | os.PathLike, *, device: str | torch.device | None = None,
-                 dtype: Any = None, channels_last: bool = True, batch_size: int = 32):
+    def __init__(
+        self,
+        model: Bundle | str | os.PathLike,
+        *,
+        device: str | torch.device | None = None,
+        dtype: Any = None,
+        channels_last: bool = True,
+        batch_size: int = 32,
+    ):
         if isinstance(model, Transferer):
             model = model.bundle
         if isinstance(model, (str, os.PathLike)):
@@ -120,10 +134,12 @@ class Transferer:
         images = torch.from_numpy(np.ascontiguousarray(source_images)) if numpy_in else source_images
         if not torch.is_tensor(images):
             raise TypeError(f"source_images: expected a numpy array or a tensor, got {type(source_images).__name__}")
-        src_kps = torch.as_tensor(np.asarray(source_keypoints) if not torch.is_tensor(source_keypoints)
-                                  else source_keypoints)
-        tgt_kps = torch.as_tensor(np.asarray(target_keypoints) if not torch.is_tensor(target_keypoints)
-                                  else target_keypoints)
+        src_kps = torch.as_tensor(
+            np.asarray(source_keypoints) if not torch.is_tensor(source_keypoints) else source_keypoints
+        )
+        tgt_kps = torch.as_tensor(
+            np.asarray(target_keypoints) if not torch.is_tensor(target_keypoints) else target_keypoints
+        )
         n = _check_inputs(images, numpy_in, src_kps, tgt_kps)
         outputs = []
         self.bundle.nets.eval()
@@ -132,8 +148,9 @@ class Transferer:
                 part = slice(start, start + self.batch_size)
                 batch = images[part].to(self.device, non_blocking=True)
                 batch = uint8_to_model(batch) if numpy_in else batch.float()
-                out = self._forward(batch, src_kps[part].to(self.device, torch.int64),
-                                    tgt_kps[part].to(self.device, torch.int64))
+                out = self._forward(
+                    batch, src_kps[part].to(self.device, torch.int64), tgt_kps[part].to(self.device, torch.int64)
+                )
                 outputs.append(model_to_uint8(out).cpu() if numpy_in else out.to(images.device))
         if not outputs:  # N == 0
             shape = (0, *images.shape[1:])
@@ -145,11 +162,13 @@ class Transferer:
 def _check_inputs(images: torch.Tensor, numpy_in: bool, src_kps: torch.Tensor, tgt_kps: torch.Tensor) -> int:
     if numpy_in:
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] != 3:
-            raise ValueError(f"numpy source_images must be uint8 (N,H,W,3) RGB, got {images.dtype} "
-                             f"{tuple(images.shape)}")
+            raise ValueError(
+                f"numpy source_images must be uint8 (N,H,W,3) RGB, got {images.dtype} {tuple(images.shape)}"
+            )
     elif images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
-        raise ValueError(f"tensor source_images must be float (N,3,H,W) in [-1,1], got {images.dtype} "
-                         f"{tuple(images.shape)}")
+        raise ValueError(
+            f"tensor source_images must be float (N,3,H,W) in [-1,1], got {images.dtype} {tuple(images.shape)}"
+        )
     n = images.shape[0]
     for name, k in (("source_keypoints", src_kps), ("target_keypoints", tgt_kps)):
         if tuple(k.shape) != (n, 18, 2):
@@ -157,9 +176,17 @@ def _check_inputs(images: torch.Tensor, numpy_in: bool, src_kps: torch.Tensor, t
     return n
 
 
-def transfer(model: Bundle | Transferer | str | os.PathLike, source_images, source_keypoints, target_keypoints, *,
-             batch_size: int = 32, dtype: Any = None, channels_last: bool = True,
-             device: str | torch.device | None = None):
+def transfer(
+    model: Bundle | Transferer | str | os.PathLike,
+    source_images,
+    source_keypoints,
+    target_keypoints,
+    *,
+    batch_size: int = 32,
+    dtype: Any = None,
+    channels_last: bool = True,
+    device: str | torch.device | None = None,
+):
     """Generate ``source_images`` re-posed into ``target_keypoints``; see the module docstring.
 
     ``model``: a Bundle (nets moved / converted in place), a Transferer (its model, with these

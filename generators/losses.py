@@ -17,8 +17,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +44,8 @@ class MissingWeightsError(FileNotFoundError):
             f"{what} not found: {self.path}. The perceptual loss needs them and this project "
             f"never downloads weights. Either copy torchvision's {VGG19_FILE} to that path, "
             f"pass {VGG_WEIGHTS_FLAG} to point at the file, or train without the perceptual "
-            f"term with {NO_PERCEPTUAL_FLAG}.")
+            f"term with {NO_PERCEPTUAL_FLAG}."
+        )
 
 
 def default_vgg19_path() -> Path:
@@ -98,8 +99,9 @@ def load_vgg19_features(path: str | os.PathLike | None = None, num_layers: int =
         if full not in state:
             raise ValueError(f"{file} is not a torchvision VGG-19 state dict: key {full!r} missing")
         if state[full].shape != wanted[key].shape:
-            raise ValueError(f"{file}: {full} has shape {tuple(state[full].shape)}, "
-                             f"VGG-19 needs {tuple(wanted[key].shape)}")
+            raise ValueError(
+                f"{file}: {full} has shape {tuple(state[full].shape)}, VGG-19 needs {tuple(wanted[key].shape)}"
+            )
         sub[key] = state[full]
     net.load_state_dict(sub)
     return freeze(net)
@@ -187,8 +189,9 @@ class ImagePool:
         if self.images is None:
             self.images = images.new_empty((self.size, *images.shape[1:]))
         elif self.images.shape[1:] != images.shape[1:]:
-            raise ValueError(f"ImagePool holds samples of shape {tuple(self.images.shape[1:])}, "
-                             f"got {tuple(images.shape[1:])}")
+            raise ValueError(
+                f"ImagePool holds samples of shape {tuple(self.images.shape[1:])}, got {tuple(images.shape[1:])}"
+            )
         if self.images.device != images.device:
             self.images = self.images.to(images.device)
 
@@ -224,8 +227,7 @@ class ImagePool:
 
     def state_dict(self) -> dict:
         stored = None if self.images is None else self.images[: self.count].detach().cpu().clone()
-        return {"size": self.size, "count": self.count, "images": stored,
-                "rng": self.generator.get_state()}
+        return {"size": self.size, "count": self.count, "images": stored, "rng": self.generator.get_state()}
 
     def load_state_dict(self, state: Mapping) -> None:
         if int(state["size"]) != self.size:

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 SSIM_SIGMA = 1.5
-SSIM_TRUNCATE = 3.5   # skimage's gaussian_weights=True: an 11-tap window at sigma 1.5
+SSIM_TRUNCATE = 3.5  # skimage's gaussian_weights=True: an 11-tap window at sigma 1.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 PIXEL_MAX = 255.0
@@ -127,8 +127,13 @@ def _filter_valid(x: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     return rows @ x @ cols.T
 
 
-def ssim_tensor(generated: torch.Tensor, reference: torch.Tensor,
-                data_range: torch.Tensor | float | None = None, *, sigma: float = SSIM_SIGMA) -> torch.Tensor:
+def ssim_tensor(
+    generated: torch.Tensor,
+    reference: torch.Tensor,
+    data_range: torch.Tensor | float | None = None,
+    *,
+    sigma: float = SSIM_SIGMA,
+) -> torch.Tensor:
     """SSIM of float64 (N,H,W,C) batches -> (N,) float64 (see the module docstring).
 
     ``data_range``: None (max - min of each generated image), a number, or an (N,) tensor.
@@ -136,8 +141,9 @@ def ssim_tensor(generated: torch.Tensor, reference: torch.Tensor,
     window = torch.as_tensor(gaussian_window(sigma), dtype=torch.float64, device=generated.device)
     k = window.numel()
     if generated.shape[-3] < k or generated.shape[-2] < k:
-        raise ValueError(f"images of {generated.shape[-3]}x{generated.shape[-2]} pixels are smaller than the "
-                         f"{k}x{k} SSIM window")
+        raise ValueError(
+            f"images of {generated.shape[-3]}x{generated.shape[-2]} pixels are smaller than the {k}x{k} SSIM window"
+        )
     n = generated.shape[0]
     if n == 0:
         return generated.new_zeros(0)
@@ -148,8 +154,12 @@ def ssim_tensor(generated: torch.Tensor, reference: torch.Tensor,
     R = R.expand(n).reshape(n, 1, 1, 1)  # broadcast over (C, h, w)
     chunk = CPU_CHUNK if generated.device.type == "cpu" else n
     with single_thread(generated.device):
-        values = torch.cat([_ssim_core(generated[i:i + chunk], reference[i:i + chunk], R[i:i + chunk], window)
-                            for i in range(0, n, chunk)])
+        values = torch.cat(
+            [
+                _ssim_core(generated[i : i + chunk], reference[i : i + chunk], R[i : i + chunk], window)
+                for i in range(0, n, chunk)
+            ]
+        )
         constant = R.view(-1) == 0
         if bool(constant.any()):
             values[constant] = _constant_generated_ssim(reference[constant], k)
@@ -169,13 +179,11 @@ def _constant_generated_ssim(reference: torch.Tensor, k: int) -> torch.Tensor:
     return torch.where(flat, torch.full_like(local_max[:, 0, 0, 0], math.nan), torch.zeros_like(local_max[:, 0, 0, 0]))
 
 
-def _ssim_core(generated: torch.Tensor, reference: torch.Tensor, R: torch.Tensor,
-               window: torch.Tensor) -> torch.Tensor:
+def _ssim_core(generated: torch.Tensor, reference: torch.Tensor, R: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     """SSIM of float64 (n,H,W,C) batches with data ranges R (n,1,1,1) -> (n,)."""
     n = generated.shape[0]
     # the five filtered quantities at once, as contiguous planes (5, N, C, H, W)
-    q = torch.empty((5, n, generated.shape[-1], *generated.shape[1:3]), dtype=torch.float64,
-                    device=generated.device)
+    q = torch.empty((5, n, generated.shape[-1], *generated.shape[1:3]), dtype=torch.float64, device=generated.device)
     q[0].copy_(generated.movedim(-1, 1))
     q[1].copy_(reference.movedim(-1, 1))
     torch.mul(q[0], q[0], out=q[2])
@@ -183,8 +191,8 @@ def _ssim_core(generated: torch.Tensor, reference: torch.Tensor, R: torch.Tensor
     torch.mul(q[0], q[1], out=q[4])
     ux, uy, uxx, uyy, uxy = _filter_valid(q, window)
     uxuy, ux2uy2 = ux * uy, ux * ux + uy * uy
-    vxy2 = (uxy - uxuy).mul_(2)                      # 2 x covariance
-    vxvy = (uxx + uyy).sub_(ux2uy2)                  # vx + vy (population variances)
+    vxy2 = (uxy - uxuy).mul_(2)  # 2 x covariance
+    vxvy = (uxx + uyy).sub_(ux2uy2)  # vx + vy (population variances)
     c1, c2 = (SSIM_K1 * R) ** 2, (SSIM_K2 * R) ** 2
     s = (uxuy.mul_(2).add_(c1)).mul_(vxy2.add_(c2)).div_(ux2uy2.add_(c1).mul_(vxvy.add_(c2)))
     return s.mean(dim=(1, 2, 3))
@@ -207,8 +215,9 @@ def apply_mask(images: torch.Tensor, mask: Any) -> torch.Tensor:
     if m.dim() == 2:
         m = m.unsqueeze(0)
     if m.dim() != 3 or m.shape[-2:] != images.shape[1:3] or m.shape[0] not in (1, images.shape[0]):
-        raise ValueError(f"mask of shape {tuple(m.shape)} does not fit images {tuple(images.shape)} "
-                         "(expected (N,H,W) or (H,W))")
+        raise ValueError(
+            f"mask of shape {tuple(m.shape)} does not fit images {tuple(images.shape)} (expected (N,H,W) or (H,W))"
+        )
     return images * m.to(images.dtype).unsqueeze(-1)
 
 
@@ -230,7 +239,7 @@ def psnr(generated: Any, reference: Any, data_range: float = PIXEL_MAX) -> np.nd
     """Peak signal-to-noise ratio in dB, 10 log10(data_range^2 / MSE) (inf when identical)."""
     g, r, single = _pair(generated, reference)
     mse = ((g - r) ** 2).mean(dim=(1, 2, 3))
-    values = 10 * torch.log10(data_range ** 2 / mse)  # mse 0 -> inf
+    values = 10 * torch.log10(data_range**2 / mse)  # mse 0 -> inf
     return _result(values, single)
 
 
@@ -245,7 +254,7 @@ def pair_metrics(generated: Any, reference: Any, mask: Any) -> dict[str, np.ndar
             "ssim": ssim_tensor(g, r),
             "mask_ssim": ssim_tensor(apply_mask(g, mask), apply_mask(r, mask)),
             "l1": diff.abs_().mean(dim=(1, 2, 3)) / PIXEL_MAX,
-            "psnr": 10 * torch.log10(PIXEL_MAX ** 2 / mse),
+            "psnr": 10 * torch.log10(PIXEL_MAX**2 / mse),
         }
     return {k: v.detach().cpu().numpy().astype(np.float64) for k, v in values.items()}
 

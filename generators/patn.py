@@ -91,9 +91,10 @@ CycleGAN ResnetGenerator's (``model.<index>...``). Discriminators, losses and sc
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -115,22 +116,22 @@ class PATNConfig:
     """Network, loss and schedule settings. Defaults are the official Market-1501 recipe
     (scripts/train_star.sh); see :data:`PATN_PRESETS`."""
 
-    ngf: int = 64                   # generator width after the first conv
-    n_blocks: int = 9               # PATBs (or residual blocks for ``resnet``)
-    n_downsampling: int = 2         # stride-2 convs per encoder (= ConvTs in the decoder)
-    norm: str = "batch"             # batch (affine) | instance
-    padding: str = "reflect"        # reflect | replicate | zero, inside the blocks
-    dropout: bool = True            # Dropout(0.5) in the generator's blocks
-    ndf: int = 64                   # discriminator width
-    d_blocks: int = 3               # ResnetBlocks per discriminator (official n_layers_D)
+    ngf: int = 64  # generator width after the first conv
+    n_blocks: int = 9  # PATBs (or residual blocks for ``resnet``)
+    n_downsampling: int = 2  # stride-2 convs per encoder (= ConvTs in the decoder)
+    norm: str = "batch"  # batch (affine) | instance
+    padding: str = "reflect"  # reflect | replicate | zero, inside the blocks
+    dropout: bool = True  # Dropout(0.5) in the generator's blocks
+    ndf: int = 64  # discriminator width
+    d_blocks: int = 3  # ResnetBlocks per discriminator (official n_layers_D)
     d_downsampling: int = 2
-    d_dropout: bool = True          # Dropout(0.5) in the discriminators' blocks
-    pose_sigma: float = 6.0         # heatmap sigma in pixels
+    d_dropout: bool = True  # Dropout(0.5) in the discriminators' blocks
+    pose_sigma: float = 6.0  # heatmap sigma in pixels
     lambda_gan: float = 5.0
-    lambda_l1: float = 10.0         # lambda_A
+    lambda_l1: float = 10.0  # lambda_A
     lambda_perceptual: float = 10.0  # lambda_B
-    perceptual: bool = True         # train with the VGG-19 relu1_2 term (needs weights)
-    perceptual_layers: int = 4      # VGG-19 features[:4] = relu1_2 (official index 3, inclusive)
+    perceptual: bool = True  # train with the VGG-19 relu1_2 term (needs weights)
+    perceptual_layers: int = 4  # VGG-19 features[:4] = relu1_2 (official index 3, inclusive)
     pool_size: int = 50
     with_d_pb: bool = True
     with_d_pp: bool = True
@@ -150,19 +151,25 @@ class PATNConfig:
 
 
 MARKET_SCHEDULE = TrainSchedule(
-    iterations=87_500,         # (500 + 200) epochs x 4,000 pairs / 32
+    iterations=87_500,  # (500 + 200) epochs x 4,000 pairs / 32
     batch_size=32,
     lr=2e-4,
     betas=(0.5, 0.999),
-    decay_start=62_500,        # niter = 500 epochs
-    checkpoint_every=2_500,    # official save_epoch_freq: 20 epochs
+    decay_start=62_500,  # niter = 500 epochs
+    checkpoint_every=2_500,  # official save_epoch_freq: 20 epochs
     sample_every=1_250,
     num_workers=4,
 )
 
 SYNTH_SCHEDULE = TrainSchedule(
-    iterations=2_500, batch_size=8, lr=2e-4, betas=(0.5, 0.999), decay_start=1_500,
-    checkpoint_every=500, sample_every=250, num_workers=2,
+    iterations=2_500,
+    batch_size=8,
+    lr=2e-4,
+    betas=(0.5, 0.999),
+    decay_start=1_500,
+    checkpoint_every=500,
+    sample_every=250,
+    num_workers=2,
 )
 
 # 2-core CPU size: ~4 GFLOPs of training work per image (G forward 0.71 GFLOPs).
@@ -189,12 +196,15 @@ def encoder_layers(in_channels: int, ngf: int, n_down: int, norm: str) -> list[n
     """ReflPad3-Conv7(in->ngf)-Norm-ReLU, then n_down x [Conv3 s2 p1-Norm-ReLU] doubling width.
     (B,in,H,W) -> (B, ngf*2**n_down, H/2**n_down, W/2**n_down)."""
     make_norm, bias = norm_layer(norm), conv_bias(norm)
-    layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=bias),
-                               make_norm(ngf), nn.ReLU(True)]
+    layers: list[nn.Module] = [
+        nn.ReflectionPad2d(3),
+        nn.Conv2d(in_channels, ngf, 7, bias=bias),
+        make_norm(ngf),
+        nn.ReLU(True),
+    ]
     for i in range(n_down):
-        c = ngf * 2 ** i
-        layers += [nn.Conv2d(c, 2 * c, 3, stride=2, padding=1, bias=bias), make_norm(2 * c),
-                   nn.ReLU(True)]
+        c = ngf * 2**i
+        layers += [nn.Conv2d(c, 2 * c, 3, stride=2, padding=1, bias=bias), make_norm(2 * c), nn.ReLU(True)]
     return layers
 
 
@@ -204,14 +214,18 @@ def decoder_layers(ngf: int, n_down: int, norm: str, out_channels: int = 3) -> l
     layers: list[nn.Module] = []
     for i in range(n_down):
         c = ngf * 2 ** (n_down - i)
-        layers += [nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1,
-                                      bias=bias), make_norm(c // 2), nn.ReLU(True)]
+        layers += [
+            nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
+            make_norm(c // 2),
+            nn.ReLU(True),
+        ]
     layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
     return layers
 
 
-def _conv_pair(c_in: int, c_mid: int, c_out: int, norm: str, padding: str, dropout: bool,
-               last_norm: bool) -> nn.Sequential:
+def _conv_pair(
+    c_in: int, c_mid: int, c_out: int, norm: str, padding: str, dropout: bool, last_norm: bool
+) -> nn.Sequential:
     """Pad-Conv3(c_in->c_mid)-Norm-ReLU-(Drop)-Pad-Conv3(c_mid->c_out)-(Norm), official indices."""
     make_norm, bias = norm_layer(norm), conv_bias(norm)
     pads, p = pad_layers(padding, 1)
@@ -235,8 +249,7 @@ class PATBlock(nn.Module):
     def __init__(self, dim: int, pose_in: int, norm: str, padding: str, dropout: bool):
         super().__init__()
         self.conv_block_stream1 = _conv_pair(dim, dim, dim, norm, padding, dropout, last_norm=True)
-        self.conv_block_stream2 = _conv_pair(pose_in, pose_in, dim, norm, padding, dropout,
-                                             last_norm=False)
+        self.conv_block_stream2 = _conv_pair(pose_in, pose_in, dim, norm, padding, dropout, last_norm=False)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pose = self.conv_block_stream2(x2)
@@ -247,14 +260,16 @@ class PATBlock(nn.Module):
 class PATNBody(nn.Module):
     """Official PATNModel: the two encoders, the PATB cascade and the decoder."""
 
-    def __init__(self, pose_channels: int, ngf: int, n_blocks: int, n_down: int, norm: str,
-                 padding: str, dropout: bool):
+    def __init__(
+        self, pose_channels: int, ngf: int, n_blocks: int, n_down: int, norm: str, padding: str, dropout: bool
+    ):
         super().__init__()
-        dim = ngf * 2 ** n_down
+        dim = ngf * 2**n_down
         self.stream1_down = nn.Sequential(*encoder_layers(3, ngf, n_down, norm))
         self.stream2_down = nn.Sequential(*encoder_layers(pose_channels, ngf, n_down, norm))
         self.att = nn.ModuleList(
-            PATBlock(dim, dim if i == 0 else 2 * dim, norm, padding, dropout) for i in range(n_blocks))
+            PATBlock(dim, dim if i == 0 else 2 * dim, norm, padding, dropout) for i in range(n_blocks)
+        )
         self.stream1_up = nn.Sequential(*decoder_layers(ngf, n_down, norm))
 
     def forward(self, src_img: torch.Tensor, pose_pair: torch.Tensor) -> torch.Tensor:
@@ -273,8 +288,9 @@ class PATNGenerator(nn.Module):
 
     def __init__(self, cfg: PATNConfig, pose_channels: int = 2 * NUM_JOINTS):
         super().__init__()
-        self.model = PATNBody(pose_channels, cfg.ngf, cfg.n_blocks, cfg.n_downsampling, cfg.norm,
-                              cfg.padding, cfg.dropout)
+        self.model = PATNBody(
+            pose_channels, cfg.ngf, cfg.n_blocks, cfg.n_downsampling, cfg.norm, cfg.padding, cfg.dropout
+        )
         self.pose_sigma = cfg.pose_sigma
         self.n_downsampling = cfg.n_downsampling
 
@@ -288,11 +304,12 @@ class ResnetGenerator(nn.Module):
 
     def __init__(self, cfg: PATNConfig, pose_channels: int = 2 * NUM_JOINTS):
         super().__init__()
-        dim = cfg.ngf * 2 ** cfg.n_downsampling
+        dim = cfg.ngf * 2**cfg.n_downsampling
         self.model = nn.Sequential(
             *encoder_layers(3 + pose_channels, cfg.ngf, cfg.n_downsampling, cfg.norm),
             *(ResnetBlock(dim, cfg.norm, cfg.padding, cfg.dropout) for _ in range(cfg.n_blocks)),
-            *decoder_layers(cfg.ngf, cfg.n_downsampling, cfg.norm))
+            *decoder_layers(cfg.ngf, cfg.n_downsampling, cfg.norm),
+        )
         self.pose_sigma = cfg.pose_sigma
         self.n_downsampling = cfg.n_downsampling
 
@@ -306,14 +323,23 @@ class ResnetDiscriminator(nn.Module):
     ``forward`` returns sigmoid probabilities like the official net; :meth:`logits` returns the
     map before the sigmoid, which the losses use (numerically stable BCE)."""
 
-    def __init__(self, in_channels: int, ndf: int = 64, n_blocks: int = 3, n_down: int = 2,
-                 norm: str = "batch", padding: str = "reflect", dropout: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        ndf: int = 64,
+        n_blocks: int = 3,
+        n_down: int = 2,
+        norm: str = "batch",
+        padding: str = "reflect",
+        dropout: bool = True,
+    ):
         super().__init__()
-        dim = ndf * 2 ** n_down
+        dim = ndf * 2**n_down
         self.model = nn.Sequential(
             *encoder_layers(in_channels, ndf, n_down, norm),
             *(ResnetBlock(dim, norm, padding, dropout) for _ in range(n_blocks)),
-            nn.Sigmoid())
+            nn.Sigmoid(),
+        )
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.model[:-1]:
@@ -326,8 +352,9 @@ class ResnetDiscriminator(nn.Module):
 
 def build_discriminators(cfg: PATNConfig) -> dict[str, nn.Module]:
     """D_PB on cat(image, BP2) (3+18 ch) and D_PP on cat(image, P1) (3+3 ch), default init."""
-    make = lambda c: ResnetDiscriminator(c, cfg.ndf, cfg.d_blocks, cfg.d_downsampling, cfg.norm,
-                                         cfg.padding, cfg.d_dropout)
+    make = lambda c: ResnetDiscriminator(
+        c, cfg.ndf, cfg.d_blocks, cfg.d_downsampling, cfg.norm, cfg.padding, cfg.d_dropout
+    )
     nets = {}
     if cfg.with_d_pb:
         nets["D_PB"] = make(3 + NUM_JOINTS)
@@ -347,7 +374,7 @@ def load_official_state_dict(net: nn.Module, path: str | os.PathLike) -> nn.Modu
     if not isinstance(state, Mapping):
         raise ValueError(f"{path} is not a state dict (got {type(state).__name__})")
     if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -358,8 +385,9 @@ def load_official_state_dict(net: nn.Module, path: str | os.PathLike) -> nn.Modu
 OFFICIAL_FILE_LABELS = {"G": "netG", "D_PB": "netD_PB", "D_PP": "netD_PP"}
 
 
-def load_official_checkpoints(nets: Mapping[str, nn.Module], directory: str | os.PathLike,
-                              epoch: str = "latest") -> list[str]:
+def load_official_checkpoints(
+    nets: Mapping[str, nn.Module], directory: str | os.PathLike, epoch: str = "latest"
+) -> list[str]:
     """Load ``<epoch>_net_netG.pth`` (required) and the discriminator files that exist from an
     official ``checkpoints/<name>/`` folder into ``nets``; returns the names loaded."""
     loaded = []
@@ -409,8 +437,10 @@ class PATN(Method):
 
     def pose_pair(self, G: nn.Module, src_kps, tgt_kps, size, device) -> torch.Tensor:
         """cat(BP1, BP2): (B,36,H,W), source maps first (official order)."""
-        return torch.cat([pose_heatmaps(src_kps, size, G.pose_sigma, device),
-                          pose_heatmaps(tgt_kps, size, G.pose_sigma, device)], dim=1)
+        return torch.cat(
+            [pose_heatmaps(src_kps, size, G.pose_sigma, device), pose_heatmaps(tgt_kps, size, G.pose_sigma, device)],
+            dim=1,
+        )
 
     def generate(self, nets, src_img, src_kps, tgt_kps) -> torch.Tensor:
         G = nets["G"]
@@ -422,10 +452,10 @@ class PATN(Method):
     def required_weights(self, cfg: PATNConfig) -> list[str]:
         return ["vgg19"] if cfg.uses_perceptual else []
 
-    def make_context(self, nets, cfg: PATNConfig, *, device="cpu", amp_dtype=None, seed: int = 0,
-                     vgg_weights=None) -> StepContext:
-        ctx = super().make_context(nets, cfg, device=device, amp_dtype=amp_dtype, seed=seed,
-                                   vgg_weights=vgg_weights)
+    def make_context(
+        self, nets, cfg: PATNConfig, *, device="cpu", amp_dtype=None, seed: int = 0, vgg_weights=None
+    ) -> StepContext:
+        ctx = super().make_context(nets, cfg, device=device, amp_dtype=amp_dtype, seed=seed, vgg_weights=vgg_weights)
         if cfg.uses_perceptual:  # raises MissingWeightsError before any training
             features = load_vgg19_features(vgg_weights, cfg.perceptual_layers)
             ctx.losses["perceptual"] = PerceptualL1(features).to(ctx.device)
@@ -437,8 +467,7 @@ class PATN(Method):
     def train_step(self, nets, opts, batch: Mapping[str, Any], ctx: StepContext) -> dict[str, float]:
         """One iteration: G step, then D_PP, then D_PB. Returns the weighted loss terms."""
         cfg: PATNConfig = ctx.config
-        G, D_PB, D_PP = nets["G"], nets["D_PB"] if "D_PB" in nets else None, \
-            nets["D_PP"] if "D_PP" in nets else None
+        G, D_PB, D_PP = nets["G"], nets["D_PB"] if "D_PB" in nets else None, nets["D_PP"] if "D_PP" in nets else None
         P1, P2 = ctx.to_device(batch["src_img"]), ctx.to_device(batch["tgt_img"])
         check_divisible(P1, G.n_downsampling)
         size = P1.shape[-2:]
@@ -455,8 +484,9 @@ class PATN(Method):
         with frozen(D_PB, D_PP):
             with ctx.autocast():
                 loss_l1 = F.l1_loss(fake.float(), P2) * cfg.lambda_l1
-                loss_perc = (ctx.losses["perceptual"](fake, P2) * cfg.lambda_perceptual
-                             if "perceptual" in ctx.losses else zero)
+                loss_perc = (
+                    ctx.losses["perceptual"](fake, P2) * cfg.lambda_perceptual if "perceptual" in ctx.losses else zero
+                )
                 gan_terms = []
                 if D_PB is not None:
                     gan_terms.append(bce_gan_loss(D_PB.logits(torch.cat([fake, BP2], 1)), True))
@@ -475,8 +505,11 @@ class PATN(Method):
             real_pair = torch.cat([P2, condition], 1)
             fake_pair = ctx.pools[name].query(torch.cat([fake, condition], 1))
             with ctx.autocast():
-                loss_D = 0.5 * cfg.lambda_gan * (bce_gan_loss(D.logits(real_pair), True)
-                                                 + bce_gan_loss(D.logits(fake_pair), False))
+                loss_D = (
+                    0.5
+                    * cfg.lambda_gan
+                    * (bce_gan_loss(D.logits(real_pair), True) + bce_gan_loss(D.logits(fake_pair), False))
+                )
             ctx.backward_step(loss_D, opts[name])
             d_losses[name] = loss_D.detach()
         ctx.end_iteration()

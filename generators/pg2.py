@@ -72,10 +72,10 @@ Differences from the official run (documented, deliberate)
     - Stage switch by ``stage1_iterations`` in the config (the official 22000 is a literal).
 
 Presets (parameters; forward GFLOPs per 128x64 image = 2 x conv/linear MACs, see count_flops)
-    | preset | G1 params  | G1 GFLOPs | G2 params | G2 GFLOPs | D params  | D GFLOPs | training                        |
-    |--------|------------|-----------|-----------|-----------|-----------|----------|---------------------------------|
-    | market | 70,795,075 | 74.75     | 6,058,883 | 20.40     | 4,324,737 | 0.65     | 60,000 it (G1 alone to 22,000), batch 16 |
-    | synth  |  1,283,619 |  1.22     |    96,115 |  0.34     |    70,193 | 0.01     | 2,800 it (G1 alone to 2,300), batch 8 |
+    | preset | G1 params  | G1 GFLOPs | G2 params | G2 GFLOPs | D params  | D GFLOPs | training |
+    |--------|------------|-----------|-----------|-----------|-----------|----------|----------|
+    | market | 70,795,075 | 74.75 | 6,058,883 | 20.40 | 4,324,737 | 0.65 | 60,000 it (G1 alone to 22,000), batch 16 |
+    | synth  |  1,283,619 |  1.22 |    96,115 |  0.34 |    70,193 | 0.01 | 2,800 it (G1 alone to 2,300), batch 8 |
     tests/test_pg2.py recomputes every number of this table.
 
 The ``synth`` preset keeps the structure (5 G1 blocks down to an 8x4 FC bottleneck at 128x64, 3
@@ -90,19 +90,20 @@ the official second stage. Measured: 1,128 s wall on the 2-core CPU (bf16 autoca
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from generators.base import Method, StepContext, TrainSchedule, lr_lambda, register_method
-from generators.losses import bce_gan_loss
 from generators.blocks import frozen
+from generators.losses import bce_gan_loss
 
 NUM_JOINTS = 18  # COCO-18 (augment.keypoints.JOINTS)
-LEAK = 0.2       # wgan_gp.LeakyReLU default alpha
+LEAK = 0.2  # wgan_gp.LeakyReLU default alpha
 
 # ----------------------------------------------------------------------------------------------
 # Config and presets
@@ -114,17 +115,17 @@ class PG2Config:
     """Network, loss and schedule settings. Defaults are the official Market-1501 run
     (run_market_train.sh with the values trainer.py hard-codes); see :data:`PG2_PRESETS`."""
 
-    image_size: tuple[int, int] = (128, 64)   # (H, W): fixes the FC bottleneck and D's Linear
-    g1_hidden: int = 128            # conv_hidden_num: G1 widths n, 2n, ..., N n
-    g1_blocks: int = 5              # repeat_num = log2(128) - 2
-    z_num: int = 64                 # FC bottleneck
-    g2_hidden: int = 128            # G2 widths n, 2n, 3n (the same conv_hidden_num officially)
-    g2_blocks: int = 3              # repeat_num - 2
-    ndf: int = 64                   # DCGAN discriminator dim
-    pose_radius: int = 4            # joint disks and pose mask radius (pixels)
-    lambda_l1: float = 10.0         # weight of stage-2's masked L1 next to the GAN term
+    image_size: tuple[int, int] = (128, 64)  # (H, W): fixes the FC bottleneck and D's Linear
+    g1_hidden: int = 128  # conv_hidden_num: G1 widths n, 2n, ..., N n
+    g1_blocks: int = 5  # repeat_num = log2(128) - 2
+    z_num: int = 64  # FC bottleneck
+    g2_hidden: int = 128  # G2 widths n, 2n, 3n (the same conv_hidden_num officially)
+    g2_blocks: int = 3  # repeat_num - 2
+    ndf: int = 64  # DCGAN discriminator dim
+    pose_radius: int = 4  # joint disks and pose mask radius (pixels)
+    lambda_l1: float = 10.0  # weight of stage-2's masked L1 next to the GAN term
     stage1_iterations: int = 22_000  # iterations of G1 alone, then G2 + D with G1 frozen
-    g1_lr_scale: float = 1.0        # G1's Adam rate = g1_lr_scale * train.lr (official: 1)
+    g1_lr_scale: float = 1.0  # G1's Adam rate = g1_lr_scale * train.lr (official: 1)
     train: TrainSchedule = field(default_factory=TrainSchedule)
 
     def __post_init__(self):
@@ -136,16 +137,19 @@ class PG2Config:
         for name, blocks in (("g1_blocks", self.g1_blocks), ("g2_blocks", self.g2_blocks)):
             step = 2 ** (blocks - 1)
             if h % step or w % step:
-                raise ValueError(f"PG2Config: image_size {h}x{w} must be divisible by {step} "
-                                 f"({name}={blocks}: {blocks - 1} stride-2 convs, then as many x2 "
-                                 f"upsamplings back to the skips)")
+                raise ValueError(
+                    f"PG2Config: image_size {h}x{w} must be divisible by {step} "
+                    f"({name}={blocks}: {blocks - 1} stride-2 convs, then as many x2 "
+                    f"upsamplings back to the skips)"
+                )
         if self.g1_lr_scale <= 0:
             raise ValueError(f"PG2Config: g1_lr_scale must be > 0, got {self.g1_lr_scale}")
         if not 0 <= self.stage1_iterations <= self.train.iterations:
             raise ValueError(
                 f"PG2Config: stage1_iterations={self.stage1_iterations} must lie in [0, "
                 f"train.iterations={self.train.iterations}] (G1 trains alone for stage1_iterations, "
-                f"then G2 and D); set it with --set stage1_iterations=K (official: 22000 of 60000)")
+                f"then G2 and D); set it with --set stage1_iterations=K (official: 22000 of 60000)"
+            )
 
     @property
     def bottom_size(self) -> tuple[int, int]:
@@ -155,27 +159,34 @@ class PG2Config:
 
 
 MARKET_SCHEDULE = TrainSchedule(
-    iterations=60_000,          # max_step
+    iterations=60_000,  # max_step
     batch_size=16,
-    lr=2e-5,                    # _getOptimizer's literal (the --g_lr/--d_lr flags are not read)
+    lr=2e-5,  # _getOptimizer's literal (the --g_lr/--d_lr flags are not read)
     betas=(0.5, 0.999),
-    decay_start=60_000,         # constant rate: lr_update_step's halving ops are never used
-    checkpoint_every=3_000,     # official: every log_step * 30 = 6,000 steps; finer here
+    decay_start=60_000,  # constant rate: lr_update_step's halving ops are never used
+    checkpoint_every=3_000,  # official: every log_step * 30 = 6,000 steps; finer here
     sample_every=600,
     num_workers=4,
 )
 
 SYNTH_SCHEDULE = TrainSchedule(
-    iterations=2_800, batch_size=8, lr=2e-5, betas=(0.5, 0.999), decay_start=2_800,
-    checkpoint_every=500, sample_every=250, num_workers=2,
+    iterations=2_800,
+    batch_size=8,
+    lr=2e-5,
+    betas=(0.5, 0.999),
+    decay_start=2_800,
+    checkpoint_every=500,
+    sample_every=250,
+    num_workers=2,
 )
 
 PG2_PRESETS = {
     "market": PG2Config(train=MARKET_SCHEDULE),
     # 1/8 widths; G1 at 10x the official rate for most of the run, then a short stage 2 at the
     # official rate (see the module docstring for why).
-    "synth": PG2Config(g1_hidden=16, g2_hidden=16, ndf=8, stage1_iterations=2_300, g1_lr_scale=10.0,
-                       train=SYNTH_SCHEDULE),
+    "synth": PG2Config(
+        g1_hidden=16, g2_hidden=16, ndf=8, stage1_iterations=2_300, g1_lr_scale=10.0, train=SYNTH_SCHEDULE
+    ),
 }
 
 # ----------------------------------------------------------------------------------------------
@@ -243,7 +254,7 @@ def init_slim(net: nn.Module) -> nn.Module:
 def init_tflib(net: nn.Module, stdev: float = 0.02) -> nn.Module:
     """tflib with set_weights_stdev(stdev): uniform weights of standard deviation ``stdev``,
     zero biases; BatchNorm scale 1, offset 0."""
-    bound = stdev * 3 ** 0.5
+    bound = stdev * 3**0.5
     for m in net.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.uniform_(m.weight, -bound, bound)
@@ -268,7 +279,7 @@ class G1Generator(nn.Module):
     def __init__(self, cfg: PG2Config, in_channels: int = 3 + NUM_JOINTS):
         super().__init__()
         n, N = cfg.g1_hidden, cfg.g1_blocks
-        self.image_size = cfg.image_size     # generate() reads these two
+        self.image_size = cfg.image_size  # generate() reads these two
         self.pose_radius = cfg.pose_radius
         self.bottom = cfg.bottom_size
         widths = [n * (i + 1) for i in range(N)]
@@ -293,10 +304,12 @@ class G1Generator(nn.Module):
             if i < len(self.down):
                 x = F.relu(self.down[i](x))
         if tuple(x.shape[-2:]) != self.bottom:
-            raise ValueError(f"G1 was built for {self.image_size[0]}x{self.image_size[1]} images "
-                             f"(bottleneck {self.bottom}), got input {tuple(src_img.shape[-2:])}")
+            raise ValueError(
+                f"G1 was built for {self.image_size[0]}x{self.image_size[1]} images "
+                f"(bottleneck {self.bottom}), got input {tuple(src_img.shape[-2:])}"
+            )
         b = x.shape[0]
-        z = self.fc_encode(x.permute(0, 2, 3, 1).reshape(b, -1))   # TF NHWC flatten (h, w, c)
+        z = self.fc_encode(x.permute(0, 2, 3, 1).reshape(b, -1))  # TF NHWC flatten (h, w, c)
         x = self.fc_decode(z).view(b, *self.bottom, -1).permute(0, 3, 1, 2)
         for i, block in enumerate(self.decoder):
             x = block(torch.cat([x, skips[-1 - i]], 1))
@@ -316,13 +329,11 @@ class G2Generator(nn.Module):
         n, M = cfg.g2_hidden, cfg.g2_blocks
         widths = [n * (i + 1) for i in range(M)]
         self.conv_in = SameConv2d(in_channels, n, 3)
-        self.encoder = nn.ModuleList(ConvPair(c_in, c, residual=False)
-                                     for c_in, c in zip([n] + widths[:-1], widths))
+        self.encoder = nn.ModuleList(ConvPair(c_in, c, residual=False) for c_in, c in zip([n] + widths[:-1], widths))
         self.down = nn.ModuleList(SameConv2d(c, c, 3, stride=2) for c in widths[:-1])
         # decoder step i < M-1 sees cat(x, skip of encoder block M-1-i): at i = 0 the bottom
         # with itself (2 M n), then n + (M - i) n; the last step sees x alone
-        dec_in = [(widths[-1] if i == 0 else n) + (widths[M - 1 - i] if i < M - 1 else 0)
-                  for i in range(M)]
+        dec_in = [(widths[-1] if i == 0 else n) + (widths[M - 1 - i] if i < M - 1 else 0) for i in range(M)]
         self.decoder = nn.ModuleList(ConvPair(c, n, residual=False) for c in dec_in)
         self.conv_out = SameConv2d(n, 3, 3)
 
@@ -389,8 +400,7 @@ def target_pose_mask(kps, size, radius: int, device: torch.device) -> torch.Tens
     """(B,18,2) keypoints -> PG2 training mask M (B,1,H,W) {0,1} on ``device``."""
     from augment.pose import pose_mask_pg2
 
-    return pose_mask_pg2(torch.as_tensor(kps).to(device), size=(int(size[0]), int(size[1])),
-                         radius=radius).unsqueeze(1)
+    return pose_mask_pg2(torch.as_tensor(kps).to(device), size=(int(size[0]), int(size[1])), radius=radius).unsqueeze(1)
 
 
 def pose_mask_l1(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -402,9 +412,11 @@ def pose_mask_l1(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor) -> 
 
 def _check_size(img: torch.Tensor, image_size: tuple[int, int]) -> None:
     if tuple(img.shape[-2:]) != tuple(image_size):
-        raise ValueError(f"PG2 was built for {image_size[0]}x{image_size[1]} images "
-                         f"(config image_size: its FC bottleneck and D's Linear depend on it), "
-                         f"got {img.shape[-2]}x{img.shape[-1]}")
+        raise ValueError(
+            f"PG2 was built for {image_size[0]}x{image_size[1]} images "
+            f"(config image_size: its FC bottleneck and D's Linear depend on it), "
+            f"got {img.shape[-2]}x{img.shape[-1]}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -458,9 +470,12 @@ class PG2(Method):
     def make_optimizers(self, nets, cfg: PG2Config) -> dict[str, torch.optim.Optimizer]:
         """Adam(train.lr, betas) for G1, G2 and D (G1's rate times ``g1_lr_scale``)."""
         t = cfg.train
-        return {name: torch.optim.Adam(net.parameters(), lr=t.lr * (cfg.g1_lr_scale if name == "G1" else 1.0),
-                                       betas=tuple(t.betas))
-                for name, net in nets.items()}
+        return {
+            name: torch.optim.Adam(
+                net.parameters(), lr=t.lr * (cfg.g1_lr_scale if name == "G1" else 1.0), betas=tuple(t.betas)
+            )
+            for name, net in nets.items()
+        }
 
     def make_schedulers(self, opts, cfg) -> dict:
         """The shared rule (constant at the official settings) on G1, G2 and D. Their rates follow
@@ -492,7 +507,7 @@ class PG2(Method):
             ctx.end_iteration()
             terms = {"G1": loss_G1, "L1": l1, "mask_L1": mask_l1}
         else:
-            with torch.no_grad(), ctx.autocast():     # G1 is frozen in stage 2
+            with torch.no_grad(), ctx.autocast():  # G1 is frozen in stage 2
                 g1 = G1(IA, pose).float()
             n = IA.shape[0]
             # G2 step: D is a fixed critic, run on the whole 4-way batch (shared BN statistics)
@@ -500,7 +515,7 @@ class PG2(Method):
                 with ctx.autocast():
                     g2 = g1 + G2(g1, IA).float()
                     logits = D(torch.cat([IB, IA, g1, g2], 0))
-                gan = bce_gan_loss(logits[3 * n:], True)
+                gan = bce_gan_loss(logits[3 * n :], True)
                 l1, mask_l1 = pose_mask_l1(g2, IB, mask)
                 loss_G2 = gan + cfg.lambda_l1 * (l1 + mask_l1)
                 ctx.backward_step(loss_G2, opts["G2"])
@@ -509,9 +524,12 @@ class PG2(Method):
                 with torch.no_grad():
                     g2 = g1 + G2(g1, IA).float()
                 logits = D(torch.cat([IB, IA, g1, g2], 0))
-            real, fake_src, fake_g2 = logits[:n], logits[n:2 * n], logits[3 * n:]
-            loss_D = (0.5 * bce_gan_loss(real, True) + 0.25 * bce_gan_loss(fake_src, False)
-                      + 0.25 * bce_gan_loss(fake_g2, False))
+            real, fake_src, fake_g2 = logits[:n], logits[n : 2 * n], logits[3 * n :]
+            loss_D = (
+                0.5 * bce_gan_loss(real, True)
+                + 0.25 * bce_gan_loss(fake_src, False)
+                + 0.25 * bce_gan_loss(fake_g2, False)
+            )
             ctx.backward_step(loss_D, opts["D"])
             ctx.end_iteration()
             terms = {"G2": loss_G2, "G2_GAN": gan, "L1": l1, "mask_L1": mask_l1, "D": loss_D}

@@ -131,8 +131,9 @@ What the variant loses (README): see :data:`VARIANT_NOTE`.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -141,13 +142,22 @@ from torch.nn.utils import spectral_norm
 
 from augment.keypoints import JOINT_INDEX, NUM_JOINTS
 from augment.pose import (
-    LIMBS, TORSO_POINTS, fill_polygons, joint_disks, part_affines, part_masks,
+    LIMBS,
+    TORSO_POINTS,
+    fill_polygons,
+    joint_disks,
+    part_affines,
+    part_masks,
 )
 from generators.base import Method, StepContext, TrainSchedule, register_method
-from generators.losses import (
-    IMAGENET_MEAN, IMAGENET_STD, bce_gan_loss, freeze, load_vgg19_features,
-)
 from generators.blocks import check_divisible, frozen
+from generators.losses import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    bce_gan_loss,
+    freeze,
+    load_vgg19_features,
+)
 
 VARIANT_NOTE = (
     "SPGNet here is the 'SPGNet-pose' variant. The official Market-1501 model conditions its "
@@ -167,7 +177,8 @@ VARIANT_NOTE = (
     "dense correspondence with occlusion reasoning (each part moves by one 2D affine map, "
     "overlaps are resolved by a fixed priority, there is no 'visible on the body but hidden in "
     "the source' label except for parts missing from the source altogether, and the background "
-    "is never warped).")
+    "is never warped)."
+)
 
 # ----------------------------------------------------------------------------------------------
 # Regions: pose-rendered part maps
@@ -177,11 +188,21 @@ LIMB_NAMES = tuple(f"{a}-{b}" for a, b in LIMBS)
 # Channel r >= 1 is Deformable GAN part r - 1 (augment.pose.PART_NAMES order).
 REGION_NAMES = ("background", "torso", "head") + LIMB_NAMES
 NUM_REGIONS = len(REGION_NAMES)  # 11
-OFFICIAL_REGIONS = 20            # CIHP classes of the official model
+OFFICIAL_REGIONS = 20  # CIHP classes of the official model
 # Overlaps go to the first listed part: forearms and upper arms swing over the body, the tight
 # torso quad beats the loose head box, lower legs beat upper legs at the knee; right before left.
-REGION_PRIORITY = ("Relb-Rwri", "Lelb-Lwri", "Rsho-Relb", "Lsho-Lelb", "torso", "head",
-                   "Rkne-Rank", "Lkne-Lank", "Rhip-Rkne", "Lhip-Lkne")
+REGION_PRIORITY = (
+    "Relb-Rwri",
+    "Lelb-Lwri",
+    "Rsho-Relb",
+    "Lsho-Lelb",
+    "torso",
+    "head",
+    "Rkne-Rank",
+    "Lkne-Lank",
+    "Rhip-Rkne",
+    "Lhip-Lkne",
+)
 VIS_VISIBLE, VIS_NO_CORRESPONDENCE, VIS_BACKGROUND = 0, 1, 2
 
 
@@ -190,19 +211,19 @@ def torso_quads(kps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     Lsho, Rsho (even-odd crossing rule of augment.pose); empty unless all four are present."""
     h, w = size
     ids = torch.tensor([JOINT_INDEX[n] for n in TORSO_POINTS], device=kps.device)
-    corners = kps[:, ids].double()                                       # (N,4,2) (y,x)
-    present = (kps[:, ids] >= 0).all(-1).all(-1)                         # (N,)
+    corners = kps[:, ids].double()  # (N,4,2) (y,x)
+    present = (kps[:, ids] >= 0).all(-1).all(-1)  # (N,)
     nan = torch.full_like(corners, float("nan"))
-    corners = torch.where(present[:, None, None], corners, nan)          # NaN polygons are empty
+    corners = torch.where(present[:, None, None], corners, nan)  # NaN polygons are empty
     return fill_polygons(corners[..., 1], corners[..., 0], n_ray=w, n_scan=h)
 
 
 def region_labels(kps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Region index map (N,H,W) int64 in [0, 11) (:data:`REGION_NAMES`) of keypoints (N,18,2)."""
     kps = torch.as_tensor(kps).long()
-    masks = part_masks(kps, size).bool()                                 # (N,10,H,W), torso = image
+    masks = part_masks(kps, size).bool()  # (N,10,H,W), torso = image
     masks[:, 0] = torso_quads(kps, size)
-    labels = torch.zeros_like(masks[:, 0], dtype=torch.long)             # background
+    labels = torch.zeros_like(masks[:, 0], dtype=torch.long)  # background
     for name in reversed(REGION_PRIORITY):  # paint lowest priority first; 10 batched steps
         region = REGION_NAMES.index(name)
         labels = torch.where(masks[:, region - 1], region, labels)
@@ -219,8 +240,9 @@ def pose_regions(kps, size: tuple[int, int] = (128, 64)) -> torch.Tensor:
     return one_hot_regions(region_labels(kps, size))
 
 
-def part_flow(src_kps: torch.Tensor, tgt_kps: torch.Tensor, tgt_labels: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+def part_flow(
+    src_kps: torch.Tensor, tgt_kps: torch.Tensor, tgt_labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense backward flow (N,2,H,W) float32 in pixels (x, y) and visibility (N,1,H,W) float32.
 
     Target pixel (x, y) in region r >= 1 maps to A_{r-1} (x, y) in the source, A = Deformable
@@ -228,12 +250,15 @@ def part_flow(src_kps: torch.Tensor, tgt_kps: torch.Tensor, tgt_labels: torch.Te
     0 where that affine is undefined; vis 2 and flow 0 on the background (r = 0).
     """
     n, h, w = tgt_labels.shape
-    affines, valid = part_affines(src_kps, tgt_kps)                      # (N,10,2,3), (N,10)
-    part = (tgt_labels - 1).clamp(min=0)                                 # (N,H,W)
+    affines, valid = part_affines(src_kps, tgt_kps)  # (N,10,2,3), (N,10)
+    part = (tgt_labels - 1).clamp(min=0)  # (N,H,W)
     batch = torch.arange(n, device=part.device)[:, None, None]
-    a = affines[batch, part]                                             # (N,H,W,2,3)
-    ys, xs = torch.meshgrid(torch.arange(h, device=part.device, dtype=torch.float32),
-                            torch.arange(w, device=part.device, dtype=torch.float32), indexing="ij")
+    a = affines[batch, part]  # (N,H,W,2,3)
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=part.device, dtype=torch.float32),
+        torch.arange(w, device=part.device, dtype=torch.float32),
+        indexing="ij",
+    )
     src_x = a[..., 0, 0] * xs + a[..., 0, 1] * ys + a[..., 0, 2]
     src_y = a[..., 1, 0] * xs + a[..., 1, 1] * ys + a[..., 1, 2]
     body = tgt_labels > 0
@@ -257,41 +282,45 @@ class SPGNetConfig:
     """Network, loss and schedule settings. Defaults are the official Market-1501 recipe except
     ``regions`` (11 pose part maps; the official 20 CIHP classes need parsing)."""
 
-    nf: int = 32                    # width after the pre-convs (G_nf)
-    max_nf: int = 128               # G_max_nf
-    num_scales: int = 5             # G_n_scale (Market)
-    num_warp_scales: int = 4        # G_n_warp_scale (Market): warping at scales 0..3
+    nf: int = 32  # width after the pre-convs (G_nf)
+    max_nf: int = 128  # G_max_nf
+    num_scales: int = 5  # G_n_scale (Market)
+    num_warp_scales: int = 4  # G_n_warp_scale (Market): warping at scales 0..3
     n_residual_blocks: int = 2
-    regions: int = NUM_REGIONS      # R: channels of the region maps (official CIHP: 20)
-    style_length: int = 128         # ACE style code width
-    spade_hidden: int = 64          # SPADE hidden width ("Yes, hardcoded")
-    zencoder_nf: int = 32           # Zencoder width (ConvT output 8x this: 256)
-    feat_warp: bool = True          # G_feat_warp
-    eval_noise: bool = False        # ACE noise in eval mode too (official: always)
+    regions: int = NUM_REGIONS  # R: channels of the region maps (official CIHP: 20)
+    style_length: int = 128  # ACE style code width
+    spade_hidden: int = 64  # SPADE hidden width ("Yes, hardcoded")
+    zencoder_nf: int = 32  # Zencoder width (ConvT output 8x this: 256)
+    feat_warp: bool = True  # G_feat_warp
+    eval_noise: bool = False  # ACE noise in eval mode too (official: always)
     joint_radius: int = 4
     ndf: int = 64
     d_layers: int = 3
     lambda_l1: float = 1.0
     lambda_content: float = 1.0
     content_weights: tuple[float, ...] = (0.125, 0.125, 0.125, 0.125, 0.125)
-    perceptual: bool = True         # train with the VGG-19 content term (needs weights)
+    perceptual: bool = True  # train with the VGG-19 content term (needs weights)
     lambda_gan: float = 0.01
-    gan_start: int = 41_190         # iteration from which D trains and G gets the GAN term
+    gan_start: int = 41_190  # iteration from which D trains and G gets the GAN term
     lr_D: float = 2e-5
     weight_decay: float = 0.0
     weight_decay_D: float = 4e-4
-    augment: bool = True            # target-only scale / shift augmentation
+    augment: bool = True  # target-only scale / shift augmentation
     aug_scale: float = 1.2
     aug_shift: int = 10
     train: TrainSchedule = field(default_factory=TrainSchedule)
 
     def __post_init__(self):
         if not 1 <= self.num_warp_scales <= self.num_scales and self.feat_warp:
-            raise ValueError(f"num_warp_scales={self.num_warp_scales} must lie in [1, num_scales="
-                             f"{self.num_scales}] when feat_warp is on")
+            raise ValueError(
+                f"num_warp_scales={self.num_warp_scales} must lie in [1, num_scales="
+                f"{self.num_scales}] when feat_warp is on"
+            )
         if len(self.content_weights) != len(VGG_CONTENT_SLICES):
-            raise ValueError(f"content_weights needs {len(VGG_CONTENT_SLICES)} numbers "
-                             f"(relu1_1 .. relu5_1), got {len(self.content_weights)}")
+            raise ValueError(
+                f"content_weights needs {len(VGG_CONTENT_SLICES)} numbers "
+                f"(relu1_1 .. relu5_1), got {len(self.content_weights)}"
+            )
         if self.regions < 1 or self.num_scales < 1 or self.n_residual_blocks < 1:
             raise ValueError("regions, num_scales and n_residual_blocks must be >= 1")
 
@@ -303,7 +332,7 @@ class SPGNetConfig:
 MARKET_EPOCH_ITERATIONS = 263_632 // 32  # 8,238: the Market train split at batch 32, drop_last
 
 MARKET_SCHEDULE = TrainSchedule(
-    iterations=10 * MARKET_EPOCH_ITERATIONS,   # 82,380 (n_epoch 10)
+    iterations=10 * MARKET_EPOCH_ITERATIONS,  # 82,380 (n_epoch 10)
     batch_size=32,
     lr=2e-4,
     betas=(0.5, 0.999),
@@ -315,12 +344,28 @@ MARKET_SCHEDULE = TrainSchedule(
 
 # 2-core CPU size: ~0.6 CPU s per iteration at batch 8 with bf16 autocast (AMX), ~750 s in all.
 SYNTH_SCHEDULE = TrainSchedule(
-    iterations=1_200, batch_size=8, lr=2e-4, betas=(0.5, 0.999), decay_start=1_200,
-    checkpoint_every=500, sample_every=250, num_workers=2,
+    iterations=1_200,
+    batch_size=8,
+    lr=2e-4,
+    betas=(0.5, 0.999),
+    decay_start=1_200,
+    checkpoint_every=500,
+    sample_every=250,
+    num_workers=2,
 )
 
-SYNTH = dict(nf=8, max_nf=32, n_residual_blocks=1, style_length=8, spade_hidden=8, zencoder_nf=4,
-             ndf=8, perceptual=False, gan_start=600, train=SYNTH_SCHEDULE)
+SYNTH = dict(
+    nf=8,
+    max_nf=32,
+    n_residual_blocks=1,
+    style_length=8,
+    spade_hidden=8,
+    zencoder_nf=4,
+    ndf=8,
+    perceptual=False,
+    gan_start=600,
+    train=SYNTH_SCHEDULE,
+)
 
 SPGNET_PRESETS = {
     "market": SPGNetConfig(gan_start=5 * MARKET_EPOCH_ITERATIONS, train=MARKET_SCHEDULE),
@@ -334,8 +379,7 @@ SPGNET_PRESETS = {
 
 def conv_bn(c_in: int, c_out: int, kernel: int = 1, padding: int = 0) -> nn.Sequential:
     """Official ``conv`` / ``channel_mapping``: conv (no bias) then BatchNorm (keys .0, .1)."""
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=False),
-                         nn.BatchNorm2d(c_out))
+    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=False), nn.BatchNorm2d(c_out))
 
 
 class ResidualBlock(nn.Module):
@@ -367,12 +411,23 @@ class Zencoder(nn.Module):
         super().__init__()
         act = lambda: nn.LeakyReLU(0.2)
         self.model = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(3, ngf, 3), nn.InstanceNorm2d(ngf), act(),
-            nn.Conv2d(ngf, 2 * ngf, 3, stride=2, padding=1), nn.InstanceNorm2d(2 * ngf), act(),
-            nn.Conv2d(2 * ngf, 4 * ngf, 3, stride=2, padding=1), nn.InstanceNorm2d(4 * ngf), act(),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(3, ngf, 3),
+            nn.InstanceNorm2d(ngf),
+            act(),
+            nn.Conv2d(ngf, 2 * ngf, 3, stride=2, padding=1),
+            nn.InstanceNorm2d(2 * ngf),
+            act(),
+            nn.Conv2d(2 * ngf, 4 * ngf, 3, stride=2, padding=1),
+            nn.InstanceNorm2d(4 * ngf),
+            act(),
             nn.ConvTranspose2d(4 * ngf, 8 * ngf, 3, stride=2, padding=1, output_padding=1),
-            nn.InstanceNorm2d(8 * ngf), act(),
-            nn.ReflectionPad2d(1), nn.Conv2d(8 * ngf, style_length, 3), nn.Tanh())
+            nn.InstanceNorm2d(8 * ngf),
+            act(),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(8 * ngf, style_length, 3),
+            nn.Tanh(),
+        )
 
     def forward(self, image: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         return region_average(self.model(image), seg)
@@ -383,7 +438,7 @@ def region_average(codes: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
     to h x w) -> (B,R,S); zeros for a region with no pixel (official ``codes_vector``)."""
     seg = F.interpolate(seg, size=codes.shape[-2:], mode="nearest").to(codes.dtype)
     sums = torch.einsum("bshw,brhw->brs", codes, seg)
-    area = seg.sum((2, 3))[..., None]                                    # (B,R,1)
+    area = seg.sum((2, 3))[..., None]  # (B,R,1)
     return torch.where(area > 0, sums / area.clamp(min=1), torch.zeros_like(sums))
 
 
@@ -422,8 +477,9 @@ class ACE(nn.Module):
     forward(x, seg (B,R,H,W) one-hot at any resolution >= h x w, codes (B,R,S)) -> (B,C,h,w).
     """
 
-    def __init__(self, channels: int, regions: int, style_length: int = 128, spade_hidden: int = 64,
-                 eval_noise: bool = False):
+    def __init__(
+        self, channels: int, regions: int, style_length: int = 128, spade_hidden: int = 64, eval_noise: bool = False
+    ):
         super().__init__()
         self.eval_noise = eval_noise
         self.blending_gamma = nn.Parameter(torch.zeros(1))
@@ -442,14 +498,14 @@ class ACE(nn.Module):
             x = torch.addcmul(x, noise, self.noise_var.view(1, -1, 1, 1).to(x.dtype))
         normalized = self.param_free_norm(x)
         seg = F.interpolate(seg, size=x.shape[-2:], mode="nearest").to(normalized.dtype)
-        mu = F.relu(self.fc_mu(codes.to(normalized.dtype)))              # (B,R,S)
-        middle = torch.einsum("brs,brhw->bshw", mu, seg)                 # code of each pixel's region
+        mu = F.relu(self.fc_mu(codes.to(normalized.dtype)))  # (B,R,S)
+        middle = torch.einsum("brs,brhw->bshw", mu, seg)  # code of each pixel's region
         gamma_s, beta_s = self.conv_gamma(middle), self.conv_beta(middle)
         gamma_p, beta_p = self.Spade(seg)
         # lerp(p, s, a) = a s + (1 - a) p: the official blend, in one pass over the maps.
         gamma = torch.lerp(gamma_p, gamma_s, torch.sigmoid(self.blending_gamma).to(gamma_s.dtype))
         beta = torch.lerp(beta_p, beta_s, torch.sigmoid(self.blending_beta).to(beta_s.dtype))
-        return torch.addcmul(beta, normalized, 1 + gamma)                # n (1 + gamma) + beta
+        return torch.addcmul(beta, normalized, 1 + gamma)  # n (1 + gamma) + beta
 
 
 class ResidualBlockSEAN(nn.Module):
@@ -482,8 +538,9 @@ def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     gx = (xs + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
     gy = (ys + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
     with torch.autocast(device_type=x.device.type, enabled=False):
-        out = F.grid_sample(x.float(), torch.stack([gx, gy], -1), mode="bilinear",
-                            padding_mode="zeros", align_corners=True)
+        out = F.grid_sample(
+            x.float(), torch.stack([gx, gy], -1), mode="bilinear", padding_mode="zeros", align_corners=True
+        )
     return out.to(x.dtype)
 
 
@@ -511,24 +568,31 @@ class SPGNetGenerator(nn.Module):
                     self.add_module(f"{stream}_{l}_res_{i}", ResidualBlock(c_in))
                     if stream == "enca" and l < cfg.num_warp_scales:
                         self.add_module(f"enca_{l}_vis_{i}", ResidualBlock(c_in, 2 * c_in))
-                self.add_module(f"{stream}_{l}_downsample", nn.Sequential(
-                    nn.ReLU(), nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
-                    nn.BatchNorm2d(c_out)))
+                self.add_module(
+                    f"{stream}_{l}_downsample",
+                    nn.Sequential(
+                        nn.ReLU(), nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out)
+                    ),
+                )
             if l == cfg.num_scales - 1:
                 self.dec_fuse = conv_bn(2 * c_out, c_out)
-            self.add_module(f"dec_{l}_upsample", nn.Sequential(
-                nn.ReLU(), nn.Conv2d(c_out, 4 * c_in, 3, padding=1, bias=False), nn.PixelShuffle(2)))
+            self.add_module(
+                f"dec_{l}_upsample",
+                nn.Sequential(nn.ReLU(), nn.Conv2d(c_out, 4 * c_in, 3, padding=1, bias=False), nn.PixelShuffle(2)),
+            )
             self.add_module(f"dec_{l}_upsample_norm", ace(c_in))
             for i in range(cfg.n_residual_blocks):
-                self.add_module(f"dec_{l}_res_{i}", ResidualBlockSEAN(
-                    c_in, cfg.regions, cfg.style_length, cfg.spade_hidden, cfg.eval_noise))
+                self.add_module(
+                    f"dec_{l}_res_{i}",
+                    ResidualBlockSEAN(c_in, cfg.regions, cfg.style_length, cfg.spade_hidden, cfg.eval_noise),
+                )
         self.dec_output = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(nf, 3, 7))
 
     def block(self, name: str) -> nn.Module:
         return self._modules[name]
 
     def forward(self, x_p, x_a, s_seg, d_seg, flow=None, vis=None) -> torch.Tensor:
-        codes = self.Zencoder(x_a, s_seg)                                # (B,R,S)
+        codes = self.Zencoder(x_a, s_seg)  # (B,R,S)
         warping = flow is not None
         if warping:
             if vis is None:
@@ -544,7 +608,7 @@ class SPGNetGenerator(nn.Module):
         x_a = self.enca_pre_conv(x_a)
         for l in range(self.num_scales):
             if warping and l < self.num_warp_scales:
-                k = 2 ** l  # vis: min-pool = priority visible > no correspondence > background
+                k = 2**l  # vis: min-pool = priority visible > no correspondence > background
                 flow_l = F.avg_pool2d(flow, k) / k if l else flow
                 vis_l = -F.max_pool2d(-vis, k) if l else vis
                 keep = torch.cat([(vis_l == 0), (vis_l == 1)], 1).to(x_a.dtype)  # (B,2,h,w)
@@ -573,14 +637,15 @@ class NLayerDiscriminator(nn.Module):
 
     def __init__(self, in_channels: int, ndf: int = 64, n_layers: int = 3):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1),
-                                   nn.LeakyReLU(0.2, True)]
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
         mult = 1
         for n in range(1, n_layers + 1):
-            prev, mult = mult, min(2 ** n, 8)
-            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=2 if n < n_layers else 1,
-                                 padding=1, bias=False),
-                       nn.BatchNorm2d(ndf * mult), nn.LeakyReLU(0.2, True)]
+            prev, mult = mult, min(2**n, 8)
+            layers += [
+                nn.Conv2d(ndf * prev, ndf * mult, 4, stride=2 if n < n_layers else 1, padding=1, bias=False),
+                nn.BatchNorm2d(ndf * mult),
+                nn.LeakyReLU(0.2, True),
+            ]
         layers += [nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1), nn.Sigmoid()]
         self.model = nn.Sequential(*layers)
 
@@ -612,6 +677,7 @@ def init_kaiming(net: nn.Module) -> nn.Module:
 # VGG-19 content loss (relu1_1 .. relu5_1)
 # ----------------------------------------------------------------------------------------------
 
+
 class VGGContentLoss(nn.Module):
     """sum_i w_i mean|phi_i(fake) - phi_i(real)|, phi_i = relu1_1 .. relu5_1 of a frozen VGG-19
     (official ``VGGLoss(loss_type='content')``; inputs [-1,1] -> [0,1] -> ImageNet mean/std).
@@ -640,8 +706,7 @@ class VGGContentLoss(nn.Module):
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             target = self.pyramid(real)
-        return sum(w * F.l1_loss(f.float(), t.float())
-                   for w, f, t in zip(self.weights, self.pyramid(fake), target))
+        return sum(w * F.l1_loss(f.float(), t.float()) for w, f, t in zip(self.weights, self.pyramid(fake), target))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -649,8 +714,9 @@ class VGGContentLoss(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-def augment_target(img: torch.Tensor, kps: torch.Tensor, scale_range: float = 1.2, shift: int = 10
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def augment_target(
+    img: torch.Tensor, kps: torch.Tensor, scale_range: float = 1.2, shift: int = 10
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Official Market target augmentation, batched: per sample s = scale_range^U(-1,1) and
     integer shifts dx, dy uniform in [-shift, shift) (``np.random.randint``), then
     :func:`affine_target`. The draws come from torch's global CPU generator (checkpointed by the
@@ -665,8 +731,9 @@ def augment_target(img: torch.Tensor, kps: torch.Tensor, scale_range: float = 1.
     return affine_target(img, kps, s, dx, dy)
 
 
-def affine_target(img: torch.Tensor, kps: torch.Tensor, s: torch.Tensor, dx: torch.Tensor,
-                  dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def affine_target(
+    img: torch.Tensor, kps: torch.Tensor, s: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and shift a batch of target images and keypoints as the official loader does.
 
     img (B,3,H,W), kps (B,18,2) int64 (y,x), s / dx / dy (B,). The official cv2.warpAffine matrix
@@ -703,11 +770,11 @@ def affine_target(img: torch.Tensor, kps: torch.Tensor, s: torch.Tensor, dx: tor
 class Conditions:
     """What G needs besides the source image, built from keypoints on the model's device."""
 
-    joints: torch.Tensor            # (B,18,H,W) target joint disks
-    s_seg: torch.Tensor             # (B,R,H,W) source regions
-    d_seg: torch.Tensor             # (B,R,H,W) target regions
-    flow: torch.Tensor | None       # (B,2,H,W) pixels, or None without warping
-    vis: torch.Tensor | None        # (B,1,H,W)
+    joints: torch.Tensor  # (B,18,H,W) target joint disks
+    s_seg: torch.Tensor  # (B,R,H,W) source regions
+    d_seg: torch.Tensor  # (B,R,H,W) target regions
+    flow: torch.Tensor | None  # (B,2,H,W) pixels, or None without warping
+    vis: torch.Tensor | None  # (B,1,H,W)
 
 
 @register_method
@@ -726,9 +793,11 @@ class SPGNet(Method):
     def conditions(self, G: SPGNetGenerator, src_kps, tgt_kps, size, device) -> Conditions:
         """Joint disks, part maps and flow of a batch of keypoint pairs, on ``device``."""
         if G.regions != NUM_REGIONS:
-            raise ValueError(f"this SPGNet has regions={G.regions}, but this project renders "
-                             f"{NUM_REGIONS} pose part maps (regions={OFFICIAL_REGIONS} is the "
-                             "official CIHP parsing, which cannot be produced here)")
+            raise ValueError(
+                f"this SPGNet has regions={G.regions}, but this project renders "
+                f"{NUM_REGIONS} pose part maps (regions={OFFICIAL_REGIONS} is the "
+                "official CIHP parsing, which cannot be produced here)"
+            )
         size = (int(size[0]), int(size[1]))
         src_kps = torch.as_tensor(src_kps).to(device).long()
         tgt_kps = torch.as_tensor(tgt_kps).to(device).long()
@@ -736,9 +805,13 @@ class SPGNet(Method):
         flow = vis = None
         if G.feat_warp:
             flow, vis = part_flow(src_kps, tgt_kps, tgt_labels)
-        return Conditions(joints=joint_disks(tgt_kps, size, G.joint_radius),
-                          s_seg=one_hot_regions(src_labels), d_seg=one_hot_regions(tgt_labels),
-                          flow=flow, vis=vis)
+        return Conditions(
+            joints=joint_disks(tgt_kps, size, G.joint_radius),
+            s_seg=one_hot_regions(src_labels),
+            d_seg=one_hot_regions(tgt_labels),
+            flow=flow,
+            vis=vis,
+        )
 
     def generate(self, nets, src_img, src_kps, tgt_kps) -> torch.Tensor:
         G = nets["G"]
@@ -756,17 +829,19 @@ class SPGNet(Method):
     def make_optimizers(self, nets, cfg: SPGNetConfig) -> dict[str, torch.optim.Optimizer]:
         """Adam (betas from the schedule): G at lr, D at lr_D with weight decay 4e-4."""
         t = cfg.train
-        opts = {"G": torch.optim.Adam(nets["G"].parameters(), lr=t.lr, betas=tuple(t.betas),
-                                      weight_decay=cfg.weight_decay)}
+        opts = {
+            "G": torch.optim.Adam(nets["G"].parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=cfg.weight_decay)
+        }
         if "D" in nets:
-            opts["D"] = torch.optim.Adam(nets["D"].parameters(), lr=cfg.lr_D, betas=tuple(t.betas),
-                                         weight_decay=cfg.weight_decay_D)
+            opts["D"] = torch.optim.Adam(
+                nets["D"].parameters(), lr=cfg.lr_D, betas=tuple(t.betas), weight_decay=cfg.weight_decay_D
+            )
         return opts
 
-    def make_context(self, nets, cfg: SPGNetConfig, *, device="cpu", amp_dtype=None, seed: int = 0,
-                     vgg_weights=None) -> StepContext:
-        ctx = super().make_context(nets, cfg, device=device, amp_dtype=amp_dtype, seed=seed,
-                                   vgg_weights=vgg_weights)
+    def make_context(
+        self, nets, cfg: SPGNetConfig, *, device="cpu", amp_dtype=None, seed: int = 0, vgg_weights=None
+    ) -> StepContext:
+        ctx = super().make_context(nets, cfg, device=device, amp_dtype=amp_dtype, seed=seed, vgg_weights=vgg_weights)
         if cfg.uses_perceptual:  # raises MissingWeightsError before any training
             features = load_vgg19_features(vgg_weights, 30)  # relu1_1 .. relu5_1
             ctx.losses["content"] = VGGContentLoss(features, cfg.content_weights).to(ctx.device)
@@ -797,17 +872,24 @@ class SPGNet(Method):
             real_in = torch.cat([src, tgt, c.joints], 1)
             fake_in = torch.cat([src, fake.detach().to(src.dtype), c.joints], 1)
             with ctx.autocast():
-                loss_D = cfg.lambda_gan * 0.5 * (bce_gan_loss(D.logits(real_in), True)
-                                                 + bce_gan_loss(D.logits(fake_in), False))
+                loss_D = (
+                    cfg.lambda_gan
+                    * 0.5
+                    * (bce_gan_loss(D.logits(real_in), True) + bce_gan_loss(D.logits(fake_in), False))
+                )
             ctx.backward_step(loss_D, opts["D"])
 
         with frozen(D):
             with ctx.autocast():
                 loss_l1 = F.l1_loss(fake.float(), tgt.float()) * cfg.lambda_l1
-                loss_content = (ctx.losses["content"](fake, tgt) * cfg.lambda_content
-                                if "content" in ctx.losses else zero)
-                loss_gan = (bce_gan_loss(D.logits(torch.cat([src, fake.to(src.dtype), c.joints], 1)), True)
-                            * cfg.lambda_gan if use_gan else zero)
+                loss_content = (
+                    ctx.losses["content"](fake, tgt) * cfg.lambda_content if "content" in ctx.losses else zero
+                )
+                loss_gan = (
+                    bce_gan_loss(D.logits(torch.cat([src, fake.to(src.dtype), c.joints], 1)), True) * cfg.lambda_gan
+                    if use_gan
+                    else zero
+                )
             loss_G = loss_l1 + loss_content + loss_gan
             ctx.backward_step(loss_G, opts["G"])
         ctx.end_iteration()

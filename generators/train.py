@@ -56,9 +56,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -71,7 +71,12 @@ from augment.pose import CONNECTIONS
 from generators.base import Bundle, UsageError, apply_overrides, build, get_method, parse_override
 from generators.checkpoint import CheckpointError, bundle_from_checkpoint, read_checkpoint, save
 from generators.data import (
-    OFFICIAL_EPOCH_PAIRS, PairDataset, PairSampler, fixed_pairs, load_pairs, make_loader,
+    OFFICIAL_EPOCH_PAIRS,
+    PairDataset,
+    PairSampler,
+    fixed_pairs,
+    load_pairs,
+    make_loader,
 )
 from generators.inference import model_to_uint8
 from generators.losses import MissingWeightsError, default_vgg19_path
@@ -116,8 +121,12 @@ class RunConfig:
 
     def validate(self) -> None:
         """Errors naming the flag, before any work."""
-        positive = {"--iterations": self.iterations, "--batch-size": self.batch_size,
-                    "--checkpoint-every": self.checkpoint_every, "--sample-every": self.sample_every}
+        positive = {
+            "--iterations": self.iterations,
+            "--batch-size": self.batch_size,
+            "--checkpoint-every": self.checkpoint_every,
+            "--sample-every": self.sample_every,
+        }
         for flag, value in positive.items():
             if value is not None and value < 1:
                 raise UsageError(flag, f"must be >= 1, got {value}")
@@ -284,8 +293,11 @@ def resolve_amp(choice: str, device: torch.device) -> torch.dtype | None:
         raise UsageError("--amp", "fp16 mixed precision is for CUDA; on CPU use bf16 or off")
     if choice == "bf16":
         if not cpu_supports_bf16():
-            raise UsageError("--amp", f"bf16 asked for but this CPU ({torch.backends.cpu.get_cpu_capability()}) "
-                                      "has no native bf16 (AVX512-BF16/AMX); use --amp off")
+            raise UsageError(
+                "--amp",
+                f"bf16 asked for but this CPU ({torch.backends.cpu.get_cpu_capability()}) "
+                "has no native bf16 (AVX512-BF16/AMX); use --amp off",
+            )
         return torch.bfloat16
     return torch.bfloat16 if cpu_supports_bf16() else None  # auto on CPU (see the module docstring)
 
@@ -323,9 +335,12 @@ def rng_state(device: torch.device) -> dict:
     return {
         "torch": torch.get_rng_state(),
         "cuda": list(torch.cuda.get_rng_state_all()) if device.type == "cuda" else [],
-        "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
-                  "gauss": float(np_state["gauss"])},
+        "numpy": {
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
         "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
     }
 
@@ -335,9 +350,14 @@ def set_rng_state(state: dict, device: torch.device) -> None:
     if device.type == "cuda" and state["cuda"]:
         torch.cuda.set_rng_state_all(state["cuda"])
     n = state["numpy"]
-    np.random.set_state({"bit_generator": "MT19937",
-                         "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
-                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+            "has_gauss": n["has_gauss"],
+            "gauss": n["gauss"],
+        }
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
 
@@ -358,10 +378,13 @@ class StopFlag:
         if self.signal_name is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signal_name = signal.Signals(signum).name
-        print(f"\n[train] {self.signal_name}: stopping after this iteration (Ctrl-C again aborts)",
-              file=sys.stderr, flush=True)
+        print(
+            f"\n[train] {self.signal_name}: stopping after this iteration (Ctrl-C again aborts)",
+            file=sys.stderr,
+            flush=True,
+        )
 
-    def __enter__(self) -> "StopFlag":
+    def __enter__(self) -> StopFlag:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -379,8 +402,12 @@ class StopFlag:
 # sample grids
 
 _JOINT_COLOURS = np.array(
-    [cv2.cvtColor(np.uint8([[[int(180 * j / len(JOINTS)), 255, 255]]]), cv2.COLOR_HSV2RGB)[0, 0]
-     for j in range(len(JOINTS))], dtype=np.uint8)
+    [
+        cv2.cvtColor(np.uint8([[[int(180 * j / len(JOINTS)), 255, 255]]]), cv2.COLOR_HSV2RGB)[0, 0]
+        for j in range(len(JOINTS))
+    ],
+    dtype=np.uint8,
+)
 
 
 def render_skeleton(kps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -391,8 +418,7 @@ def render_skeleton(kps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     for a, b in CONNECTIONS:
         if present[a] and present[b]:
             colour = tuple(int(c) for c in _JOINT_COLOURS[b])
-            cv2.line(canvas, (int(kps[a, 1]), int(kps[a, 0])), (int(kps[b, 1]), int(kps[b, 0])), colour, 1,
-                     cv2.LINE_AA)
+            cv2.line(canvas, (int(kps[a, 1]), int(kps[a, 0])), (int(kps[b, 1]), int(kps[b, 0])), colour, 1, cv2.LINE_AA)
     for j in np.flatnonzero(present):
         cv2.circle(canvas, (int(kps[j, 1]), int(kps[j, 0])), 2, tuple(int(c) for c in _JOINT_COLOURS[j]), -1)
     return canvas
@@ -404,8 +430,13 @@ def sample_grid(batch: dict, generated: torch.Tensor, gap: int = 2) -> np.ndarra
     h, w = src.shape[1:3]
     rows = []
     for i in range(len(src)):
-        panels = [src[i], render_skeleton(batch["src_kps"][i].numpy(), (h, w)),
-                  render_skeleton(batch["tgt_kps"][i].numpy(), (h, w)), gen[i], tgt[i]]
+        panels = [
+            src[i],
+            render_skeleton(batch["src_kps"][i].numpy(), (h, w)),
+            render_skeleton(batch["tgt_kps"][i].numpy(), (h, w)),
+            gen[i],
+            tgt[i],
+        ]
         spacer = np.full((h, gap, 3), 255, np.uint8)
         row = [p for panel in panels for p in (panel, spacer)][:-1]
         rows.append(np.concatenate(row, axis=1))
@@ -482,12 +513,16 @@ def _check_resume_flags(run: RunConfig, data: dict) -> None:
         raise UsageError("--preset", f"{run.preset!r} but the checkpoint to resume is {data['preset']!r}")
     if run.seed is not None and "seed" in stored_run and run.seed != stored_run["seed"]:
         raise UsageError("--seed", f"{run.seed} but the run to resume used seed {stored_run['seed']}")
-    fixed = {"--batch-size": run.batch_size, "--set": run.overrides or None,
-             "--no-perceptual": run.no_perceptual or None}
+    fixed = {
+        "--batch-size": run.batch_size,
+        "--set": run.overrides or None,
+        "--no-perceptual": run.no_perceptual or None,
+    }
     for flag, value in fixed.items():
         if value is not None:
-            raise UsageError(flag, "cannot change the model or schedule of a run being resumed "
-                                   "(start a new --out instead)")
+            raise UsageError(
+                flag, "cannot change the model or schedule of a run being resumed (start a new --out instead)"
+            )
 
 
 def _read_log_tail(path: Path, keep_until: int) -> None:
@@ -505,8 +540,13 @@ def _read_log_tail(path: Path, keep_until: int) -> None:
     write_atomic(path, "".join(kept).encode())
 
 
-def train(run: RunConfig, *, hooks: Sequence[Hook] = (), log: Callable[[str], None] = print,
-          parallel: SingleProcess | None = None) -> TrainReport:
+def train(
+    run: RunConfig,
+    *,
+    hooks: Sequence[Hook] = (),
+    log: Callable[[str], None] = print,
+    parallel: SingleProcess | None = None,
+) -> TrainReport:
     """Run (or resume) training as ``run`` says; see the module docstring. ``parallel``: this
     process's part in a multi-worker run (given by ``cluster.train_ray``; None: one process)."""
     # 1. flags --------------------------------------------------------------------------------
@@ -530,8 +570,11 @@ def train(run: RunConfig, *, hooks: Sequence[Hook] = (), log: Callable[[str], No
         seed = int(resume_data.get("run", {}).get("seed", 0))
     else:
         if paths.latest.exists():
-            raise UsageError("--out", f"{paths.out} already holds a run ({paths.latest}); pass --resume to "
-                                      "continue it or choose another --out")
+            raise UsageError(
+                "--out",
+                f"{paths.out} already holds a run ({paths.latest}); pass --resume to "
+                "continue it or choose another --out",
+            )
         method_name, preset_name = run.method or DEFAULT_METHOD, run.preset or DEFAULT_PRESET
         seed = run.seed if run.seed is not None else 0
     try:
@@ -542,10 +585,14 @@ def train(run: RunConfig, *, hooks: Sequence[Hook] = (), log: Callable[[str], No
         cfg = impl.config_from_dict(resume_data["config"])
         if run.iterations is not None and run.iterations != cfg.train.iterations:
             if run.iterations <= resume_data["iteration"]:
-                raise UsageError("--iterations", f"{run.iterations} but the checkpoint is already at iteration "
-                                                 f"{resume_data['iteration']}")
-            log(f"[train] note: extending the run from {cfg.train.iterations} to {run.iterations} iterations "
-                "(the LR decay keeps its start; the run no longer matches an uninterrupted one)")
+                raise UsageError(
+                    "--iterations",
+                    f"{run.iterations} but the checkpoint is already at iteration {resume_data['iteration']}",
+                )
+            log(
+                f"[train] note: extending the run from {cfg.train.iterations} to {run.iterations} iterations "
+                "(the LR decay keeps its start; the run no longer matches an uninterrupted one)"
+            )
             cfg = apply_overrides(cfg, {"train.iterations": run.iterations})
         overrides = None
     else:
@@ -576,9 +623,15 @@ def train(run: RunConfig, *, hooks: Sequence[Hook] = (), log: Callable[[str], No
         sample_table = train_table
     else:
         sample_table = load_pairs(data_root, "test", pairs_file=test_pairs, dataset=dataset, annotations=annotations)
-    if resume_data is not None and resume_data.get("dataset_fingerprint") not in (None, train_table.dataset_fingerprint):
-        raise UsageError("--data", f"{data_root} has fingerprint {train_table.dataset_fingerprint}, the run to resume "
-                                   f"trained on {resume_data['dataset_fingerprint']}")
+    if resume_data is not None and resume_data.get("dataset_fingerprint") not in (
+        None,
+        train_table.dataset_fingerprint,
+    ):
+        raise UsageError(
+            "--data",
+            f"{data_root} has fingerprint {train_table.dataset_fingerprint}, the run to resume "
+            f"trained on {resume_data['dataset_fingerprint']}",
+        )
     for line in train_table.summary_lines():
         log(f"[train] {line}")
 
@@ -597,8 +650,14 @@ def train(run: RunConfig, *, hooks: Sequence[Hook] = (), log: Callable[[str], No
     if channels_last:
         nets.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
-    ctx = impl.make_context(nets, cfg, device=device, amp_dtype=amp_dtype, seed=seed,
-                            vgg_weights=str(run.vgg_weights) if run.vgg_weights else None)
+    ctx = impl.make_context(
+        nets,
+        cfg,
+        device=device,
+        amp_dtype=amp_dtype,
+        seed=seed,
+        vgg_weights=str(run.vgg_weights) if run.vgg_weights else None,
+    )
     ctx.channels_last = channels_last
     if getattr(ctx, "config", None) is None:
         ctx.config = cfg
@@ -621,8 +680,10 @@ def train(run: RunConfig, *, hooks: Sequence[Hook] = (), log: Callable[[str], No
             raise UsageError("--resume", f"{paths.latest}: cannot restore the training state: {e}") from None
         stored_amp = resume_data.get("run", {}).get("amp")
         if stored_amp not in (None, amp_name(amp_dtype)):
-            log(f"[train] note: the run trained with {stored_amp}, it continues with {amp_name(amp_dtype)} "
-                "(--amp): it will not match an uninterrupted run")
+            log(
+                f"[train] note: the run trained with {stored_amp}, it continues with {amp_name(amp_dtype)} "
+                "(--amp): it will not match an uninterrupted run"
+            )
         if parallel.writes:
             _read_log_tail(paths.log, start)
         log(f"[train] resuming {paths.latest} at iteration {start}/{sched.iterations}")
@@ -632,28 +693,42 @@ def train(run: RunConfig, *, hooks: Sequence[Hook] = (), log: Callable[[str], No
         seed_everything(seed)
     ctx.iteration = start
     parallel.start(nets, ctx, seed=seed, iteration=start)
-    loader_workers = run.loader_workers if run.loader_workers is not None else (
-        sched.num_workers if device.type == "cuda" else 0)
+    loader_workers = (
+        run.loader_workers if run.loader_workers is not None else (sched.num_workers if device.type == "cuda" else 0)
+    )
     loader = make_loader(train_ds, sampler, num_workers=loader_workers, device=device)
     sample_rows = PairDataset(table=sample_table, split="test", cache=False).batch(
-        fixed_pairs(sample_table, run.num_samples))
+        fixed_pairs(sample_table, run.num_samples)
+    )
 
     for d in (paths.checkpoints, paths.samples):
         d.mkdir(parents=True, exist_ok=True)
-    run_info = {"seed": seed, "data": str(data_root.resolve()),
-                "keypoints": str(Path(keypoints_dir).resolve()) if keypoints_dir is not None else None,
-                "pairs_file": str(train_table.pairs_file),
-                "pairs_sha256": train_table.pairs_sha256, "num_pairs": len(train_table),
-                "amp": amp_name(amp_dtype), "device": str(device), "workers": parallel.world_size}
+    run_info = {
+        "seed": seed,
+        "data": str(data_root.resolve()),
+        "keypoints": str(Path(keypoints_dir).resolve()) if keypoints_dir is not None else None,
+        "pairs_file": str(train_table.pairs_file),
+        "pairs_sha256": train_table.pairs_sha256,
+        "num_pairs": len(train_table),
+        "amp": amp_name(amp_dtype),
+        "device": str(device),
+        "workers": parallel.world_size,
+    }
 
     def write_checkpoint(iteration: int) -> Path:
         path = paths.checkpoint(iteration)
         if not parallel.writes:
             return path
-        save(path, bundle, iteration=iteration, dataset_fingerprint=train_table.dataset_fingerprint,
-             optimizers=opts, schedulers=scheds,
-             ctx={"step": ctx.state_dict(), "rng": rng_state(device), "sampler": sampler.state_dict()},
-             run=run_info)
+        save(
+            path,
+            bundle,
+            iteration=iteration,
+            dataset_fingerprint=train_table.dataset_fingerprint,
+            optimizers=opts,
+            schedulers=scheds,
+            ctx={"step": ctx.state_dict(), "rng": rng_state(device), "sampler": sampler.state_dict()},
+            run=run_info,
+        )
         _link_latest(path, paths.latest)
         return path
 
@@ -666,32 +741,55 @@ def train(run: RunConfig, *, hooks: Sequence[Hook] = (), log: Callable[[str], No
             nets.eval()
             try:
                 with torch.inference_mode(), ctx.autocast():
-                    gen = bundle.generate(sample_rows["src_img"].to(device), sample_rows["src_kps"],
-                                          sample_rows["tgt_kps"])
+                    gen = bundle.generate(
+                        sample_rows["src_img"].to(device), sample_rows["src_kps"], sample_rows["tgt_kps"]
+                    )
             finally:
                 nets.train()
         write_atomic(path, encode_image(sample_grid(sample_rows, gen), ".png"))
         return path
 
     # 5. train ----------------------------------------------------------------------------------
-    report = TrainReport(method_name, preset_name, start, start, sched.iterations, sched.batch_size, 0.0, {},
-                         None, paths.samples, paths.log, str(device), amp_name(amp_dtype),
-                         resume_command=_resume_command(run))
+    report = TrainReport(
+        method_name,
+        preset_name,
+        start,
+        start,
+        sched.iterations,
+        sched.batch_size,
+        0.0,
+        {},
+        None,
+        paths.samples,
+        paths.log,
+        str(device),
+        amp_name(amp_dtype),
+        resume_command=_resume_command(run),
+    )
     completed = start
     in_step = False
     losses: dict[str, float] = {}
     t0 = time.perf_counter()
     bar = batches = None
-    with deterministic_kernels(device.type == "cpu"), StopFlag() as stop, \
-            open(paths.log if parallel.writes else os.devnull, "a") as log_file:
+    with (
+        deterministic_kernels(device.type == "cpu"),
+        StopFlag() as stop,
+        open(paths.log if parallel.writes else os.devnull, "a") as log_file,
+    ):
         try:
             if completed >= sched.iterations:
                 log(f"[train] nothing to do: the checkpoint is at iteration {completed}/{sched.iterations}")
             else:
                 from tqdm import tqdm
 
-                bar = tqdm(total=sched.iterations, initial=start, unit="it", disable=not run.progress,
-                           dynamic_ncols=True, desc=f"{method_name}/{preset_name}")
+                bar = tqdm(
+                    total=sched.iterations,
+                    initial=start,
+                    unit="it",
+                    disable=not run.progress,
+                    dynamic_ncols=True,
+                    desc=f"{method_name}/{preset_name}",
+                )
                 batches = iter(loader)
                 while completed < sched.iterations:
                     batch = next(batches)
@@ -704,8 +802,12 @@ def train(run: RunConfig, *, hooks: Sequence[Hook] = (), log: Callable[[str], No
                     ctx.iteration = completed
                     sampler.advance(len(batch["src_name"]))
                     in_step = False
-                    log_file.write(json.dumps({"iteration": completed, "lr": lr,
-                                               "seconds": round(time.perf_counter() - t0, 4), **losses}) + "\n")
+                    log_file.write(
+                        json.dumps(
+                            {"iteration": completed, "lr": lr, "seconds": round(time.perf_counter() - t0, 4), **losses}
+                        )
+                        + "\n"
+                    )
                     bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
                     bar.update(1)
                     info = IterationInfo(completed, losses, bundle, opts)
@@ -726,8 +828,10 @@ def train(run: RunConfig, *, hooks: Sequence[Hook] = (), log: Callable[[str], No
             if in_step:
                 # Raised inside an iteration (no signal handler: e.g. not the main thread): the nets
                 # are half-updated, so the last checkpoint written stays the one to resume.
-                log(f"[train] interrupted inside iteration {completed + 1}: nothing new saved; "
-                    f"{paths.latest} (if any) is intact")
+                log(
+                    f"[train] interrupted inside iteration {completed + 1}: nothing new saved; "
+                    f"{paths.latest} (if any) is intact"
+                )
             elif report.checkpoint is None or report.checkpoint != paths.checkpoint(completed):
                 report.checkpoint = write_checkpoint(completed)
         except Exception:
@@ -737,8 +841,10 @@ def train(run: RunConfig, *, hooks: Sequence[Hook] = (), log: Callable[[str], No
             if not in_step and completed > start and report.checkpoint != paths.checkpoint(completed):
                 log_file.flush()
                 path = write_checkpoint(completed)
-                log(f"[train] stopped by an error after iteration {completed}; saved {path}; after fixing the "
-                    f"cause resume with: {report.resume_command}")
+                log(
+                    f"[train] stopped by an error after iteration {completed}; saved {path}; after fixing the "
+                    f"cause resume with: {report.resume_command}"
+                )
             raise
         finally:
             if bar is not None:
@@ -784,33 +890,49 @@ def ensure_embedded_dataset(log: Callable[[str], None] = print) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m generators.train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m generators.train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--method", help=f"generator method (default {DEFAULT_METHOD})")
     p.add_argument("--preset", help=f"config preset of the method (default {DEFAULT_PRESET})")
     p.add_argument("--data", type=Path, help="dataset root in Market-1501 layout (default: embedded dataset)")
-    p.add_argument("--keypoints", type=Path, help="folder of the community annotation/pairs CSVs "
-                                                  "(default: the data root)")
+    p.add_argument(
+        "--keypoints", type=Path, help="folder of the community annotation/pairs CSVs (default: the data root)"
+    )
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, samples, log)")
     p.add_argument("--iterations", type=int, help="total iterations (default: the preset's)")
     p.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.pt")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--amp", default="auto", help="mixed precision: auto | off | bf16 | fp16 (default auto)")
-    p.add_argument("--vgg-weights", type=Path, help="torchvision VGG-19 weights file (vgg19-dcbb9e9d.pth) "
-                                                    "for the perceptual loss")
+    p.add_argument(
+        "--vgg-weights", type=Path, help="torchvision VGG-19 weights file (vgg19-dcbb9e9d.pth) for the perceptual loss"
+    )
     p.add_argument("--no-perceptual", action="store_true", help="train without the VGG perceptual term")
     p.add_argument("--seed", type=int, help="seed of initialisation, sampling and dropout (default 0)")
     p.add_argument("--checkpoint-every", type=int, help="iterations between checkpoints (default: preset's)")
     p.add_argument("--sample-every", type=int, help="iterations between sample grids (default: preset's)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="training processes; N > 1 trains with Ray Train (cluster.train_ray), the batch split "
-                        "over them (default 1)")
-    p.add_argument("--address", help="with --workers N > 1: Ray cluster address (default: RAY_ADDRESS, else a "
-                                     "private local Ray)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="training processes; N > 1 trains with Ray Train (cluster.train_ray), the batch split "
+        "over them (default 1)",
+    )
+    p.add_argument(
+        "--address", help="with --workers N > 1: Ray cluster address (default: RAY_ADDRESS, else a private local Ray)"
+    )
     p.add_argument("--loader-workers", type=int, help="DataLoader processes (default: schedule's on CUDA, 0 on CPU)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a config field, e.g. --set ngf=32 --set train.decay_start=100 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a config field, e.g. --set ngf=32 --set train.decay_start=100 (repeatable)",
+    )
     p.add_argument("--num-samples", type=int, default=6, help="rows of the sample grids (default 6)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -825,11 +947,26 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
             raise UsageError("--set", str(e)) from None
         overrides[key] = value
     return RunConfig(
-        out=args.out, method=args.method, preset=args.preset, data=args.data, keypoints=args.keypoints,
-        iterations=args.iterations, batch_size=args.batch_size, checkpoint_every=args.checkpoint_every,
-        sample_every=args.sample_every, resume=args.resume, device=args.device, amp=args.amp,
-        vgg_weights=args.vgg_weights, no_perceptual=args.no_perceptual, seed=args.seed, workers=args.workers,
-        address=args.address, loader_workers=args.loader_workers, overrides=overrides, num_samples=args.num_samples,
+        out=args.out,
+        method=args.method,
+        preset=args.preset,
+        data=args.data,
+        keypoints=args.keypoints,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        checkpoint_every=args.checkpoint_every,
+        sample_every=args.sample_every,
+        resume=args.resume,
+        device=args.device,
+        amp=args.amp,
+        vgg_weights=args.vgg_weights,
+        no_perceptual=args.no_perceptual,
+        seed=args.seed,
+        workers=args.workers,
+        address=args.address,
+        loader_workers=args.loader_workers,
+        overrides=overrides,
+        num_samples=args.num_samples,
         progress=not args.no_progress,
     )
 

@@ -51,8 +51,7 @@ def round_half_away_from_zero(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.floor(x.abs() + 0.5)
 
 
-def sample_coordinates(affines: torch.Tensor, size: tuple[int, int],
-                       full_size: tuple[int, int]) -> torch.Tensor:
+def sample_coordinates(affines: torch.Tensor, size: tuple[int, int], full_size: tuple[int, int]) -> torch.Tensor:
     """Unrounded source positions (B,P,h,w,2) float32 (x, y) in feature-pixel units.
 
     affines (B,P,2,3) in full-resolution pixels; ``size`` = (h, w) of the feature map,
@@ -64,14 +63,20 @@ def sample_coordinates(affines: torch.Tensor, size: tuple[int, int],
     full_h, full_w = (int(s) for s in full_size)
     a = affines.float()
     scale = torch.tensor([full_w / w, full_h / h], dtype=torch.float32, device=a.device)
-    linear = a[..., :2]                                                   # (B,P,2,2)
-    shift = a[..., 2] / scale                                             # (B,P,2) x, y
-    ys, xs = torch.meshgrid(torch.arange(h, device=a.device, dtype=torch.float32),
-                            torch.arange(w, device=a.device, dtype=torch.float32), indexing="ij")
+    linear = a[..., :2]  # (B,P,2,2)
+    shift = a[..., 2] / scale  # (B,P,2) x, y
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=a.device, dtype=torch.float32),
+        torch.arange(w, device=a.device, dtype=torch.float32),
+        indexing="ij",
+    )
     # out[..., k] = linear[k, 0] * x + linear[k, 1] * y + shift[k], as the TF kernel evaluates it.
-    out = (linear[..., None, None, :, 0] * xs[..., None] + linear[..., None, None, :, 1] * ys[..., None]
-           + shift[..., None, None, :])
-    return out                                                            # (B,P,h,w,2)
+    out = (
+        linear[..., None, None, :, 0] * xs[..., None]
+        + linear[..., None, None, :, 1] * ys[..., None]
+        + shift[..., None, None, :]
+    )
+    return out  # (B,P,h,w,2)
 
 
 def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -127,15 +132,17 @@ def warp_parts(features: torch.Tensor, affines: torch.Tensor, masks: torch.Tenso
         raise ValueError(f"features must be (B, C, h, w), got {tuple(features.shape)}")
     b, c, h, w = features.shape
     if masks.dim() != 4 or masks.shape[:2] != affines.shape[:2] or affines.shape[0] != b:
-        raise ValueError(f"features {tuple(features.shape)}, affines {tuple(affines.shape)} and masks "
-                         f"{tuple(masks.shape)} must share the batch; affines and masks the part count")
+        raise ValueError(
+            f"features {tuple(features.shape)}, affines {tuple(affines.shape)} and masks "
+            f"{tuple(masks.shape)} must share the batch; affines and masks the part count"
+        )
     with torch.autocast(device_type=features.device.type, enabled=False):
         pos = round_half_away_from_zero(sample_coordinates(affines, (h, w), masks.shape[-2:]))
-        x, y = pos[..., 0], pos[..., 1]                                   # (B,P,h,w) integers
+        x, y = pos[..., 0], pos[..., 1]  # (B,P,h,w) integers
         keep = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1) & (resize_masks(masks, (h, w)) != 0)
         index = y.clamp(0, h - 1).long() * w + x.clamp(0, w - 1).long()
         index = torch.where(keep, index, torch.full_like(index, h * w))  # h*w: the zero row
     # Pixels as rows of C channels, plus the zero row every outside / masked-off index reads.
     rows = torch.cat([features.permute(0, 2, 3, 1).reshape(b, h * w, c), features.new_zeros(b, 1, c)], dim=1)
-    out = _MaxOfRows.apply(rows, index.view(b, affines.shape[1], h * w))   # (B,h*w,C)
+    out = _MaxOfRows.apply(rows, index.view(b, affines.shape[1], h * w))  # (B,h*w,C)
     return out.view(b, h, w, c).permute(0, 3, 1, 2)

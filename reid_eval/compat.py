@@ -21,12 +21,13 @@ Known problems and what this module does about them (``apply_torchreid_patches()
 Importing torchreid takes seconds and warns that Cython evaluation is unavailable; ``import_torchreid()``
 imports it lazily with that one warning silenced.
 """
+
 from __future__ import annotations
 
 import os
 import pickle
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -35,18 +36,25 @@ import torch.nn.functional as F
 from reid_eval import metrics
 
 __all__ = [
-    'import_torchreid', 'load_checkpoint', 'build_scheduler', 'constant_scheduler', 'apply_torchreid_patches',
-    'evaluate_engine', 'extract_features', 'DISTANCES', 'torchreid_evaluate_rank',
+    "import_torchreid",
+    "load_checkpoint",
+    "build_scheduler",
+    "constant_scheduler",
+    "apply_torchreid_patches",
+    "evaluate_engine",
+    "extract_features",
+    "DISTANCES",
+    "torchreid_evaluate_rank",
 ]
 
-_CYTHON_WARNING = r'Cython evaluation \(very fast so highly recommended\) is unavailable'
-_PATCH_MARK = '_reid_eval_patch'  # attribute set on every replacement, so re-applying is a no-op
+_CYTHON_WARNING = r"Cython evaluation \(very fast so highly recommended\) is unavailable"
+_PATCH_MARK = "_reid_eval_patch"  # attribute set on every replacement, so re-applying is a no-op
 
 
 def import_torchreid():
     """Import and return the torchreid package, silencing its 'Cython evaluation is unavailable' warning."""
     with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message=_CYTHON_WARNING, category=UserWarning)
+        warnings.filterwarnings("ignore", message=_CYTHON_WARNING, category=UserWarning)
         import torchreid
     return torchreid
 
@@ -63,9 +71,25 @@ def _numpy_safe_globals() -> list:
         from numpy._core import multiarray
     except ImportError:  # numpy < 2
         from numpy.core import multiarray
-    dtype_classes = [type(np.dtype(t)) for t in (
-        np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-        np.float16, np.float32, np.float64, np.complex64, np.complex128)]
+    dtype_classes = [
+        type(np.dtype(t))
+        for t in (
+            np.bool_,
+            np.int8,
+            np.int16,
+            np.int32,
+            np.int64,
+            np.uint8,
+            np.uint16,
+            np.uint32,
+            np.uint64,
+            np.float16,
+            np.float32,
+            np.float64,
+            np.complex64,
+            np.complex128,
+        )
+    ]
     return [multiarray.scalar, multiarray._reconstruct, np.ndarray, np.dtype, *dtype_classes]
 
 
@@ -77,20 +101,21 @@ def load_checkpoint(path: str, map_location=None, trusted: bool = False):
     when CUDA is absent, as torchreid does.
     """
     if path is None:
-        raise ValueError('checkpoint path is None')
+        raise ValueError("checkpoint path is None")
     path = os.path.abspath(os.path.expanduser(str(path)))
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path}')
+        raise FileNotFoundError(f"checkpoint not found: {path}")
     if map_location is None and not torch.cuda.is_available():
-        map_location = 'cpu'
+        map_location = "cpu"
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if not trusted:
             raise pickle.UnpicklingError(
-                f'{path}: holds objects outside tensors/containers/numpy scalars ({err}). '
-                'Load it with trusted=True only if you made the file.') from err
+                f"{path}: holds objects outside tensors/containers/numpy scalars ({err}). "
+                "Load it with trusted=True only if you made the file."
+            ) from err
     return torch.load(path, map_location=map_location, weights_only=False)
 
 
@@ -110,12 +135,12 @@ def constant_scheduler(optimizer: torch.optim.Optimizer) -> torch.optim.lr_sched
     return torch.optim.lr_scheduler.LambdaLR(optimizer, _constant_factor)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, lr_scheduler: str | None = 'constant', **kwargs):
+def build_scheduler(optimizer: torch.optim.Optimizer, lr_scheduler: str | None = "constant", **kwargs):
     """Always a scheduler: None/'constant' -> constant LambdaLR; else torchreid.optim.build_lr_scheduler
     (lr_scheduler='single_step'|'multi_step'|'cosine', stepsize=, gamma=, max_epoch=)."""
-    if lr_scheduler in (None, 'constant'):
+    if lr_scheduler in (None, "constant"):
         if kwargs:
-            raise ValueError(f'a constant scheduler takes no options, got {sorted(kwargs)}')
+            raise ValueError(f"a constant scheduler takes no options, got {sorted(kwargs)}")
         return constant_scheduler(optimizer)
     return import_torchreid().optim.build_lr_scheduler(optimizer, lr_scheduler=lr_scheduler, **kwargs)
 
@@ -124,21 +149,27 @@ def build_scheduler(optimizer: torch.optim.Optimizer, lr_scheduler: str | None =
 def _save_model(self, epoch, rank1, save_dir, is_best=False):
     """torchreid Engine.save_model that tolerates a None optimizer or scheduler."""
     from torchreid.reid.utils import save_checkpoint
+
     for name in self.get_model_names():
         optim, sched = self._optims[name], self._scheds[name]
-        save_checkpoint({
-            'state_dict': self._models[name].state_dict(),
-            'epoch': epoch + 1,
-            'rank1': rank1,
-            'optimizer': optim.state_dict() if optim is not None else None,
-            'scheduler': sched.state_dict() if sched is not None else None,
-        }, os.path.join(save_dir, name), is_best=is_best)
+        save_checkpoint(
+            {
+                "state_dict": self._models[name].state_dict(),
+                "epoch": epoch + 1,
+                "rank1": rank1,
+                "optimizer": optim.state_dict() if optim is not None else None,
+                "scheduler": sched.state_dict() if sched is not None else None,
+            },
+            os.path.join(save_dir, name),
+            is_best=is_best,
+        )
 
 
 # ---------------------------------------------------------------------------------------- 3. ranking
 @_marked
-def torchreid_evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, use_metric_cuhk03=False,
-                            use_cython=True):
+def torchreid_evaluate_rank(
+    distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, use_metric_cuhk03=False, use_cython=True
+):
     """torchreid.metrics.evaluate_rank replacement: (cmc (max_rank,) float32, mAP).
 
     use_metric_cuhk03: torchreid's single-gallery-shot CMC (same-id same-camera removed, one random sample per
@@ -148,8 +179,17 @@ def torchreid_evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_ran
     result = metrics.rank_metrics(distmat, q_pids, g_pids, q_camids, g_camids, max_rank)
     if not use_metric_cuhk03:
         return result.cmc, result.mAP
-    cmc = metrics.open_reid_cmc(distmat, q_pids, g_pids, q_camids, g_camids, topk=len(result.cmc),
-                                separate_camera_set=False, single_gallery_shot=True, first_match_break=False)
+    cmc = metrics.open_reid_cmc(
+        distmat,
+        q_pids,
+        g_pids,
+        q_camids,
+        g_camids,
+        topk=len(result.cmc),
+        separate_camera_set=False,
+        single_gallery_shot=True,
+        first_match_break=False,
+    )
     return cmc.astype(np.float32), result.mAP
 
 
@@ -167,14 +207,15 @@ def apply_torchreid_patches() -> list[str]:
     from torchreid.reid.engine import engine as engine_module
     from torchreid.reid.metrics import rank as rank_module
     from torchreid.reid.utils import torchtools
+
     targets = [
-        (torchtools, 'load_checkpoint', _torchreid_load_checkpoint),
-        (torchreid.reid.utils, 'load_checkpoint', _torchreid_load_checkpoint),
-        (engine_module.Engine, 'save_model', _save_model),
-        (rank_module, 'evaluate_rank', torchreid_evaluate_rank),
-        (torchreid.reid.metrics, 'evaluate_rank', torchreid_evaluate_rank),
+        (torchtools, "load_checkpoint", _torchreid_load_checkpoint),
+        (torchreid.reid.utils, "load_checkpoint", _torchreid_load_checkpoint),
+        (engine_module.Engine, "save_model", _save_model),
+        (rank_module, "evaluate_rank", torchreid_evaluate_rank),
+        (torchreid.reid.metrics, "evaluate_rank", torchreid_evaluate_rank),
     ]
-    return [f'{getattr(owner, "__name__", owner)}.{name}' for owner, name, fn in targets if _replace(owner, name, fn)]
+    return [f"{getattr(owner, '__name__', owner)}.{name}" for owner, name, fn in targets if _replace(owner, name, fn)]
 
 
 # ------------------------------------------------------------------------------------ 4. evaluation
@@ -189,8 +230,8 @@ def _cosine(qf: torch.Tensor, gf: torch.Tensor) -> torch.Tensor:
 
 
 DISTANCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    'euclidean': _squared_euclidean,
-    'cosine': _cosine,
+    "euclidean": _squared_euclidean,
+    "cosine": _cosine,
 }
 
 
@@ -208,26 +249,31 @@ def extract_features(engine, loader) -> tuple[torch.Tensor, np.ndarray, np.ndarr
     return torch.cat(features), np.concatenate(pids), np.concatenate(camids)
 
 
-def evaluate_engine(engine, dist_metric: str = 'euclidean', normalize_feature: bool = False,
-                    targets: list[str] | None = None, **evaluate_all_kwargs) -> dict[str, dict]:
+def evaluate_engine(
+    engine,
+    dist_metric: str = "euclidean",
+    normalize_feature: bool = False,
+    targets: list[str] | None = None,
+    **evaluate_all_kwargs,
+) -> dict[str, dict]:
     """Evaluate a torchreid engine's model on its test loaders: {dataset name: metrics.evaluate_all dict}.
 
     The model is put in eval mode (its previous mode is restored); distances are computed on the model's device.
     """
     if dist_metric not in DISTANCES:
-        raise ValueError(f'dist_metric must be one of {sorted(DISTANCES)}, got {dist_metric!r}')
+        raise ValueError(f"dist_metric must be one of {sorted(DISTANCES)}, got {dist_metric!r}")
     names = list(engine.test_loader) if targets is None else targets
     missing = [n for n in names if n not in engine.test_loader]
     if missing:
-        raise KeyError(f'no test loader for {missing}; the engine has {sorted(engine.test_loader)}')
+        raise KeyError(f"no test loader for {missing}; the engine has {sorted(engine.test_loader)}")
     model = engine.model
     was_training = model.training
     model.eval()
     try:
         results = {}
         for name in names:
-            qf, q_pids, q_camids = extract_features(engine, engine.test_loader[name]['query'])
-            gf, g_pids, g_camids = extract_features(engine, engine.test_loader[name]['gallery'])
+            qf, q_pids, q_camids = extract_features(engine, engine.test_loader[name]["query"])
+            gf, g_pids, g_camids = extract_features(engine, engine.test_loader[name]["gallery"])
             if normalize_feature:
                 qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)
             distmat = DISTANCES[dist_metric](qf, gf)

@@ -19,6 +19,7 @@ registers it under a name derived from the folder paths and the content fingerpr
 content again returns the same name, two different folders (or a folder whose content changed) get two
 names, all in one process.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,12 +28,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from augment.market import (DISTRACTOR_PID, JUNK_PID, DatasetError, ImageRecord, fingerprint_records,
-                            read_market)
+from augment.market import DISTRACTOR_PID, JUNK_PID, DatasetError, ImageRecord, fingerprint_records, read_market
 
-__all__ = ['ReidSplits', 'load_splits', 'register_market_dir', 'registered_names', 'dataset_class']
+__all__ = ["ReidSplits", "load_splits", "register_market_dir", "registered_names", "dataset_class"]
 
-NAME_PREFIX = 'reid_eval_'
+NAME_PREFIX = "reid_eval_"
 
 Item = tuple[str, int, int]  # (absolute image path, person id or label, 0-based camera id)
 
@@ -62,45 +62,55 @@ class ReidSplits:
     @property
     def fingerprint(self) -> str:
         """Content identity of (training set, test split): 16 hex digits."""
-        return hashlib.sha256(f'{self.train_fingerprint}/{self.test_fingerprint}'.encode()).hexdigest()[:16]
+        return hashlib.sha256(f"{self.train_fingerprint}/{self.test_fingerprint}".encode()).hexdigest()[:16]
 
     @property
     def registration_name(self) -> str:
         """torchreid dataset name: unique per (train folder, test folder, content)."""
-        key = f'{self.train_root.resolve()}|{self.test_root.resolve()}|{self.fingerprint}'
+        key = f"{self.train_root.resolve()}|{self.test_root.resolve()}|{self.fingerprint}"
         return NAME_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:12]
 
     def summary(self) -> dict:
         def stats(items):
-            return {'images': len(items), 'identities': len({i[1] for i in items}),
-                    'cameras': len({i[2] for i in items})}
+            return {
+                "images": len(items),
+                "identities": len({i[1] for i in items}),
+                "cameras": len({i[2] for i in items}),
+            }
+
         return {
-            'train_root': str(self.train_root), 'test_root': str(self.test_root),
-            'train': stats(self.train_items), 'query': stats(self.query_items), 'gallery': stats(self.gallery_items),
-            'generated_train_images': self.generated_train_images,
-            'real_train_images': len(self.train_items) - self.generated_train_images,
-            'train_fingerprint': self.train_fingerprint, 'test_fingerprint': self.test_fingerprint,
-            'fingerprint': self.fingerprint, 'skipped': dict(self.skipped),
+            "train_root": str(self.train_root),
+            "test_root": str(self.test_root),
+            "train": stats(self.train_items),
+            "query": stats(self.query_items),
+            "gallery": stats(self.gallery_items),
+            "generated_train_images": self.generated_train_images,
+            "real_train_images": len(self.train_items) - self.generated_train_images,
+            "train_fingerprint": self.train_fingerprint,
+            "test_fingerprint": self.test_fingerprint,
+            "fingerprint": self.fingerprint,
+            "skipped": dict(self.skipped),
         }
 
 
 def _items(records: list[ImageRecord], pid_map: dict[int, int] | None = None) -> tuple[Item, ...]:
-    return tuple((str(Path(r.path).absolute()), pid_map[r.pid] if pid_map else r.pid, r.camera - 1)
-                 for r in records)
+    return tuple((str(Path(r.path).absolute()), pid_map[r.pid] if pid_map else r.pid, r.camera - 1) for r in records)
 
 
 def _check_test_split(test_root: Path, query: list[ImageRecord], gallery: list[ImageRecord]) -> None:
     """At least one query must have a true match in the gallery from another camera (else no metric exists)."""
     if not query:
-        raise DatasetError(f'{test_root}/query: no query images (after skipping junk and distractors)')
+        raise DatasetError(f"{test_root}/query: no query images (after skipping junk and distractors)")
     if not gallery:
-        raise DatasetError(f'{test_root}/bounding_box_test: no gallery images (after skipping junk)')
+        raise DatasetError(f"{test_root}/bounding_box_test: no gallery images (after skipping junk)")
     cams_by_pid: dict[int, set[int]] = {}
     for r in gallery:
         cams_by_pid.setdefault(r.pid, set()).add(r.camera)
     if not any(cams_by_pid.get(q.pid, set()) - {q.camera} for q in query):
-        raise DatasetError(f'{test_root}: no query image has a gallery image of its person id from another camera; '
-                           'Rank-k and mAP are undefined (is --test-data the right test split?)')
+        raise DatasetError(
+            f"{test_root}: no query image has a gallery image of its person id from another camera; "
+            "Rank-k and mAP are undefined (is --test-data the right test split?)"
+        )
 
 
 def load_splits(train_root: str | os.PathLike, test_root: str | os.PathLike | None = None) -> ReidSplits:
@@ -110,19 +120,22 @@ def load_splits(train_root: str | os.PathLike, test_root: str | os.PathLike | No
     """
     train_root = Path(train_root)
     test_root = Path(test_root) if test_root is not None else train_root
-    train_ds = read_market(train_root, splits=('train',))
-    test_ds = read_market(test_root, splits=('gallery', 'query'))
+    train_ds = read_market(train_root, splits=("train",))
+    test_ds = read_market(test_root, splits=("gallery", "query"))
     if not train_ds.train:
-        skipped = dict(train_ds.skipped.counts) or 'nothing skipped'
-        raise DatasetError(f'{train_root}: no training images in bounding_box_train/ '
-                           f'(after skipping junk and distractors; {skipped})')
+        skipped = dict(train_ds.skipped.counts) or "nothing skipped"
+        raise DatasetError(
+            f"{train_root}: no training images in bounding_box_train/ (after skipping junk and distractors; {skipped})"
+        )
     _check_test_split(test_root, test_ds.query, test_ds.gallery)
     pid_to_label = {pid: label for label, pid in enumerate(sorted({r.pid for r in train_ds.train}))}
     skipped = Counter(train_ds.skipped.counts) + Counter(test_ds.skipped.counts)
     return ReidSplits(
-        train_root=train_root, test_root=test_root,
+        train_root=train_root,
+        test_root=test_root,
         train_items=_items(train_ds.train, pid_to_label),
-        query_items=_items(test_ds.query), gallery_items=_items(test_ds.gallery),
+        query_items=_items(test_ds.query),
+        gallery_items=_items(test_ds.gallery),
         pid_to_label=pid_to_label,
         train_fingerprint=fingerprint_records(train_ds.train),
         test_fingerprint=fingerprint_records(test_ds.query + test_ds.gallery),
@@ -134,6 +147,7 @@ def load_splits(train_root: str | os.PathLike, test_root: str | os.PathLike | No
 def dataset_class(splits: ReidSplits) -> type:
     """A torchreid ImageDataset subclass whose instances serve ``splits`` (ImageDataManager's kwargs accepted)."""
     from reid_eval.compat import import_torchreid
+
     image_dataset = import_torchreid().reid.data.ImageDataset
 
     class MarketFolderDataset(image_dataset):
@@ -141,20 +155,21 @@ def dataset_class(splits: ReidSplits) -> type:
         _junk_pids = [DISTRACTOR_PID, JUNK_PID]
         reid_splits = splits
 
-        def __init__(self, root='', split_id=0, cuhk03_labeled=False, cuhk03_classic_split=False,
-                     market1501_500k=False, **kwargs):
+        def __init__(
+            self, root="", split_id=0, cuhk03_labeled=False, cuhk03_classic_split=False, market1501_500k=False, **kwargs
+        ):
             # root and the dataset-specific options ImageDataManager passes to every dataset do not apply here
             del root, split_id, cuhk03_labeled, cuhk03_classic_split, market1501_500k
-            super().__init__(list(splits.train_items), list(splits.query_items), list(splits.gallery_items),
-                             **kwargs)
+            super().__init__(list(splits.train_items), list(splits.query_items), list(splits.gallery_items), **kwargs)
 
-    MarketFolderDataset.__name__ = MarketFolderDataset.__qualname__ = f'MarketFolder_{splits.registration_name}'
+    MarketFolderDataset.__name__ = MarketFolderDataset.__qualname__ = f"MarketFolder_{splits.registration_name}"
     return MarketFolderDataset
 
 
 def _image_registry() -> dict:
     from reid_eval.compat import import_torchreid
-    return getattr(import_torchreid().reid.data.datasets, '__image_datasets')  # module-level dict
+
+    return getattr(import_torchreid().reid.data.datasets, "__image_datasets")  # module-level dict
 
 
 def registered_names() -> list[str]:
@@ -162,11 +177,13 @@ def registered_names() -> list[str]:
     return sorted(n for n in _image_registry() if n.startswith(NAME_PREFIX))
 
 
-def register_market_dir(train_root: str | os.PathLike, test_root: str | os.PathLike | None = None,
-                        splits: ReidSplits | None = None) -> tuple[str, ReidSplits]:
+def register_market_dir(
+    train_root: str | os.PathLike, test_root: str | os.PathLike | None = None, splits: ReidSplits | None = None
+) -> tuple[str, ReidSplits]:
     """Register ``train_root`` (+ the real test split) with torchreid; returns (name for ImageDataManager's
     sources/targets, the splits). Idempotent for unchanged content; ``splits`` skips re-reading the folders."""
     from reid_eval.compat import import_torchreid
+
     if splits is None:
         splits = load_splits(train_root, test_root)
     name = splits.registration_name

@@ -34,6 +34,7 @@ masking, sort, tie scans) runs in numpy and the small per-chunk torch ops run wi
 The scikit-learn AP is the step-wise definition of scikit-learn >= 0.19 (older releases interpolated).
 Run ``python -m reid_eval.metrics --bench`` for timings against torchreid's python evaluation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,20 +43,27 @@ import functools
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 
 __all__ = [
-    'NoValidQueryError', 'RankResult', 'rank_metrics', 'evaluate_rank', 'open_reid_cmc', 'open_reid_mean_ap',
-    'evaluate_all', 'single_shot_uniforms', 'DEFAULT_CHUNK_BYTES',
+    "NoValidQueryError",
+    "RankResult",
+    "rank_metrics",
+    "evaluate_rank",
+    "open_reid_cmc",
+    "open_reid_mean_ap",
+    "evaluate_all",
+    "single_shot_uniforms",
+    "DEFAULT_CHUNK_BYTES",
 ]
 
 DEFAULT_CHUNK_BYTES = 64 << 20  # per chunk of queries; the sorted copy of the chunk dominates
-EXCLUDE_SAME_ID_CAMERA = 'same_id_camera'  # torchreid / Open-ReID default
-EXCLUDE_SAME_CAMERA = 'same_camera'  # Open-ReID separate_camera_set=True
+EXCLUDE_SAME_ID_CAMERA = "same_id_camera"  # torchreid / Open-ReID default
+EXCLUDE_SAME_CAMERA = "same_camera"  # Open-ReID separate_camera_set=True
 
 
 class NoValidQueryError(ValueError):
@@ -66,6 +74,7 @@ class NoValidQueryError(ValueError):
 @dataclass(frozen=True)
 class _Problem:
     """Validated inputs. distmat stays as given (numpy or torch); ids and cameras are int64 numpy arrays."""
+
     distmat: np.ndarray | torch.Tensor
     q_pids: np.ndarray
     g_pids: np.ndarray
@@ -85,12 +94,12 @@ class _Problem:
 def _integer_vector(name: str, values, length: int, axis_name: str) -> np.ndarray:
     arr = values.detach().cpu().numpy() if torch.is_tensor(values) else np.asarray(values)
     if arr.ndim != 1:
-        raise ValueError(f'{name} must be 1-D, got shape {arr.shape}')
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     if len(arr) != length:
-        raise ValueError(f'{name} has {len(arr)} entries but distmat has {length} {axis_name}')
+        raise ValueError(f"{name} has {len(arr)} entries but distmat has {length} {axis_name}")
     if not np.issubdtype(arr.dtype, np.integer):
         if not (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr))):
-            raise ValueError(f'{name} must hold integers, got dtype {arr.dtype}')
+            raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
     return arr.astype(np.int64, copy=False)
 
 
@@ -98,20 +107,21 @@ def _problem(distmat, q_pids, g_pids, q_camids, g_camids, device) -> _Problem:
     if not torch.is_tensor(distmat):
         distmat = np.asarray(distmat)
     if distmat.ndim != 2 or distmat.shape[0] == 0 or distmat.shape[1] == 0:
-        raise ValueError('distmat must be a non-empty (num_query, num_gallery) matrix, '
-                         f'got shape {tuple(distmat.shape)}')
+        raise ValueError(
+            f"distmat must be a non-empty (num_query, num_gallery) matrix, got shape {tuple(distmat.shape)}"
+        )
     num_q, num_g = distmat.shape
     if device is None:
         if torch.is_tensor(distmat):
             device = distmat.device
         else:
-            device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return _Problem(
         distmat=distmat,
-        q_pids=_integer_vector('q_pids', q_pids, num_q, 'rows (queries)'),
-        g_pids=_integer_vector('g_pids', g_pids, num_g, 'columns (gallery samples)'),
-        q_cams=_integer_vector('q_camids', q_camids, num_q, 'rows (queries)'),
-        g_cams=_integer_vector('g_camids', g_camids, num_g, 'columns (gallery samples)'),
+        q_pids=_integer_vector("q_pids", q_pids, num_q, "rows (queries)"),
+        g_pids=_integer_vector("g_pids", g_pids, num_g, "columns (gallery samples)"),
+        q_cams=_integer_vector("q_camids", q_camids, num_q, "rows (queries)"),
+        g_cams=_integer_vector("g_camids", g_camids, num_g, "columns (gallery samples)"),
         device=torch.device(device),
     )
 
@@ -127,10 +137,10 @@ def _distance_rows(problem: _Problem, start: int, stop: int) -> torch.Tensor:
     return rows.to(problem.device, non_blocking=True).contiguous()
 
 
-def _on_host(tensor: torch.Tensor, backend: str = 'auto') -> bool:
+def _on_host(tensor: torch.Tensor, backend: str = "auto") -> bool:
     """Whether the (C, G)-sized work runs in numpy: on CPU, numpy's single-threaded SIMD kernels beat torch's
     (its sort is ~7x faster, and torch's thread pool stalls when the cores are shared)."""
-    return backend == 'numpy' or (backend == 'auto' and tensor.device.type == 'cpu')
+    return backend == "numpy" or (backend == "auto" and tensor.device.type == "cpu")
 
 
 def _raise_if_nan(rows: torch.Tensor, start: int) -> None:
@@ -141,17 +151,20 @@ def _raise_if_nan(rows: torch.Tensor, start: int) -> None:
         nan_rows = np.isnan(host).any(axis=1) if host is not None else torch.isnan(rows).any(dim=1).cpu().numpy()
         if nan_rows.any():
             bad = start + int(np.flatnonzero(nan_rows)[0])
-            raise ValueError(f'distmat row {bad} (query {bad}) holds a NaN distance')
+            raise ValueError(f"distmat row {bad} (query {bad}) holds a NaN distance")
 
 
-def _raise_if_candidate_not_finite(cand_dist: torch.Tensor, present: torch.Tensor, cand: torch.Tensor,
-                                   start: int) -> None:
+def _raise_if_candidate_not_finite(
+    cand_dist: torch.Tensor, present: torch.Tensor, cand: torch.Tensor, start: int
+) -> None:
     """Distances to the query's own identity must be finite (other entries may be +-inf: they rank last/first)."""
     bad = present & ~torch.isfinite(cand_dist)
     if bool(bad.any()):
         r, m = (int(i[0]) for i in torch.nonzero(bad, as_tuple=True))
-        raise ValueError(f'distmat[{start + r}, {int(cand[r, m])}] = {float(cand_dist[r, m])}: distances between a '
-                         'query and gallery samples of its identity must be finite')
+        raise ValueError(
+            f"distmat[{start + r}, {int(cand[r, m])}] = {float(cand_dist[r, m])}: distances between a "
+            "query and gallery samples of its identity must be finite"
+        )
 
 
 @contextlib.contextmanager
@@ -163,7 +176,7 @@ def _cpu_threads(device: torch.device, num_threads: int = 1):
     made evaluate_rank 4x and the single-shot pass 10x slower than one thread. No effect on CUDA.
     """
     previous = torch.get_num_threads()
-    if device.type != 'cpu' or previous == num_threads:
+    if device.type != "cpu" or previous == num_threads:
         yield
         return
     torch.set_num_threads(num_threads)
@@ -175,10 +188,12 @@ def _cpu_threads(device: torch.device, num_threads: int = 1):
 
 def _one_cpu_thread(pass_fn):
     """Decorator for the passes (first argument: _Problem): see _cpu_threads."""
+
     @functools.wraps(pass_fn)
     def wrapper(problem, *args, **kwargs):
         with _cpu_threads(problem.device):
             return pass_fn(problem, *args, **kwargs)
+
     return wrapper
 
 
@@ -194,15 +209,16 @@ class _GalleryIndex:
     Tables are padded with num_gallery (an index past the end). Shapes: I identities, M = largest identity,
     K cameras (query and gallery cameras together).
     """
-    id_values: np.ndarray        # (I,) sorted gallery person ids
-    by_index: torch.Tensor       # (I, M) members in gallery-index order
-    by_camera: torch.Tensor      # (I, M) members in (camera, gallery-index) order
-    size: torch.Tensor           # (I,) members per identity
-    cam_count: torch.Tensor      # (I, K) members per identity and camera
-    cam_start: torch.Tensor      # (I, K) first slot of each camera's block in by_camera
-    g_cams: torch.Tensor         # (G,) gallery camera codes 0..K-1
-    q_group: np.ndarray          # (Q,) identity row of each query, -1 when its id is not in the gallery
-    q_cams: np.ndarray           # (Q,) query camera codes 0..K-1
+
+    id_values: np.ndarray  # (I,) sorted gallery person ids
+    by_index: torch.Tensor  # (I, M) members in gallery-index order
+    by_camera: torch.Tensor  # (I, M) members in (camera, gallery-index) order
+    size: torch.Tensor  # (I,) members per identity
+    cam_count: torch.Tensor  # (I, K) members per identity and camera
+    cam_start: torch.Tensor  # (I, K) first slot of each camera's block in by_camera
+    g_cams: torch.Tensor  # (G,) gallery camera codes 0..K-1
+    q_group: np.ndarray  # (Q,) identity row of each query, -1 when its id is not in the gallery
+    q_cams: np.ndarray  # (Q,) query camera codes 0..K-1
     num_gallery: int
 
     @property
@@ -227,7 +243,7 @@ def _gallery_index(problem: _Problem) -> _GalleryIndex:
     num_ids, num_cams, num_g = len(id_values), len(cam_values), problem.num_gallery
     sizes = np.bincount(group, minlength=num_ids)
     index = np.arange(num_g)
-    by_index = _member_table(group, np.argsort(group, kind='stable'), num_ids, sizes, num_g)
+    by_index = _member_table(group, np.argsort(group, kind="stable"), num_ids, sizes, num_g)
     by_camera = _member_table(group, np.lexsort((index, g_cam, group)), num_ids, sizes, num_g)
     cam_count = np.bincount(group * num_cams + g_cam, minlength=num_ids * num_cams).reshape(num_ids, num_cams)
     cam_start = np.cumsum(cam_count, axis=1) - cam_count
@@ -253,21 +269,23 @@ def _gallery_index(problem: _Problem) -> _GalleryIndex:
 @dataclass(frozen=True)
 class _RankPass:
     """Per-query outcome of ranking the gallery (minus excluded samples). Skipped queries: -1 / NaN."""
-    first_rank: np.ndarray      # (Q,) 0-based position of the first true match
-    ap: np.ndarray              # (Q,) torchreid average precision
-    ap_sklearn: np.ndarray      # (Q,) scikit-learn average_precision_score (ties scored together)
-    allshots_hist: np.ndarray   # (G,) Open-ReID allshots increments, summed over queries
+
+    first_rank: np.ndarray  # (Q,) 0-based position of the first true match
+    ap: np.ndarray  # (Q,) torchreid average precision
+    ap_sklearn: np.ndarray  # (Q,) scikit-learn average_precision_score (ties scored together)
+    allshots_hist: np.ndarray  # (G,) Open-ReID allshots increments, summed over queries
 
     @property
     def valid(self) -> np.ndarray:
         return self.first_rank >= 0
 
 
-SORT_BACKENDS = ('auto', 'numpy', 'torch')
+SORT_BACKENDS = ("auto", "numpy", "torch")
 
 
-def _sorted_kept(dist: torch.Tensor, excluded: torch.Tensor | None, junk: tuple[torch.Tensor, torch.Tensor] | None,
-                 backend: str) -> torch.Tensor:
+def _sorted_kept(
+    dist: torch.Tensor, excluded: torch.Tensor | None, junk: tuple[torch.Tensor, torch.Tensor] | None, backend: str
+) -> torch.Tensor:
     """(C, G) rows sorted ascending with excluded samples set to +inf (dist itself is left untouched).
 
     Exactly one of `excluded` (a (C, G) mask) and `junk` (row and column indices) is given.
@@ -288,8 +306,9 @@ def _sorted_kept(dist: torch.Tensor, excluded: torch.Tensor | None, junk: tuple[
     return torch.sort(kept, dim=1).values
 
 
-def _equal_before(dist: torch.Tensor, rows: np.ndarray, values: np.ndarray, g_index: np.ndarray,
-                  is_excluded, max_chunk_bytes: int) -> np.ndarray:
+def _equal_before(
+    dist: torch.Tensor, rows: np.ndarray, values: np.ndarray, g_index: np.ndarray, is_excluded, max_chunk_bytes: int
+) -> np.ndarray:
     """Per tied true match t: kept samples of row rows[t] with distance == values[t] and gallery index < g_index[t].
 
     Ties are rare (a few per thousand queries on float32 distances), so this runs on the host in numpy,
@@ -298,20 +317,21 @@ def _equal_before(dist: torch.Tensor, rows: np.ndarray, values: np.ndarray, g_in
     out = np.zeros(len(rows), dtype=np.int64)
     block = max(1, max_chunk_bytes // (dist.shape[1] * dist.element_size()))
     for s in range(0, len(rows), block):
-        r = rows[s:s + block]
+        r = rows[s : s + block]
         host_rows = dist[torch.from_numpy(r).to(dist.device)].cpu().numpy()
-        t, g = np.nonzero(host_rows == values[s:s + block, None])
-        keep = (g < g_index[s:s + block][t]) & ~is_excluded(r[t], g)
-        out[s:s + block] = np.bincount(t[keep], minlength=len(r))
+        t, g = np.nonzero(host_rows == values[s : s + block, None])
+        keep = (g < g_index[s : s + block][t]) & ~is_excluded(r[t], g)
+        out[s : s + block] = np.bincount(t[keep], minlength=len(r))
     return out
 
 
 @_one_cpu_thread
-def _rank_pass(problem: _Problem, gallery: _GalleryIndex, exclusion: str, sort_backend: str,
-               max_chunk_bytes: int) -> _RankPass:
+def _rank_pass(
+    problem: _Problem, gallery: _GalleryIndex, exclusion: str, sort_backend: str, max_chunk_bytes: int
+) -> _RankPass:
     """Rank every true match of every query among the kept gallery samples, chunk by chunk of queries."""
     if sort_backend not in SORT_BACKENDS:
-        raise ValueError(f'sort_backend must be one of {SORT_BACKENDS}, got {sort_backend!r}')
+        raise ValueError(f"sort_backend must be one of {SORT_BACKENDS}, got {sort_backend!r}")
     num_q, num_g, dev = problem.num_query, problem.num_gallery, problem.device
     first_rank = np.full(num_q, -1, dtype=np.int64)
     ap = np.full(num_q, np.nan)
@@ -320,9 +340,11 @@ def _rank_pass(problem: _Problem, gallery: _GalleryIndex, exclusion: str, sort_b
     g_cam_codes = gallery.g_cams.cpu().numpy()
 
     if exclusion == EXCLUDE_SAME_CAMERA:
+
         def is_excluded(q_rows, cols):
             return g_cam_codes[cols] == gallery.q_cams[q_rows]
     else:
+
         def is_excluded(q_rows, cols):
             return (problem.g_pids[cols] == problem.q_pids[q_rows]) & (g_cam_codes[cols] == gallery.q_cams[q_rows])
 
@@ -330,36 +352,42 @@ def _rank_pass(problem: _Problem, gallery: _GalleryIndex, exclusion: str, sort_b
     chunk = _chunk_rows(problem, per_row, max_chunk_bytes)
     for start in range(0, num_q, chunk):
         stop = min(num_q, start + chunk)
-        dist = _distance_rows(problem, start, stop)                           # (C, G)
-        q_group = torch.from_numpy(gallery.q_group[start:stop]).to(dev)      # (C,)
-        q_cam = torch.from_numpy(gallery.q_cams[start:stop]).to(dev)         # (C,)
+        dist = _distance_rows(problem, start, stop)  # (C, G)
+        q_group = torch.from_numpy(gallery.q_group[start:stop]).to(dev)  # (C,)
+        q_cam = torch.from_numpy(gallery.q_cams[start:stop]).to(dev)  # (C,)
         found = q_group >= 0
         width = int(gallery.size[q_group[found]].max()) if bool(found.any()) else 1
-        cand = gallery.by_index[q_group.clamp(min=0), :width]                 # (C, M) same-id gallery, padded G
+        cand = gallery.by_index[q_group.clamp(min=0), :width]  # (C, M) same-id gallery, padded G
         present = (cand < num_g) & found[:, None]
         cand_safe = cand.clamp(max=num_g - 1)
-        cand_dist = dist.gather(1, cand_safe)                                 # (C, M)
+        cand_dist = dist.gather(1, cand_safe)  # (C, M)
         _raise_if_candidate_not_finite(cand_dist, present, cand, start)
         same_cam = gallery.g_cams[cand_safe] == q_cam[:, None]
-        positive = present & ~same_cam                                        # true matches that stay in the ranking
+        positive = present & ~same_cam  # true matches that stay in the ranking
 
         if exclusion == EXCLUDE_SAME_CAMERA:
             kept = _sorted_kept(dist, gallery.g_cams[None, :] == q_cam[:, None], None, sort_backend)
         else:
             junk = present & same_cam
             kept = _sorted_kept(dist, None, (torch.nonzero(junk, as_tuple=True)[0], cand_safe[junk]), sort_backend)
-        nan_rows = torch.isnan(kept[:, -1])                                   # NaN sorts last
+        nan_rows = torch.isnan(kept[:, -1])  # NaN sorts last
         if bool(nan_rows.any()):
             bad = start + int(torch.nonzero(nan_rows)[0, 0])
-            raise ValueError(f'distmat row {bad} (query {bad}) holds a NaN distance')
-        less = torch.searchsorted(kept, cand_dist, right=False)               # kept samples strictly closer
+            raise ValueError(f"distmat row {bad} (query {bad}) holds a NaN distance")
+        less = torch.searchsorted(kept, cand_dist, right=False)  # kept samples strictly closer
         less_equal = torch.searchsorted(kept, cand_dist, right=True)
-        position = less                                                       # 0-based rank among kept samples
+        position = less  # 0-based rank among kept samples
         tied = positive & (less_equal - less > 1)
         if bool(tied.any()):  # break ties by gallery index, as a stable argsort does
             r, m = torch.nonzero(tied, as_tuple=True)
-            extra = _equal_before(dist, r.cpu().numpy(), cand_dist[r, m].cpu().numpy(), cand[r, m].cpu().numpy(),
-                                  lambda rows, cols: is_excluded(rows + start, cols), max_chunk_bytes)
+            extra = _equal_before(
+                dist,
+                r.cpu().numpy(),
+                cand_dist[r, m].cpu().numpy(),
+                cand[r, m].cpu().numpy(),
+                lambda rows, cols, start=start: is_excluded(rows + start, cols),
+                max_chunk_bytes,
+            )
             position = position.clone()
             position[r, m] += torch.from_numpy(extra).to(dev)
 
@@ -376,7 +404,7 @@ def _rank_pass(problem: _Problem, gallery: _GalleryIndex, exclusion: str, sort_b
         first = torch.where(positive, position, num_g).min(dim=1).values
         precision = (matches_before + 1).double() / (position + 1).double()
         ap_chunk = torch.where(positive, precision, 0.0).sum(1) / num_matches.clamp(min=1)
-        precision_sk = matches_upto.double() / less_equal.double()               # sklearn: ties scored together
+        precision_sk = matches_upto.double() / less_equal.double()  # sklearn: ties scored together
         ap_sk_chunk = torch.where(positive, precision_sk, 0.0).sum(1) / num_matches.clamp(min=1)
         # Open-ReID allshots: each true match adds 1/num_matches at (its position - true matches before it);
         # summed on the host so the float sum order is fixed
@@ -408,8 +436,15 @@ def single_shot_uniforms(seed: int, repeats: int, num_query: int, num_ids: int) 
 
 
 @_one_cpu_thread
-def _single_shot_pass(problem: _Problem, gallery: _GalleryIndex, separate_camera_set: bool, repeats: int,
-                      seed: int, topk: int, max_chunk_bytes: int) -> tuple[np.ndarray, int]:
+def _single_shot_pass(
+    problem: _Problem,
+    gallery: _GalleryIndex,
+    separate_camera_set: bool,
+    repeats: int,
+    seed: int,
+    topk: int,
+    max_chunk_bytes: int,
+) -> tuple[np.ndarray, int]:
     """Counts (topk,) of the sampled true match's 0-based rank, over queries and repeats; number of valid queries.
 
     Per repeat and chunk: one uniform per (query, identity) picks a member among the identity's eligible
@@ -420,7 +455,7 @@ def _single_shot_pass(problem: _Problem, gallery: _GalleryIndex, separate_camera
     num_ids, width = gallery.num_ids, gallery.by_camera.shape[1]
     # one spare column: the slot of an identity with no eligible sample may point one past its members
     table = torch.cat([gallery.by_camera.clamp(max=num_g - 1), gallery.by_camera.new_zeros(num_ids, 1)], 1)
-    table = table.reshape(-1)                                                 # flat (I * (M + 1),)
+    table = table.reshape(-1)  # flat (I * (M + 1),)
     row_base = (torch.arange(num_ids, device=dev, dtype=torch.int32) * (width + 1))[None, :]  # (1, I)
     ids = torch.arange(num_ids, device=dev)
     streams = _repeat_streams(seed, repeats)
@@ -436,28 +471,28 @@ def _single_shot_pass(problem: _Problem, gallery: _GalleryIndex, separate_camera
         q_cam = torch.from_numpy(gallery.q_cams[start:stop]).to(dev)
         found = q_group >= 0
         q_group_safe = q_group.clamp(min=0)[:, None]
-        block_count = gallery.cam_count[:, q_cam].T.contiguous()             # (C, I) excluded block per identity
+        block_count = gallery.cam_count[:, q_cam].T.contiguous()  # (C, I) excluded block per identity
         block_start = gallery.cam_start[:, q_cam].T.int().contiguous()
         if not separate_camera_set:  # only the query's own identity loses its same-camera block
             block_count = torch.where(ids[None, :] == q_group[:, None], block_count, 0)
         block_count_i32 = block_count.int()
-        eligible = gallery.size[None, :] - block_count                        # (C, I)
+        eligible = gallery.size[None, :] - block_count  # (C, I)
         no_sample = eligible == 0
         eligible_f = eligible.double()
         valid = found & (eligible.gather(1, q_group_safe).squeeze(1) > 0)
         num_valid += int(valid.sum())
-        match_cand = gallery.by_camera[q_group_safe.squeeze(1)]               # for finiteness check only
+        match_cand = gallery.by_camera[q_group_safe.squeeze(1)]  # for finiteness check only
         match_dist = dist.gather(1, match_cand.clamp(max=num_g - 1))
         _raise_if_candidate_not_finite(match_dist, (match_cand < num_g) & valid[:, None], match_cand, start)
         for stream in streams:
             u = torch.from_numpy(stream.random((n, num_ids))).to(dev)
-            pick = (u * eligible_f).int()                                     # floor(u * n) < n for u < 1
-            slot = pick + block_count_i32 * (pick >= block_start)             # skip the excluded camera block
+            pick = (u * eligible_f).int()  # floor(u * n) < n for u < 1
+            slot = pick + block_count_i32 * (pick >= block_start)  # skip the excluded camera block
             chosen = table.index_select(0, (row_base + slot).view(-1)).view(n, num_ids)  # (C, I) gallery index
             chosen_dist = dist.gather(1, chosen).masked_fill_(no_sample, math.inf)
             match = chosen_dist.gather(1, q_group_safe)
             rank = (chosen_dist < match).sum(1)
-            tie_rows = (chosen_dist == match).sum(1) > 1                      # rare: break ties by gallery index
+            tie_rows = (chosen_dist == match).sum(1) > 1  # rare: break ties by gallery index
             if bool(tie_rows.any()):
                 match_index = chosen.gather(1, q_group_safe)
                 rank += (tie_rows[:, None] & (chosen_dist == match) & (chosen < match_index)).sum(1)
@@ -474,6 +509,7 @@ class RankResult:
     mAP: mean torchreid AP over valid queries. first_match_rank: (Q,) 0-based, -1 for skipped queries.
     ap: (Q,) float64, NaN for skipped queries.
     """
+
     cmc: np.ndarray
     mAP: float
     num_valid_queries: int
@@ -484,19 +520,24 @@ class RankResult:
 
 def _lowered_max_rank(max_rank: int, num_gallery: int) -> int:
     if max_rank < 1:
-        raise ValueError(f'max_rank must be >= 1, got {max_rank}')
+        raise ValueError(f"max_rank must be >= 1, got {max_rank}")
     if num_gallery < max_rank:
-        warnings.warn(f'gallery has only {num_gallery} samples; max_rank lowered from {max_rank} to {num_gallery} '
-                      '(as torchreid does)', stacklevel=3)
+        warnings.warn(
+            f"gallery has only {num_gallery} samples; max_rank lowered from {max_rank} to {num_gallery} "
+            "(as torchreid does)",
+            stacklevel=3,
+        )
         return num_gallery
     return max_rank
 
 
 def _require_valid(num_valid: int, num_query: int) -> None:
     if num_valid == 0:
-        raise NoValidQueryError(f'none of the {num_query} queries has a true match in the gallery after removing '
-                                'same-id same-camera samples '
-                                '(torchreid: all query identities do not appear in gallery)')
+        raise NoValidQueryError(
+            f"none of the {num_query} queries has a true match in the gallery after removing "
+            "same-id same-camera samples "
+            "(torchreid: all query identities do not appear in gallery)"
+        )
 
 
 def _first_match_cmc(first_rank: np.ndarray, length: int) -> np.ndarray:
@@ -505,8 +546,18 @@ def _first_match_cmc(first_rank: np.ndarray, length: int) -> np.ndarray:
     return np.cumsum(np.bincount(ranks[ranks < length], minlength=length)[:length])
 
 
-def rank_metrics(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, *, device=None,
-                 sort_backend: str = 'auto', max_chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> RankResult:
+def rank_metrics(
+    distmat,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    max_rank: int = 50,
+    *,
+    device=None,
+    sort_backend: str = "auto",
+    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> RankResult:
     """torchreid Market-1501 CMC and mAP with per-query detail. distmat: (Q, G) numpy array or torch tensor.
 
     sort_backend: 'auto' (numpy on CPU, torch elsewhere), 'numpy' or 'torch' (the GPU code path, also on CPU).
@@ -517,13 +568,19 @@ def rank_metrics(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50
     num_valid = int(ranked.valid.sum())
     _require_valid(num_valid, problem.num_query)
     cmc = _first_match_cmc(ranked.first_rank, max_rank).astype(np.float32) / np.float32(num_valid)
-    return RankResult(cmc=cmc, mAP=float(np.mean(ranked.ap[ranked.valid])), num_valid_queries=num_valid,
-                      num_skipped_queries=problem.num_query - num_valid, first_match_rank=ranked.first_rank,
-                      ap=ranked.ap)
+    return RankResult(
+        cmc=cmc,
+        mAP=float(np.mean(ranked.ap[ranked.valid])),
+        num_valid_queries=num_valid,
+        num_skipped_queries=problem.num_query - num_valid,
+        first_match_rank=ranked.first_rank,
+        ap=ranked.ap,
+    )
 
 
-def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50,
-                  **kwargs) -> tuple[np.ndarray, float]:
+def evaluate_rank(
+    distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, **kwargs
+) -> tuple[np.ndarray, float]:
     """Drop-in for torchreid's ``evaluate_rank`` (Market-1501 metric): (cmc (max_rank,) float32, mAP float).
 
     Skipped queries (no true match left) are counted in ``rank_metrics(...).num_skipped_queries``.
@@ -533,10 +590,23 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
     return result.cmc, result.mAP
 
 
-def open_reid_cmc(distmat, q_pids, g_pids, q_camids, g_camids, topk: int = 50, separate_camera_set: bool = False,
-                  single_gallery_shot: bool = False, first_match_break: bool = False, repeats: int = 10,
-                  seed: int = 0, *, device=None, sort_backend: str = 'auto',
-                  max_chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> np.ndarray:
+def open_reid_cmc(
+    distmat,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    topk: int = 50,
+    separate_camera_set: bool = False,
+    single_gallery_shot: bool = False,
+    first_match_break: bool = False,
+    repeats: int = 10,
+    seed: int = 0,
+    *,
+    device=None,
+    sort_backend: str = "auto",
+    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> np.ndarray:
     """Open-ReID's ``cmc``: (topk,) float64 cumulative match scores.
 
     cuhk03 setting: separate_camera_set=True, single_gallery_shot=True, first_match_break=False;
@@ -546,12 +616,13 @@ def open_reid_cmc(distmat, q_pids, g_pids, q_camids, g_camids, topk: int = 50, s
     first_match_break adds 1 (not 1/repeats) per repeat, so that combination can exceed 1.
     """
     if topk < 1 or repeats < 1:
-        raise ValueError(f'topk and repeats must be >= 1, got topk={topk}, repeats={repeats}')
+        raise ValueError(f"topk and repeats must be >= 1, got topk={topk}, repeats={repeats}")
     problem = _problem(distmat, q_pids, g_pids, q_camids, g_camids, device)
     gallery = _gallery_index(problem)
     if single_gallery_shot:
-        counts, num_valid = _single_shot_pass(problem, gallery, separate_camera_set, repeats, seed, topk,
-                                              max_chunk_bytes)
+        counts, num_valid = _single_shot_pass(
+            problem, gallery, separate_camera_set, repeats, seed, topk, max_chunk_bytes
+        )
         _require_valid(num_valid, problem.num_query)
         scores = counts * (1.0 if first_match_break else 1.0 / repeats)
         return np.cumsum(scores) / num_valid
@@ -562,12 +633,21 @@ def open_reid_cmc(distmat, q_pids, g_pids, q_camids, g_camids, topk: int = 50, s
     if first_match_break:
         return _first_match_cmc(ranked.first_rank, topk) / num_valid
     hist = np.zeros(topk)
-    hist[:min(topk, len(ranked.allshots_hist))] = ranked.allshots_hist[:topk]
+    hist[: min(topk, len(ranked.allshots_hist))] = ranked.allshots_hist[:topk]
     return np.cumsum(hist) / num_valid
 
 
-def open_reid_mean_ap(distmat, q_pids, g_pids, q_camids, g_camids, *, device=None, sort_backend: str = 'auto',
-                      max_chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> float:
+def open_reid_mean_ap(
+    distmat,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    *,
+    device=None,
+    sort_backend: str = "auto",
+    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> float:
     """Open-ReID's ``mean_ap`` (scikit-learn average precision, same-id same-camera gallery samples removed).
 
     Equal to torchreid's mAP for tie-free distances; tied distances are scored together as scikit-learn does.
@@ -578,9 +658,22 @@ def open_reid_mean_ap(distmat, q_pids, g_pids, q_camids, g_camids, *, device=Non
     return float(np.mean(ranked.ap_sklearn[ranked.valid]))
 
 
-def evaluate_all(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, topk: int = 50,
-                 ranks: Sequence[int] = (1, 5, 10), repeats: int = 10, seed: int = 0, *, device=None,
-                 sort_backend: str = 'auto', max_chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> dict:
+def evaluate_all(
+    distmat,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    max_rank: int = 50,
+    topk: int = 50,
+    ranks: Sequence[int] = (1, 5, 10),
+    repeats: int = 10,
+    seed: int = 0,
+    *,
+    device=None,
+    sort_backend: str = "auto",
+    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> dict:
     """Everything reported beside the published tables, from one ranking pass and one sampling pass.
 
     Returns fractions in [0, 1]:
@@ -593,31 +686,44 @@ def evaluate_all(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50
     max_rank = _lowered_max_rank(max_rank, problem.num_gallery)
     for r in ranks:
         if not 1 <= r <= min(max_rank, topk):
-            raise ValueError(f'rank {r} is outside 1..{min(max_rank, topk)} (max_rank={max_rank}, topk={topk})')
+            raise ValueError(f"rank {r} is outside 1..{min(max_rank, topk)} (max_rank={max_rank}, topk={topk})")
     gallery = _gallery_index(problem)
     ranked = _rank_pass(problem, gallery, EXCLUDE_SAME_ID_CAMERA, sort_backend, max_chunk_bytes)
     num_valid = int(ranked.valid.sum())
     _require_valid(num_valid, problem.num_query)
     cmc = _first_match_cmc(ranked.first_rank, max_rank).astype(np.float32) / np.float32(num_valid)
     hist = np.zeros(topk)
-    hist[:min(topk, len(ranked.allshots_hist))] = ranked.allshots_hist[:topk]
+    hist[: min(topk, len(ranked.allshots_hist))] = ranked.allshots_hist[:topk]
     cmc_allshots = np.cumsum(hist) / num_valid
     counts, num_valid_cuhk03 = _single_shot_pass(problem, gallery, True, repeats, seed, topk, max_chunk_bytes)
     cmc_cuhk03 = np.cumsum(counts / repeats) / max(1, num_valid_cuhk03)
-    out = {f'rank{r}': float(cmc[r - 1]) for r in ranks}
-    out['mAP'] = float(np.mean(ranked.ap[ranked.valid]))
-    out['mAP_openreid'] = float(np.mean(ranked.ap_sklearn[ranked.valid]))
-    out.update({f'cuhk03_rank{r}': float(cmc_cuhk03[r - 1]) for r in ranks})
-    out.update({f'allshots_rank{r}': float(cmc_allshots[r - 1]) for r in ranks})
-    out.update(cmc=cmc, cmc_cuhk03=cmc_cuhk03, cmc_allshots=cmc_allshots, num_queries=problem.num_query,
-               num_valid_queries=num_valid, num_skipped_queries=problem.num_query - num_valid,
-               num_valid_queries_cuhk03=num_valid_cuhk03)
+    out = {f"rank{r}": float(cmc[r - 1]) for r in ranks}
+    out["mAP"] = float(np.mean(ranked.ap[ranked.valid]))
+    out["mAP_openreid"] = float(np.mean(ranked.ap_sklearn[ranked.valid]))
+    out.update({f"cuhk03_rank{r}": float(cmc_cuhk03[r - 1]) for r in ranks})
+    out.update({f"allshots_rank{r}": float(cmc_allshots[r - 1]) for r in ranks})
+    out.update(
+        cmc=cmc,
+        cmc_cuhk03=cmc_cuhk03,
+        cmc_allshots=cmc_allshots,
+        num_queries=problem.num_query,
+        num_valid_queries=num_valid,
+        num_skipped_queries=problem.num_query - num_valid,
+        num_valid_queries_cuhk03=num_valid_cuhk03,
+    )
     return out
 
 
 # ------------------------------------------------------------------------------------------- benchmark
-def market_like_problem(num_query: int = 3368, num_gallery: int = 15913, num_ids: int = 751, num_cams: int = 6,
-                        dim: int = 128, noise: float = 2.0, seed: int = 0):
+def market_like_problem(
+    num_query: int = 3368,
+    num_gallery: int = 15913,
+    num_ids: int = 751,
+    num_cams: int = 6,
+    dim: int = 128,
+    noise: float = 2.0,
+    seed: int = 0,
+):
     """Random Market-size evaluation input: features = identity centre + noise, squared Euclidean (float32).
 
     Returns (distmat (Q, G) float32, q_pids, g_pids, q_camids, g_camids).
@@ -636,70 +742,99 @@ def market_like_problem(num_query: int = 3368, num_gallery: int = 15913, num_ids
 
 def _bench(args: argparse.Namespace) -> None:
     from reid_eval.compat import import_torchreid  # lazy: torchreid import is slow
+
     rank_module = import_torchreid().reid.metrics.rank
     t0 = time.perf_counter()
-    distmat, q_pids, g_pids, q_cams, g_cams = market_like_problem(args.queries, args.gallery, args.ids, args.cams,
-                                                                  seed=args.seed)
-    print(f'problem: {args.queries} x {args.gallery} float32 distmat, {args.ids} ids, {args.cams} cameras, '
-          f'seed {args.seed} (built in {time.perf_counter() - t0:.2f} s); torch threads {torch.get_num_threads()}')
+    distmat, q_pids, g_pids, q_cams, g_cams = market_like_problem(
+        args.queries, args.gallery, args.ids, args.cams, seed=args.seed
+    )
+    print(
+        f"problem: {args.queries} x {args.gallery} float32 distmat, {args.ids} ids, {args.cams} cameras, "
+        f"seed {args.seed} (built in {time.perf_counter() - t0:.2f} s); torch threads {torch.get_num_threads()}"
+    )
     sub = min(args.torchreid_queries, args.queries)
     sub_args = (distmat[:sub], q_pids[:sub], g_pids, q_cams[:sub], g_cams)
 
     t0 = time.perf_counter()
     ref_cmc, ref_map = rank_module.eval_market1501(*sub_args, 50)
     t_ref = time.perf_counter() - t0
-    ours_sub = rank_metrics(*sub_args, 50, device='cpu')
+    ours_sub = rank_metrics(*sub_args, 50, device="cpu")
     per_query = t_ref / sub
-    print(f'torchreid eval_market1501 (python, use_cython=False) on first {sub} queries: {t_ref:.2f} s '
-          f'= {per_query * 1e3:.2f} ms/query -> extrapolated full {args.queries} queries: '
-          f'{per_query * args.queries:.1f} s')
-    print(f'agreement on those {sub} queries: max |CMC diff| = {np.abs(ours_sub.cmc - ref_cmc).max():.3g}, '
-          f'|mAP diff| = {abs(ours_sub.mAP - ref_map):.3g} (any difference comes from tied float32 distances: '
-          'torchreid\'s quicksort leaves their order unspecified, ours breaks ties by gallery index)')
+    print(
+        f"torchreid eval_market1501 (python, use_cython=False) on first {sub} queries: {t_ref:.2f} s "
+        f"= {per_query * 1e3:.2f} ms/query -> extrapolated full {args.queries} queries: "
+        f"{per_query * args.queries:.1f} s"
+    )
+    print(
+        f"agreement on those {sub} queries: max |CMC diff| = {np.abs(ours_sub.cmc - ref_cmc).max():.3g}, "
+        f"|mAP diff| = {abs(ours_sub.mAP - ref_map):.3g} (any difference comes from tied float32 distances: "
+        "torchreid's quicksort leaves their order unspecified, ours breaks ties by gallery index)"
+    )
 
-    for device in ['cpu'] + (['cuda'] if torch.cuda.is_available() else []):
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         evaluate_rank(distmat[:64], q_pids[:64], g_pids, q_cams[:64], g_cams, device=device)  # warm-up
         times = []
         for _ in range(args.repeat):
             t0 = time.perf_counter()
             result = rank_metrics(distmat, q_pids, g_pids, q_cams, g_cams, 50, device=device)
-            if device == 'cuda':
+            if device == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
-        print(f'ours evaluate_rank [{device}] full {args.queries} x {args.gallery}: best {min(times):.3f} s, '
-              f'median {float(np.median(times)):.3f} s over {args.repeat} runs '
-              f'(speed-up vs extrapolated torchreid python: {per_query * args.queries / min(times):.0f}x); '
-              f'rank1 {result.cmc[0]:.4f} mAP {result.mAP:.4f}, skipped queries {result.num_skipped_queries}')
+        print(
+            f"ours evaluate_rank [{device}] full {args.queries} x {args.gallery}: best {min(times):.3f} s, "
+            f"median {float(np.median(times)):.3f} s over {args.repeat} runs "
+            f"(speed-up vs extrapolated torchreid python: {per_query * args.queries / min(times):.0f}x); "
+            f"rank1 {result.cmc[0]:.4f} mAP {result.mAP:.4f}, skipped queries {result.num_skipped_queries}"
+        )
         t0 = time.perf_counter()
-        cuhk03 = open_reid_cmc(distmat, q_pids, g_pids, q_cams, g_cams, 50, separate_camera_set=True,
-                               single_gallery_shot=True, repeats=10, seed=0, device=device)
+        cuhk03 = open_reid_cmc(
+            distmat,
+            q_pids,
+            g_pids,
+            q_cams,
+            g_cams,
+            50,
+            separate_camera_set=True,
+            single_gallery_shot=True,
+            repeats=10,
+            seed=0,
+            device=device,
+        )
         t_cuhk03 = time.perf_counter() - t0
         t0 = time.perf_counter()
         everything = evaluate_all(distmat, q_pids, g_pids, q_cams, g_cams, device=device)
         t_all = time.perf_counter() - t0
-        print(f'ours open_reid_cmc cuhk03 (10 repeats) [{device}]: {t_cuhk03:.3f} s, top-1 {cuhk03[0]:.4f}; '
-              f'evaluate_all (market + mAP_openreid + allshots + cuhk03) [{device}]: {t_all:.3f} s')
-        print(f"  evaluate_all: rank1 {everything['rank1']:.4f} mAP {everything['mAP']:.4f} "
-              f"mAP_openreid {everything['mAP_openreid']:.4f} cuhk03_rank1 {everything['cuhk03_rank1']:.4f} "
-              f"allshots_rank1 {everything['allshots_rank1']:.4f}")
+        print(
+            f"ours open_reid_cmc cuhk03 (10 repeats) [{device}]: {t_cuhk03:.3f} s, top-1 {cuhk03[0]:.4f}; "
+            f"evaluate_all (market + mAP_openreid + allshots + cuhk03) [{device}]: {t_all:.3f} s"
+        )
+        print(
+            f"  evaluate_all: rank1 {everything['rank1']:.4f} mAP {everything['mAP']:.4f} "
+            f"mAP_openreid {everything['mAP_openreid']:.4f} cuhk03_rank1 {everything['cuhk03_rank1']:.4f} "
+            f"allshots_rank1 {everything['allshots_rank1']:.4f}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description='Re-ID ranking metrics benchmark (ours vs torchreid python).')
-    parser.add_argument('--bench', action='store_true', help='run the benchmark')
-    parser.add_argument('--queries', type=int, default=3368)
-    parser.add_argument('--gallery', type=int, default=15913)
-    parser.add_argument('--ids', type=int, default=751)
-    parser.add_argument('--cams', type=int, default=6)
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--torchreid-queries', type=int, default=300,
-                        help='queries given to torchreid python evaluation (its full run takes ~2 min)')
-    parser.add_argument('--repeat', type=int, default=3, help='timed runs of ours')
+    parser = argparse.ArgumentParser(description="Re-ID ranking metrics benchmark (ours vs torchreid python).")
+    parser.add_argument("--bench", action="store_true", help="run the benchmark")
+    parser.add_argument("--queries", type=int, default=3368)
+    parser.add_argument("--gallery", type=int, default=15913)
+    parser.add_argument("--ids", type=int, default=751)
+    parser.add_argument("--cams", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--torchreid-queries",
+        type=int,
+        default=300,
+        help="queries given to torchreid python evaluation (its full run takes ~2 min)",
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs of ours")
     args = parser.parse_args(argv)
     if not args.bench:
-        parser.error('nothing to do: pass --bench')
+        parser.error("nothing to do: pass --bench")
     _bench(args)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

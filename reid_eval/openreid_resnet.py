@@ -19,6 +19,7 @@ retrieval output:
 ``register()`` adds 'openreid_resnet50' to torchreid's model factory and to ``reid_eval.models.MODEL_SPECS``
 (so ``build_reid_model`` loads the cached ImageNet weights the same way as for torchreid's resnet50).
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -28,9 +29,9 @@ from torch import nn
 
 from reid_eval.compat import import_torchreid
 
-__all__ = ['OpenReIDResNet50', 'openreid_resnet50', 'register', 'NAME']
+__all__ = ["OpenReIDResNet50", "openreid_resnet50", "register", "NAME"]
 
-NAME = 'openreid_resnet50'
+NAME = "openreid_resnet50"
 
 
 # torchreid's ResNet is the base class; importing torchreid takes seconds, so import this module lazily.
@@ -44,15 +45,29 @@ class OpenReIDResNet50(_resnet.ResNet):
     Eval: logits, or the embedding (B, num_features) with eval_output='embedding'.
     """
 
-    def __init__(self, num_classes: int, loss: str = 'softmax', num_features: int = 128, dropout: float = 0.5,
-                 eval_output: Literal['logits', 'embedding'] = 'logits', **kwargs):
-        if eval_output not in ('logits', 'embedding'):
+    def __init__(
+        self,
+        num_classes: int,
+        loss: str = "softmax",
+        num_features: int = 128,
+        dropout: float = 0.5,
+        eval_output: Literal["logits", "embedding"] = "logits",
+        **kwargs,
+    ):
+        if eval_output not in ("logits", "embedding"):
             raise ValueError(f"eval_output must be 'logits' or 'embedding', got {eval_output!r}")
         if num_classes < 1 or num_features < 1:
-            raise ValueError(f'num_classes and num_features must be >= 1, got {num_classes}, {num_features}')
-        super().__init__(num_classes=num_classes, loss=loss, block=_resnet.Bottleneck, layers=[3, 4, 6, 3],
-                         last_stride=2, fc_dims=[num_features], dropout_p=dropout if dropout > 0 else None,
-                         **kwargs)
+            raise ValueError(f"num_classes and num_features must be >= 1, got {num_classes}, {num_features}")
+        super().__init__(
+            num_classes=num_classes,
+            loss=loss,
+            block=_resnet.Bottleneck,
+            layers=[3, 4, 6, 3],
+            last_stride=2,
+            fc_dims=[num_features],
+            dropout_p=dropout if dropout > 0 else None,
+            **kwargs,
+        )
         self.eval_output = eval_output
         self.num_features = num_features
         self.reset_parameters()
@@ -61,7 +76,7 @@ class OpenReIDResNet50(_resnet.ResNet):
         """Open-ReID's from-scratch init (convs kaiming-normal fan_out; every Linear N(0, 0.001); BN 1/0)."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out')
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
@@ -73,18 +88,19 @@ class OpenReIDResNet50(_resnet.ResNet):
 
     def pretrained_head_init(self) -> None:
         """Open-ReID's embedding init when the backbone is ImageNet-pretrained: kaiming-normal fan_out."""
-        nn.init.kaiming_normal_(self.fc[0].weight, mode='fan_out')
+        nn.init.kaiming_normal_(self.fc[0].weight, mode="fan_out")
         nn.init.zeros_(self.fc[0].bias)
 
     def forward(self, x: torch.Tensor):
         if self.training:
             return super().forward(x)
         embedding = self.fc(self.global_avgpool(self.featuremaps(x)).flatten(1))
-        return self.classifier(embedding) if self.eval_output == 'logits' else embedding
+        return self.classifier(embedding) if self.eval_output == "logits" else embedding
 
 
-def openreid_resnet50(num_classes: int, loss: str = 'softmax', pretrained: bool = False, use_gpu: bool = True,
-                      **kwargs) -> nn.Module:
+def openreid_resnet50(
+    num_classes: int, loss: str = "softmax", pretrained: bool = False, use_gpu: bool = True, **kwargs
+) -> nn.Module:
     """torchreid model-factory entry. ``pretrained`` is ignored here: ImageNet weights are loaded from the
     torch cache by ``reid_eval.models.build_reid_model`` (torchreid's own path would download them)."""
     del pretrained, use_gpu
@@ -94,5 +110,6 @@ def openreid_resnet50(num_classes: int, loss: str = 'softmax', pretrained: bool 
 def register() -> None:
     """Add 'openreid_resnet50' to torchreid's model factory and to reid_eval.models.MODEL_SPECS (idempotent)."""
     from reid_eval import models
-    getattr(import_torchreid().reid.models, '__model_factory')[NAME] = openreid_resnet50
-    models.MODEL_SPECS.setdefault(NAME, models.ModelSpec(openreid_resnet50, 'resnet50-19c8e357.pth', (256, 128)))
+
+    getattr(import_torchreid().reid.models, "__model_factory")[NAME] = openreid_resnet50
+    models.MODEL_SPECS.setdefault(NAME, models.ModelSpec(openreid_resnet50, "resnet50-19c8e357.pth", (256, 128)))

@@ -28,22 +28,34 @@ CPUs with AMX or AVX512-BF16), else fp32; losses stay in fp32. Channels-last mem
 (``channels_last=True``) in every recipe: on CPU it made the Inception 64x32 training step 2.4x faster with
 bf16 and 1.3x faster in fp32.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 
 from generators.train import cpu_supports_bf16  # one probe for the whole project (AMX / AVX512-BF16)
 
 __all__ = [
-    'ModelRecipe', 'Recipe', 'RECIPES', 'MODEL_NAMES', 'get_recipe', 'RandomSizedRectCrop', 'TRAIN_TRANSFORMS',
-    'build_transforms', 'cpu_supports_bf16', 'resolve_precision', 'IMAGENET_MEAN', 'IMAGENET_STD',
+    "ModelRecipe",
+    "Recipe",
+    "RECIPES",
+    "MODEL_NAMES",
+    "get_recipe",
+    "RandomSizedRectCrop",
+    "TRAIN_TRANSFORMS",
+    "build_transforms",
+    "cpu_supports_bf16",
+    "resolve_precision",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
 ]
 
-MODEL_NAMES = ('resnet50', 'inception')  # what --model accepts
+MODEL_NAMES = ("resnet50", "inception")  # what --model accepts
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -64,7 +76,7 @@ class ModelRecipe:
     lr: float
     base_lr_mult: float = 1.0
     new_layers: tuple[str, ...] = ()
-    pretrained: Literal['auto', False] = 'auto'
+    pretrained: Literal["auto", False] = "auto"
     model_kwargs: dict = field(default_factory=dict)
 
 
@@ -77,63 +89,107 @@ class Recipe:
     models: dict[str, ModelRecipe]
     train_transform: str  # key of TRAIN_TRANSFORMS
     batch_size: int
-    optim: Literal['sgd', 'adam']
+    optim: Literal["sgd", "adam"]
     weight_decay: float = 5e-4
     momentum: float = 0.9
     nesterov: bool = True
     adam_betas: tuple[float, float] = (0.9, 0.99)
     gamma: float = 0.1
     label_smooth: bool = False
-    dist_metric: str = 'euclidean'  # squared Euclidean (torchreid's and Open-ReID's 'euclidean')
+    dist_metric: str = "euclidean"  # squared Euclidean (torchreid's and Open-ReID's 'euclidean')
     normalize_feature: bool = False
-    precision: Literal['auto', 'fp32', 'bf16'] = 'auto'
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True
     batch_size_test: int = 128
 
     def model(self, name: str) -> ModelRecipe:
         if name not in self.models:
-            raise KeyError(f'recipe {self.name!r} has no model {name!r}; it has {sorted(self.models)}')
+            raise KeyError(f"recipe {self.name!r} has no model {name!r}; it has {sorted(self.models)}")
         return self.models[name]
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-_OPENREID_HEAD = {'num_features': 128, 'dropout': 0.5, 'eval_output': 'logits'}
+_OPENREID_HEAD = {"num_features": 128, "dropout": 0.5, "eval_output": "logits"}
 
 RECIPES: dict[str, Recipe] = {
-    'openreid': Recipe(
-        name='openreid',
-        description='Open-ReID softmax protocol (PATN Table 5)',
+    "openreid": Recipe(
+        name="openreid",
+        description="Open-ReID softmax protocol (PATN Table 5)",
         models={
-            'resnet50': ModelRecipe('openreid_resnet50', (256, 128), epochs=50, step_epochs=40, lr=0.1,
-                                    base_lr_mult=0.1, new_layers=('fc', 'classifier'), model_kwargs=_OPENREID_HEAD),
-            'inception': ModelRecipe('openreid_inception', (144, 56), epochs=70, step_epochs=60, lr=0.1,
-                                     pretrained=False, model_kwargs=_OPENREID_HEAD),
+            "resnet50": ModelRecipe(
+                "openreid_resnet50",
+                (256, 128),
+                epochs=50,
+                step_epochs=40,
+                lr=0.1,
+                base_lr_mult=0.1,
+                new_layers=("fc", "classifier"),
+                model_kwargs=_OPENREID_HEAD,
+            ),
+            "inception": ModelRecipe(
+                "openreid_inception",
+                (144, 56),
+                epochs=70,
+                step_epochs=60,
+                lr=0.1,
+                pretrained=False,
+                model_kwargs=_OPENREID_HEAD,
+            ),
         },
-        train_transform='openreid', batch_size=256, optim='sgd',
+        train_transform="openreid",
+        batch_size=256,
+        optim="sgd",
     ),
-    'torchreid': Recipe(
-        name='torchreid',
+    "torchreid": Recipe(
+        name="torchreid",
         description="torchreid's Market-1501 softmax defaults",
         models={
-            'resnet50': ModelRecipe('resnet50', (256, 128), epochs=60, step_epochs=20, lr=3e-4),
-            'inception': ModelRecipe('openreid_inception', (144, 56), epochs=60, step_epochs=20, lr=3e-4,
-                                     pretrained=False,
-                                     model_kwargs={'num_features': 128, 'dropout': 0.5, 'eval_output': 'embedding'}),
+            "resnet50": ModelRecipe("resnet50", (256, 128), epochs=60, step_epochs=20, lr=3e-4),
+            "inception": ModelRecipe(
+                "openreid_inception",
+                (144, 56),
+                epochs=60,
+                step_epochs=20,
+                lr=3e-4,
+                pretrained=False,
+                model_kwargs={"num_features": 128, "dropout": 0.5, "eval_output": "embedding"},
+            ),
         },
-        train_transform='random_flip', batch_size=32, optim='adam', nesterov=False, label_smooth=True,
+        train_transform="random_flip",
+        batch_size=32,
+        optim="adam",
+        nesterov=False,
+        label_smooth=True,
     ),
-    'cpu': Recipe(
-        name='cpu',
-        description='openreid protocol at half input size, 16 epochs (embedded-dataset CPU benchmark)',
+    "cpu": Recipe(
+        name="cpu",
+        description="openreid protocol at half input size, 16 epochs (embedded-dataset CPU benchmark)",
         models={
-            'resnet50': ModelRecipe('openreid_resnet50', (128, 64), epochs=16, step_epochs=13, lr=0.1,
-                                    base_lr_mult=0.1, new_layers=('fc', 'classifier'), model_kwargs=_OPENREID_HEAD),
-            'inception': ModelRecipe('openreid_inception', (64, 32), epochs=16, step_epochs=13, lr=0.1,
-                                     pretrained=False, model_kwargs=_OPENREID_HEAD),
+            "resnet50": ModelRecipe(
+                "openreid_resnet50",
+                (128, 64),
+                epochs=16,
+                step_epochs=13,
+                lr=0.1,
+                base_lr_mult=0.1,
+                new_layers=("fc", "classifier"),
+                model_kwargs=_OPENREID_HEAD,
+            ),
+            "inception": ModelRecipe(
+                "openreid_inception",
+                (64, 32),
+                epochs=16,
+                step_epochs=13,
+                lr=0.1,
+                pretrained=False,
+                model_kwargs=_OPENREID_HEAD,
+            ),
         },
-        train_transform='openreid', batch_size=64, optim='sgd',
+        train_transform="openreid",
+        batch_size=64,
+        optim="sgd",
     ),
 }
 
@@ -141,7 +197,7 @@ RECIPES: dict[str, Recipe] = {
 def get_recipe(name: str, **overrides) -> Recipe:
     """RECIPES[name], with top-level fields replaced (e.g. batch_size=8)."""
     if name not in RECIPES:
-        raise KeyError(f'unknown recipe {name!r}; known: {sorted(RECIPES)}')
+        raise KeyError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
     return replace(RECIPES[name], **overrides) if overrides else RECIPES[name]
 
 
@@ -154,8 +210,14 @@ class RandomSizedRectCrop:
     run, and per DataLoader worker by torch), not Python's ``random`` as in Open-ReID.
     """
 
-    def __init__(self, height: int, width: int, area: tuple[float, float] = (0.64, 1.0),
-                 aspect: tuple[float, float] = (2.0, 3.0), attempts: int = 10):
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        area: tuple[float, float] = (0.64, 1.0),
+        aspect: tuple[float, float] = (2.0, 3.0),
+        attempts: int = 10,
+    ):
         self.height, self.width, self.area, self.aspect, self.attempts = height, width, area, aspect, attempts
 
     def _uniform(self, lo: float, hi: float) -> float:
@@ -163,6 +225,7 @@ class RandomSizedRectCrop:
 
     def __call__(self, img):
         from PIL import Image
+
         img_w, img_h = img.size
         for _ in range(self.attempts):
             target_area = self._uniform(*self.area) * img_w * img_h
@@ -177,24 +240,28 @@ class RandomSizedRectCrop:
         return img.resize((self.width, self.height), Image.BILINEAR)
 
     def __repr__(self) -> str:
-        return (f'RandomSizedRectCrop(size=({self.height}, {self.width}), area={self.area}, aspect={self.aspect}, '
-                f'attempts={self.attempts})')
+        return (
+            f"RandomSizedRectCrop(size=({self.height}, {self.width}), area={self.area}, aspect={self.aspect}, "
+            f"attempts={self.attempts})"
+        )
 
 
 def _openreid_train(height: int, width: int) -> list:
     import torchvision.transforms as T
+
     return [RandomSizedRectCrop(height, width), T.RandomHorizontalFlip()]
 
 
 def _random_flip_train(height: int, width: int) -> list:
     import torchvision.transforms as T
+
     return [T.Resize((height, width)), T.RandomHorizontalFlip()]
 
 
 # name -> (height, width) -> PIL transforms before ToTensor + ImageNet normalisation
 TRAIN_TRANSFORMS: dict[str, Callable[[int, int], list]] = {
-    'openreid': _openreid_train,
-    'random_flip': _random_flip_train,  # torchreid's 'random_flip'
+    "openreid": _openreid_train,
+    "random_flip": _random_flip_train,  # torchreid's 'random_flip'
 }
 
 
@@ -204,8 +271,9 @@ def build_transforms(recipe: Recipe, height: int, width: int):
     Test: resize to (height, width) (Open-ReID's RectScale and torchreid's test transform).
     """
     import torchvision.transforms as T
+
     if recipe.train_transform not in TRAIN_TRANSFORMS:
-        raise KeyError(f'unknown train transform {recipe.train_transform!r}; known: {sorted(TRAIN_TRANSFORMS)}')
+        raise KeyError(f"unknown train transform {recipe.train_transform!r}; known: {sorted(TRAIN_TRANSFORMS)}")
     tail = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     train = T.Compose(TRAIN_TRANSFORMS[recipe.train_transform](height, width) + tail)
     test = T.Compose([T.Resize((height, width))] + tail)
@@ -215,9 +283,9 @@ def build_transforms(recipe: Recipe, height: int, width: int):
 # ------------------------------------------------------------------------------------------------ precision
 def resolve_precision(choice: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype (None = fp32) for ``choice`` in auto | fp32 | bf16 on ``device``."""
-    if choice not in ('auto', 'fp32', 'bf16'):
+    if choice not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {choice!r}")
-    native = torch.cuda.is_bf16_supported() if device.type == 'cuda' else cpu_supports_bf16()
-    if choice == 'bf16' and not native:
-        raise ValueError(f'--precision bf16: {device.type} has no native bf16 here; use --precision fp32')
-    return torch.bfloat16 if choice == 'bf16' or (choice == 'auto' and native) else None
+    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_supports_bf16()
+    if choice == "bf16" and not native:
+        raise ValueError(f"--precision bf16: {device.type} has no native bf16 here; use --precision fp32")
+    return torch.bfloat16 if choice == "bf16" or (choice == "auto" and native) else None

@@ -20,6 +20,7 @@ Re-running the same command returns the finished metrics, or resumes from the la
 (same data, recipe, epochs, batch, seed and precision; otherwise it refuses unless ``--overwrite``).
 Every random choice (initialisation, sampler, crops, flips, dropout) flows from ``--seed``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,9 @@ import platform
 import random
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -43,13 +44,23 @@ from reid_eval.datasets import ReidSplits, load_splits, register_market_dir
 from reid_eval.models import MODEL_SPECS, MissingPretrainedWeightsError
 from reid_eval.recipes import MODEL_NAMES, RECIPES, Recipe, build_transforms, get_recipe, resolve_precision
 
-__all__ = ['TrainOptions', 'run_training', 'default_out', 'ReidSoftmaxEngine', 'build_parser', 'main',
-           'METRICS_FILE', 'CHECKPOINT_FILE', 'LOG_FILE', 'UsageError']
+__all__ = [
+    "TrainOptions",
+    "run_training",
+    "default_out",
+    "ReidSoftmaxEngine",
+    "build_parser",
+    "main",
+    "METRICS_FILE",
+    "CHECKPOINT_FILE",
+    "LOG_FILE",
+    "UsageError",
+]
 
-METRICS_FILE = 'metrics.json'
-CHECKPOINT_FILE = 'checkpoint.pt'
-LOG_FILE = 'train.log'
-DEFAULT_RUNS = Path('runs/reid')
+METRICS_FILE = "metrics.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+LOG_FILE = "train.log"
+DEFAULT_RUNS = Path("runs/reid")
 CMC_KEEP = 20  # CMC ranks stored in metrics.json
 
 
@@ -62,47 +73,59 @@ class TrainOptions:
     """One training run (the CLI flags). None means: the recipe's value, or the default described."""
 
     data: Path
-    model: str = 'inception'
-    recipe: str = 'openreid'
+    model: str = "inception"
+    recipe: str = "openreid"
     out: Path | None = None  # default: default_out()
     test_data: Path | None = None  # real test split root; default: data
     epochs: int | None = None
     batch_size: int | None = None
-    device: str = 'auto'  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda
     precision: str | None = None  # auto | fp32 | bf16
     seed: int = 0
     workers: int | None = None  # DataLoader workers; default 0 on CPU, min(8, cores) on CUDA
-    pretrained: str = 'auto'  # auto (cached ImageNet weights when the recipe uses them) | off | require
+    pretrained: str = "auto"  # auto (cached ImageNet weights when the recipe uses them) | off | require
     print_freq: int | None = None  # batches between torchreid's progress lines; default: 4 lines per epoch
     overwrite: bool = False
     threads: int | None = None  # torch intra-op threads on CPU; default torch's
 
     def validate(self) -> None:
         checks = [
-            (self.model in MODEL_NAMES, '--model', f'must be one of {", ".join(MODEL_NAMES)}, got {self.model!r}'),
-            (self.recipe in RECIPES, '--recipe', f'must be one of {", ".join(RECIPES)}, got {self.recipe!r}'),
-            (self.epochs is None or self.epochs >= 1, '--epochs', f'must be >= 1, got {self.epochs}'),
-            (self.batch_size is None or self.batch_size >= 2, '--batch-size',
-             f'must be >= 2 (BatchNorm needs two samples), got {self.batch_size}'),
-            (self.device in ('auto', 'cpu', 'cuda'), '--device', f'must be auto, cpu or cuda, got {self.device!r}'),
-            (self.precision in (None, 'auto', 'fp32', 'bf16'), '--precision',
-             f'must be auto, fp32 or bf16, got {self.precision!r}'),
-            (self.seed >= 0, '--seed', f'must be >= 0, got {self.seed}'),
-            (self.workers is None or self.workers >= 0, '--workers', f'must be >= 0, got {self.workers}'),
-            (self.pretrained in ('auto', 'off', 'require'), '--pretrained',
-             f'must be auto, off or require, got {self.pretrained!r}'),
-            (self.print_freq is None or self.print_freq >= 1, '--print-freq', f'must be >= 1, got {self.print_freq}'),
-            (self.threads is None or self.threads >= 1, '--threads', f'must be >= 1, got {self.threads}'),
-            (self.device != 'cuda' or torch.cuda.is_available(), '--device',
-             'cuda asked for but torch sees no CUDA device (use --device cpu or auto)'),
+            (self.model in MODEL_NAMES, "--model", f"must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}"),
+            (self.recipe in RECIPES, "--recipe", f"must be one of {', '.join(RECIPES)}, got {self.recipe!r}"),
+            (self.epochs is None or self.epochs >= 1, "--epochs", f"must be >= 1, got {self.epochs}"),
+            (
+                self.batch_size is None or self.batch_size >= 2,
+                "--batch-size",
+                f"must be >= 2 (BatchNorm needs two samples), got {self.batch_size}",
+            ),
+            (self.device in ("auto", "cpu", "cuda"), "--device", f"must be auto, cpu or cuda, got {self.device!r}"),
+            (
+                self.precision in (None, "auto", "fp32", "bf16"),
+                "--precision",
+                f"must be auto, fp32 or bf16, got {self.precision!r}",
+            ),
+            (self.seed >= 0, "--seed", f"must be >= 0, got {self.seed}"),
+            (self.workers is None or self.workers >= 0, "--workers", f"must be >= 0, got {self.workers}"),
+            (
+                self.pretrained in ("auto", "off", "require"),
+                "--pretrained",
+                f"must be auto, off or require, got {self.pretrained!r}",
+            ),
+            (self.print_freq is None or self.print_freq >= 1, "--print-freq", f"must be >= 1, got {self.print_freq}"),
+            (self.threads is None or self.threads >= 1, "--threads", f"must be >= 1, got {self.threads}"),
+            (
+                self.device != "cuda" or torch.cuda.is_available(),
+                "--device",
+                "cuda asked for but torch sees no CUDA device (use --device cpu or auto)",
+            ),
         ]
         for ok, flag, message in checks:
             if not ok:
-                raise UsageError(f'{flag} {message}')
+                raise UsageError(f"{flag} {message}")
 
 
 def default_out(opts: TrainOptions) -> Path:
-    return DEFAULT_RUNS / Path(opts.data).resolve().name / f'{opts.model}-{opts.recipe}-s{opts.seed}'
+    return DEFAULT_RUNS / Path(opts.data).resolve().name / f"{opts.model}-{opts.recipe}-s{opts.seed}"
 
 
 # --------------------------------------------------------------------------------------------------- engine
@@ -115,12 +138,22 @@ class ReidSoftmaxEngine(_torchreid.reid.engine.ImageSoftmaxEngine):
     Per epoch it keeps the mean loss and training accuracy (``epoch_stats()``).
     """
 
-    def __init__(self, datamanager, model, optimizer, scheduler, device: torch.device,
-                 autocast_dtype: torch.dtype | None = None, channels_last: bool = False, label_smooth: bool = False):
-        super().__init__(datamanager, model, optimizer, scheduler=scheduler, use_gpu=device.type == 'cuda',
-                         label_smooth=label_smooth)
+    def __init__(
+        self,
+        datamanager,
+        model,
+        optimizer,
+        scheduler,
+        device: torch.device,
+        autocast_dtype: torch.dtype | None = None,
+        channels_last: bool = False,
+        label_smooth: bool = False,
+    ):
+        super().__init__(
+            datamanager, model, optimizer, scheduler=scheduler, use_gpu=device.type == "cuda", label_smooth=label_smooth
+        )
         self.device, self.autocast_dtype, self.channels_last = device, autocast_dtype, channels_last
-        self._sums = {'loss': 0.0, 'acc': 0.0, 'batches': 0}
+        self._sums = {"loss": 0.0, "acc": 0.0, "batches": 0}
 
     def _inputs(self, imgs: torch.Tensor) -> torch.Tensor:
         imgs = imgs.to(self.device, non_blocking=True)
@@ -140,10 +173,10 @@ class ReidSoftmaxEngine(_torchreid.reid.engine.ImageSoftmaxEngine):
         loss.backward()
         self.optimizer.step()
         logits = outputs[0] if isinstance(outputs, tuple) else outputs
-        summary = {'loss': loss.item(), 'acc': _torchreid.reid.metrics.accuracy(logits, pids)[0].item()}
-        self._sums['loss'] += summary['loss']
-        self._sums['acc'] += summary['acc']
-        self._sums['batches'] += 1
+        summary = {"loss": loss.item(), "acc": _torchreid.reid.metrics.accuracy(logits, pids)[0].item()}
+        self._sums["loss"] += summary["loss"]
+        self._sums["acc"] += summary["acc"]
+        self._sums["batches"] += 1
         return summary
 
     @torch.no_grad()
@@ -153,9 +186,9 @@ class ReidSoftmaxEngine(_torchreid.reid.engine.ImageSoftmaxEngine):
 
     def epoch_stats(self) -> dict:
         """Mean loss and accuracy (%) over the batches since the last call, and their number."""
-        n = max(1, self._sums['batches'])
-        stats = {'loss': self._sums['loss'] / n, 'acc': self._sums['acc'] / n, 'batches': self._sums['batches']}
-        self._sums = {'loss': 0.0, 'acc': 0.0, 'batches': 0}
+        n = max(1, self._sums["batches"])
+        stats = {"loss": self._sums["loss"] / n, "acc": self._sums["acc"] / n, "batches": self._sums["batches"]}
+        self._sums = {"loss": 0.0, "acc": 0.0, "batches": 0}
         return stats
 
 
@@ -181,7 +214,7 @@ class _Tee:
 
 @contextlib.contextmanager
 def _logging_to(path: Path):
-    with open(path, 'a', buffering=1) as log:
+    with open(path, "a", buffering=1) as log:
         tee_out, tee_err = _Tee(sys.stdout, log), _Tee(sys.stderr, log)
         with contextlib.redirect_stdout(tee_out), contextlib.redirect_stderr(tee_err):
             yield
@@ -194,13 +227,13 @@ def _seed_everything(seed: int) -> None:
 
 
 def _resolve_device(choice: str) -> torch.device:
-    if choice == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(choice)
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=1, default=_json_default))
     os.replace(tmp, path)
 
@@ -212,51 +245,61 @@ def _json_default(obj):
         return obj.item()
     if isinstance(obj, Path):
         return str(obj)
-    raise TypeError(f'not JSON serialisable: {type(obj).__name__}')
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(state, tmp)
     os.replace(tmp, path)
 
 
 def _rng_state() -> dict:
-    state = {'torch': torch.get_rng_state()}
+    state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state['cuda'] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state['torch'])
-    if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _pretrained_note(info, pretrained_choice) -> str:
     from reid_eval.models import imagenet_weights_path
+
     spec = MODEL_SPECS[info.name]
     if info.imagenet_weights:
-        return f'ImageNet weights loaded from {info.weights_file} ({info.loaded_tensors} tensors)'
+        return f"ImageNet weights loaded from {info.weights_file} ({info.loaded_tensors} tensors)"
     if spec.imagenet_file is None:
-        return f'from scratch ({info.name} has no ImageNet weights; Open-ReID trains it from scratch)'
+        return f"from scratch ({info.name} has no ImageNet weights; Open-ReID trains it from scratch)"
     if pretrained_choice is False:
-        return 'from scratch (ImageNet weights not used: --pretrained off or the recipe)'
-    return (f'from scratch: ImageNet weights not found at {imagenet_weights_path(spec.imagenet_file)} '
-            '(nothing is downloaded; place the file there to use them)')
+        return "from scratch (ImageNet weights not used: --pretrained off or the recipe)"
+    return (
+        f"from scratch: ImageNet weights not found at {imagenet_weights_path(spec.imagenet_file)} "
+        "(nothing is downloaded; place the file there to use them)"
+    )
 
 
 def _versions() -> dict:
     import torchvision
+
     torchreid = compat.import_torchreid()
-    return {'python': platform.python_version(), 'torch': torch.__version__, 'torchvision': torchvision.__version__,
-            'torchreid': getattr(torchreid, '__version__', 'unknown'), 'numpy': np.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "torchreid": getattr(torchreid, "__version__", "unknown"),
+        "numpy": np.__version__,
+    }
 
 
 def _registrations() -> None:
     from reid_eval import openreid_resnet
     from reid_eval.models import register_models
+
     compat.apply_torchreid_patches()
     register_models()
     openreid_resnet.register()
@@ -278,13 +321,20 @@ class _Plan:
 
     @property
     def precision_name(self) -> str:
-        return {None: 'fp32', torch.bfloat16: 'bf16'}[self.autocast_dtype]
+        return {None: "fp32", torch.bfloat16: "bf16"}[self.autocast_dtype]
 
     def run_key(self, splits: ReidSplits) -> dict:
         """What makes two runs the same run (a finished or resumable output must match it)."""
-        key = {'data_fingerprint': splits.fingerprint, 'model': self.opts.model, 'recipe': self.recipe.to_json(),
-               'epochs': self.epochs, 'batch_size': self.batch_size, 'seed': self.opts.seed,
-               'precision': self.precision_name, 'pretrained': self.opts.pretrained}
+        key = {
+            "data_fingerprint": splits.fingerprint,
+            "model": self.opts.model,
+            "recipe": self.recipe.to_json(),
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "seed": self.opts.seed,
+            "precision": self.precision_name,
+            "pretrained": self.opts.pretrained,
+        }
         return json.loads(json.dumps(key))  # JSON types (lists, not tuples): compares equal after reading back
 
 
@@ -293,22 +343,27 @@ def _plan(opts: TrainOptions, splits: ReidSplits) -> _Plan:
     if opts.precision is not None:
         recipe = replace(recipe, precision=opts.precision)
     model_recipe = recipe.model(opts.model)
-    if opts.pretrained == 'require' and MODEL_SPECS[model_recipe.architecture].imagenet_file is None:
-        raise UsageError(f'--pretrained require: {opts.model} ({model_recipe.architecture}) has no ImageNet weights; '
-                         'Open-ReID trains it from scratch (use --pretrained auto)')
+    if opts.pretrained == "require" and MODEL_SPECS[model_recipe.architecture].imagenet_file is None:
+        raise UsageError(
+            f"--pretrained require: {opts.model} ({model_recipe.architecture}) has no ImageNet weights; "
+            "Open-ReID trains it from scratch (use --pretrained auto)"
+        )
     epochs = opts.epochs or model_recipe.epochs
     if opts.epochs is not None and opts.epochs != model_recipe.epochs:
         # keep the recipe's step at the same fraction of training
         step = max(1, round(model_recipe.step_epochs * opts.epochs / model_recipe.epochs))
-        recipe = replace(recipe, models={**recipe.models, opts.model: replace(model_recipe, epochs=opts.epochs,
-                                                                                step_epochs=step)})
+        recipe = replace(
+            recipe, models={**recipe.models, opts.model: replace(model_recipe, epochs=opts.epochs, step_epochs=step)}
+        )
     num_train = len(splits.train_items)
     if num_train < 2:
-        raise DatasetError(f'{splits.train_root}: {num_train} training image; training needs at least 2 '
-                           '(BatchNorm needs two samples per batch)')
+        raise DatasetError(
+            f"{splits.train_root}: {num_train} training image; training needs at least 2 "
+            "(BatchNorm needs two samples per batch)"
+        )
     batch_size = opts.batch_size or recipe.batch_size
     if batch_size > num_train:
-        print(f'[reid] note: batch size {batch_size} > {num_train} training images: using batch {num_train}')
+        print(f"[reid] note: batch size {batch_size} > {num_train} training images: using batch {num_train}")
         batch_size = num_train
     recipe = replace(recipe, batch_size=batch_size)
     device = _resolve_device(opts.device)
@@ -316,8 +371,7 @@ def _plan(opts: TrainOptions, splits: ReidSplits) -> _Plan:
         dtype = resolve_precision(recipe.precision, device)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    workers = opts.workers if opts.workers is not None else (0 if device.type == 'cpu' else
-                                                             min(8, os.cpu_count() or 1))
+    workers = opts.workers if opts.workers is not None else (0 if device.type == "cpu" else min(8, os.cpu_count() or 1))
     return _Plan(opts, recipe, epochs, batch_size, device, dtype, workers, Path(opts.out or default_out(opts)))
 
 
@@ -328,15 +382,16 @@ def _existing(out: Path, key: dict, overwrite: bool) -> tuple[dict | None, dict 
         return None, None
     if metrics_path.exists():
         metrics = json.loads(metrics_path.read_text())
-        previous = metrics.get('run_key')
+        previous = metrics.get("run_key")
     else:
         metrics = None
-        previous = compat.load_checkpoint(ckpt_path).get('run_key')
+        previous = compat.load_checkpoint(ckpt_path).get("run_key")
     if previous != key:
         if not overwrite:
             diff = sorted(k for k in set(key) | set(previous or {}) if (previous or {}).get(k) != key.get(k))
-            raise UsageError(f'--out {out}: holds another run (differs in {", ".join(diff)}); '
-                             'use another --out or pass --overwrite')
+            raise UsageError(
+                f"--out {out}: holds another run (differs in {', '.join(diff)}); use another --out or pass --overwrite"
+            )
         for name in (METRICS_FILE, CHECKPOINT_FILE, LOG_FILE):
             (out / name).unlink(missing_ok=True)
         return None, None
@@ -347,9 +402,18 @@ def _existing(out: Path, key: dict, overwrite: bool) -> tuple[dict | None, dict 
 
 def _build_datamanager(torchreid, name: str, plan: _Plan, height: int, width: int):
     dm = torchreid.reid.data.ImageDataManager(
-        root='', sources=name, targets=name, height=height, width=width, transforms=None,
-        use_gpu=plan.device.type == 'cuda', batch_size_train=plan.batch_size,
-        batch_size_test=plan.recipe.batch_size_test, workers=plan.workers, train_sampler='RandomSampler')
+        root="",
+        sources=name,
+        targets=name,
+        height=height,
+        width=width,
+        transforms=None,
+        use_gpu=plan.device.type == "cuda",
+        batch_size_train=plan.batch_size,
+        batch_size_test=plan.recipe.batch_size_test,
+        workers=plan.workers,
+        train_sampler="RandomSampler",
+    )
     # the recipe's transforms replace torchreid's string-built ones (Open-ReID's crop is not among them)
     train_tf, test_tf = build_transforms(plan.recipe, height, width)
     dm.transform_tr, dm.transform_te = train_tf, test_tf
@@ -362,11 +426,13 @@ def _build_datamanager(torchreid, name: str, plan: _Plan, height: int, width: in
 
 def _build_model(plan: _Plan, num_classes: int):
     from reid_eval.models import build_reid_model
+
     model_recipe = plan.recipe.model(plan.opts.model)
-    pretrained = {'auto': model_recipe.pretrained, 'off': False, 'require': True}[plan.opts.pretrained]
-    model, info = build_reid_model(model_recipe.architecture, num_classes, pretrained=pretrained, loss='softmax',
-                                   **model_recipe.model_kwargs)
-    if info.imagenet_weights and hasattr(model, 'pretrained_head_init'):
+    pretrained = {"auto": model_recipe.pretrained, "off": False, "require": True}[plan.opts.pretrained]
+    model, info = build_reid_model(
+        model_recipe.architecture, num_classes, pretrained=pretrained, loss="softmax", **model_recipe.model_kwargs
+    )
+    if info.imagenet_weights and hasattr(model, "pretrained_head_init"):
         model.pretrained_head_init()
     model = model.to(plan.device)
     if plan.recipe.channels_last:
@@ -378,10 +444,19 @@ def _build_optimizer(torchreid, plan: _Plan, model, imagenet: bool):
     r, m = plan.recipe, plan.recipe.model(plan.opts.model)
     staged = imagenet and m.base_lr_mult != 1.0 and bool(m.new_layers)
     optimizer = torchreid.reid.optim.build_optimizer(
-        model, optim=r.optim, lr=m.lr, weight_decay=r.weight_decay, momentum=r.momentum, sgd_nesterov=r.nesterov,
-        adam_beta1=r.adam_betas[0], adam_beta2=r.adam_betas[1], staged_lr=staged, new_layers=list(m.new_layers),
-        base_lr_mult=m.base_lr_mult)
-    scheduler = compat.build_scheduler(optimizer, 'single_step', stepsize=m.step_epochs, gamma=r.gamma)
+        model,
+        optim=r.optim,
+        lr=m.lr,
+        weight_decay=r.weight_decay,
+        momentum=r.momentum,
+        sgd_nesterov=r.nesterov,
+        adam_beta1=r.adam_betas[0],
+        adam_beta2=r.adam_betas[1],
+        staged_lr=staged,
+        new_layers=list(m.new_layers),
+        base_lr_mult=m.base_lr_mult,
+    )
+    scheduler = compat.build_scheduler(optimizer, "single_step", stepsize=m.step_epochs, gamma=r.gamma)
     return optimizer, scheduler, staged
 
 
@@ -396,8 +471,10 @@ def run_training(opts: TrainOptions) -> dict:
     plan.out.mkdir(parents=True, exist_ok=True)
     done, resume = _existing(plan.out, key, opts.overwrite)
     if done is not None:
-        print(f'[reid] {plan.out / METRICS_FILE}: already finished (Rank-1 {100 * done["rank1"]:.1f}%); '
-              'delete the folder to retrain')
+        print(
+            f"[reid] {plan.out / METRICS_FILE}: already finished (Rank-1 {100 * done['rank1']:.1f}%); "
+            "delete the folder to retrain"
+        )
         return done
     with _logging_to(plan.out / LOG_FILE):
         return _train(plan, splits, key, resume)
@@ -406,38 +483,54 @@ def run_training(opts: TrainOptions) -> dict:
 def _train(plan: _Plan, splits: ReidSplits, key: dict, resume: dict | None) -> dict:
     t_start = time.perf_counter()
     torchreid = _torchreid
-    if plan.opts.threads is not None and plan.device.type == 'cpu':
+    if plan.opts.threads is not None and plan.device.type == "cpu":
         torch.set_num_threads(plan.opts.threads)
-    if plan.device.type == 'cuda':
+    if plan.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     _seed_everything(plan.opts.seed)
     name, _ = register_market_dir(splits.train_root, splits.test_root, splits=splits)
     model_recipe = plan.recipe.model(plan.opts.model)
     height, width = model_recipe.input_size
     summary = splits.summary()
-    print(f'[reid] {plan.opts.model} ({model_recipe.architecture}, {height}x{width}) recipe {plan.recipe.name}: '
-          f'{summary["train"]["images"]} training images ({splits.generated_train_images} generated), '
-          f'{splits.num_train_pids} identities; query {summary["query"]["images"]}, '
-          f'gallery {summary["gallery"]["images"]}; {plan.epochs} epochs, batch {plan.batch_size}, '
-          f'{plan.device.type} {plan.precision_name}, seed {plan.opts.seed}')
+    print(
+        f"[reid] {plan.opts.model} ({model_recipe.architecture}, {height}x{width}) recipe {plan.recipe.name}: "
+        f"{summary['train']['images']} training images ({splits.generated_train_images} generated), "
+        f"{splits.num_train_pids} identities; query {summary['query']['images']}, "
+        f"gallery {summary['gallery']['images']}; {plan.epochs} epochs, batch {plan.batch_size}, "
+        f"{plan.device.type} {plan.precision_name}, seed {plan.opts.seed}"
+    )
     dm = _build_datamanager(torchreid, name, plan, height, width)
     model, info, pretrained_choice = _build_model(plan, splits.num_train_pids)
     note = _pretrained_note(info, pretrained_choice)
-    print(f'[reid] model: {info.num_params:,} parameters; {note}')
+    print(f"[reid] model: {info.num_params:,} parameters; {note}")
     optimizer, scheduler, staged = _build_optimizer(torchreid, plan, model, info.imagenet_weights)
-    engine = ReidSoftmaxEngine(dm, model, optimizer, scheduler, plan.device, plan.autocast_dtype,
-                               plan.recipe.channels_last, plan.recipe.label_smooth)
+    engine = ReidSoftmaxEngine(
+        dm,
+        model,
+        optimizer,
+        scheduler,
+        plan.device,
+        plan.autocast_dtype,
+        plan.recipe.channels_last,
+        plan.recipe.label_smooth,
+    )
     start_epoch, history = 0, []
     if resume is not None:
-        model.load_state_dict(resume['state_dict'])
-        optimizer.load_state_dict(resume['optimizer'])
-        scheduler.load_state_dict(resume['scheduler'])
-        _set_rng_state(resume['rng'])
-        start_epoch, history = int(resume['epoch']), list(resume['meta']['history'])
-        print(f'[reid] resuming {plan.out / CHECKPOINT_FILE} after epoch {start_epoch}/{plan.epochs}')
-    meta = {'model': plan.opts.model, 'architecture': info.name, 'num_classes': splits.num_train_pids,
-            'input_size': [height, width], 'model_kwargs': model_recipe.model_kwargs,
-            'pid_to_label': {str(k): v for k, v in splits.pid_to_label.items()}, 'history': history}
+        model.load_state_dict(resume["state_dict"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        _set_rng_state(resume["rng"])
+        start_epoch, history = int(resume["epoch"]), list(resume["meta"]["history"])
+        print(f"[reid] resuming {plan.out / CHECKPOINT_FILE} after epoch {start_epoch}/{plan.epochs}")
+    meta = {
+        "model": plan.opts.model,
+        "architecture": info.name,
+        "num_classes": splits.num_train_pids,
+        "input_size": [height, width],
+        "model_kwargs": model_recipe.model_kwargs,
+        "pid_to_label": {str(k): v for k, v in splits.pid_to_label.items()},
+        "history": history,
+    }
     batches = len(dm.train_loader)
     print_freq = plan.opts.print_freq or max(1, batches // 4)
     engine.max_epoch = plan.epochs
@@ -448,99 +541,198 @@ def _train(plan: _Plan, splits: ReidSplits, key: dict, resume: dict | None) -> d
         engine.train(print_freq=print_freq)  # torchreid: one epoch, progress lines, then scheduler.step()
         stats = engine.epoch_stats()
         seconds = time.perf_counter() - t0
-        history.append({'epoch': epoch + 1, 'seconds': round(seconds, 3), 'loss': stats['loss'],
-                        'acc': stats['acc'], 'lr': optimizer.param_groups[-1]['lr']})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "seconds": round(seconds, 3),
+                "loss": stats["loss"],
+                "acc": stats["acc"],
+                "lr": optimizer.param_groups[-1]["lr"],
+            }
+        )
         remaining = seconds * (plan.epochs - epoch - 1)
-        print(f'[reid] epoch {epoch + 1}/{plan.epochs}: loss {stats["loss"]:.4f}, train acc {stats["acc"]:.1f}%, '
-              f'{seconds:.1f} s ({stats["batches"] * plan.batch_size / max(seconds, 1e-9):.1f} img/s), '
-              f'ETA {remaining / 60:.1f} min')
-        _save_checkpoint(plan.out / CHECKPOINT_FILE, {
-            'state_dict': model.state_dict(), 'epoch': epoch + 1, 'rank1': None, 'optimizer': optimizer.state_dict(),
-            'scheduler': scheduler.state_dict(), 'rng': _rng_state(), 'meta': meta, 'run_key': key})
+        print(
+            f"[reid] epoch {epoch + 1}/{plan.epochs}: loss {stats['loss']:.4f}, train acc {stats['acc']:.1f}%, "
+            f"{seconds:.1f} s ({stats['batches'] * plan.batch_size / max(seconds, 1e-9):.1f} img/s), "
+            f"ETA {remaining / 60:.1f} min"
+        )
+        _save_checkpoint(
+            plan.out / CHECKPOINT_FILE,
+            {
+                "state_dict": model.state_dict(),
+                "epoch": epoch + 1,
+                "rank1": None,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(),
+                "meta": meta,
+                "run_key": key,
+            },
+        )
     train_seconds = time.perf_counter() - t_train
 
     t_eval = time.perf_counter()
-    result = compat.evaluate_engine(engine, dist_metric=plan.recipe.dist_metric,
-                                    normalize_feature=plan.recipe.normalize_feature,
-                                    max_rank=min(50, len(splits.gallery_items)))[name]
+    result = compat.evaluate_engine(
+        engine,
+        dist_metric=plan.recipe.dist_metric,
+        normalize_feature=plan.recipe.normalize_feature,
+        max_rank=min(50, len(splits.gallery_items)),
+    )[name]
     eval_seconds = time.perf_counter() - t_eval
-    _save_checkpoint(plan.out / CHECKPOINT_FILE, {
-        'state_dict': model.state_dict(), 'epoch': plan.epochs, 'rank1': float(result['rank1']),
-        'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(), 'rng': _rng_state(),
-        'meta': meta, 'run_key': key})
+    _save_checkpoint(
+        plan.out / CHECKPOINT_FILE,
+        {
+            "state_dict": model.state_dict(),
+            "epoch": plan.epochs,
+            "rank1": float(result["rank1"]),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": _rng_state(),
+            "meta": meta,
+            "run_key": key,
+        },
+    )
 
     epochs_run = plan.epochs - start_epoch
     images = len(dm.train_loader) * plan.batch_size * epochs_run
-    metrics = {k: result[k] for k in ('rank1', 'rank5', 'rank10', 'mAP', 'mAP_openreid', 'cuhk03_rank1',
-                                      'cuhk03_rank5', 'cuhk03_rank10', 'allshots_rank1', 'allshots_rank5',
-                                      'allshots_rank10')}
-    metrics.update({
-        'units': 'fractions in [0, 1]',
-        'cmc': result['cmc'][:CMC_KEEP], 'cmc_cuhk03': result['cmc_cuhk03'][:CMC_KEEP],
-        'num_queries': result['num_queries'], 'num_valid_queries': result['num_valid_queries'],
-        'num_skipped_queries': result['num_skipped_queries'],
-        'model': {'name': plan.opts.model, 'architecture': info.name, 'num_params': info.num_params,
-                  'input_size': [height, width], 'imagenet_weights': info.imagenet_weights,
-                  'weights_file': info.weights_file, 'pretrained_note': note, 'staged_lr': staged,
-                  **model_recipe.model_kwargs},
-        'recipe': plan.recipe.to_json(),
-        'training': {'epochs': plan.epochs, 'resumed_from_epoch': start_epoch, 'batch_size': plan.batch_size,
-                     'iterations_per_epoch': batches, 'train_images': len(splits.train_items),
-                     'train_ids': splits.num_train_pids, 'generated_images': splits.generated_train_images,
-                     'seconds': round(train_seconds, 2),
-                     'seconds_per_epoch': round(train_seconds / max(1, epochs_run), 2),
-                     'images_per_second': round(images / max(train_seconds, 1e-9), 2),
-                     'final_loss': history[-1]['loss'] if history else None,
-                     'final_train_acc': history[-1]['acc'] if history else None, 'history': history},
-        'evaluation': {'seconds': round(eval_seconds, 2), 'dist_metric': plan.recipe.dist_metric,
-                       'feature': model_recipe.model_kwargs.get('eval_output', 'model eval output'),
-                       'normalize_feature': plan.recipe.normalize_feature},
-        'data': splits.summary(),
-        'device': str(plan.device), 'precision': plan.precision_name, 'channels_last': plan.recipe.channels_last,
-        'torch_threads': torch.get_num_threads(), 'workers': plan.workers, 'seed': plan.opts.seed,
-        'seconds_total': round(time.perf_counter() - t_start, 2),
-        'versions': _versions(), 'command': ' '.join(sys.argv), 'run_key': key,
-        'paths': {'out': str(plan.out), 'checkpoint': str(plan.out / CHECKPOINT_FILE),
-                  'log': str(plan.out / LOG_FILE)},
-        'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S'),
-    })
+    metrics = {
+        k: result[k]
+        for k in (
+            "rank1",
+            "rank5",
+            "rank10",
+            "mAP",
+            "mAP_openreid",
+            "cuhk03_rank1",
+            "cuhk03_rank5",
+            "cuhk03_rank10",
+            "allshots_rank1",
+            "allshots_rank5",
+            "allshots_rank10",
+        )
+    }
+    metrics.update(
+        {
+            "units": "fractions in [0, 1]",
+            "cmc": result["cmc"][:CMC_KEEP],
+            "cmc_cuhk03": result["cmc_cuhk03"][:CMC_KEEP],
+            "num_queries": result["num_queries"],
+            "num_valid_queries": result["num_valid_queries"],
+            "num_skipped_queries": result["num_skipped_queries"],
+            "model": {
+                "name": plan.opts.model,
+                "architecture": info.name,
+                "num_params": info.num_params,
+                "input_size": [height, width],
+                "imagenet_weights": info.imagenet_weights,
+                "weights_file": info.weights_file,
+                "pretrained_note": note,
+                "staged_lr": staged,
+                **model_recipe.model_kwargs,
+            },
+            "recipe": plan.recipe.to_json(),
+            "training": {
+                "epochs": plan.epochs,
+                "resumed_from_epoch": start_epoch,
+                "batch_size": plan.batch_size,
+                "iterations_per_epoch": batches,
+                "train_images": len(splits.train_items),
+                "train_ids": splits.num_train_pids,
+                "generated_images": splits.generated_train_images,
+                "seconds": round(train_seconds, 2),
+                "seconds_per_epoch": round(train_seconds / max(1, epochs_run), 2),
+                "images_per_second": round(images / max(train_seconds, 1e-9), 2),
+                "final_loss": history[-1]["loss"] if history else None,
+                "final_train_acc": history[-1]["acc"] if history else None,
+                "history": history,
+            },
+            "evaluation": {
+                "seconds": round(eval_seconds, 2),
+                "dist_metric": plan.recipe.dist_metric,
+                "feature": model_recipe.model_kwargs.get("eval_output", "model eval output"),
+                "normalize_feature": plan.recipe.normalize_feature,
+            },
+            "data": splits.summary(),
+            "device": str(plan.device),
+            "precision": plan.precision_name,
+            "channels_last": plan.recipe.channels_last,
+            "torch_threads": torch.get_num_threads(),
+            "workers": plan.workers,
+            "seed": plan.opts.seed,
+            "seconds_total": round(time.perf_counter() - t_start, 2),
+            "versions": _versions(),
+            "command": " ".join(sys.argv),
+            "run_key": key,
+            "paths": {
+                "out": str(plan.out),
+                "checkpoint": str(plan.out / CHECKPOINT_FILE),
+                "log": str(plan.out / LOG_FILE),
+            },
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+    )
     _write_json(plan.out / METRICS_FILE, metrics)
-    print(f'[reid] Rank-1 {100 * metrics["rank1"]:.1f}%  Rank-5 {100 * metrics["rank5"]:.1f}%  '
-          f'Rank-10 {100 * metrics["rank10"]:.1f}%  mAP {100 * metrics["mAP"]:.1f}%  '
-          f'(cuhk03-style Rank-1 {100 * metrics["cuhk03_rank1"]:.1f}%); train {train_seconds:.0f} s, '
-          f'eval {eval_seconds:.1f} s -> {plan.out / METRICS_FILE}')
+    print(
+        f"[reid] Rank-1 {100 * metrics['rank1']:.1f}%  Rank-5 {100 * metrics['rank5']:.1f}%  "
+        f"Rank-10 {100 * metrics['rank10']:.1f}%  mAP {100 * metrics['mAP']:.1f}%  "
+        f"(cuhk03-style Rank-1 {100 * metrics['cuhk03_rank1']:.1f}%); train {train_seconds:.0f} s, "
+        f"eval {eval_seconds:.1f} s -> {plan.out / METRICS_FILE}"
+    )
     return metrics
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='python -m reid_eval.train', description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--data', type=Path, required=True, help='Market-1501-layout folder (its training split is used)')
-    p.add_argument('--model', choices=MODEL_NAMES, default='inception')
-    p.add_argument('--recipe', choices=sorted(RECIPES), default='openreid')
-    p.add_argument('--out', type=Path, help=f'output folder (default {DEFAULT_RUNS}/<data>/<model>-<recipe>-s<seed>)')
-    p.add_argument('--test-data', type=Path, help='root of the real test split (default: --data)')
-    p.add_argument('--epochs', type=int, help="epochs (default: the recipe's; the lr step scales with it)")
-    p.add_argument('--batch-size', type=int, help="training batch (default: the recipe's)")
-    p.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto')
-    p.add_argument('--precision', choices=['auto', 'fp32', 'bf16'],
-                   help='autocast (default: the recipe\'s, auto = bf16 where native)')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--workers', type=int, help='DataLoader workers (default 0 on CPU, min(8, cores) on CUDA)')
-    p.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s)')
-    p.add_argument('--pretrained', choices=['auto', 'off', 'require'], default='auto',
-                   help='ImageNet weights for ResNet-50 from the torch cache: auto (if present), off, require')
-    p.add_argument('--print-freq', type=int, help='batches between progress lines (default: 4 per epoch)')
-    p.add_argument('--overwrite', action='store_true', help='replace another run in --out')
+    p = argparse.ArgumentParser(
+        prog="python -m reid_eval.train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", type=Path, required=True, help="Market-1501-layout folder (its training split is used)")
+    p.add_argument("--model", choices=MODEL_NAMES, default="inception")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="openreid")
+    p.add_argument("--out", type=Path, help=f"output folder (default {DEFAULT_RUNS}/<data>/<model>-<recipe>-s<seed>)")
+    p.add_argument("--test-data", type=Path, help="root of the real test split (default: --data)")
+    p.add_argument("--epochs", type=int, help="epochs (default: the recipe's; the lr step scales with it)")
+    p.add_argument("--batch-size", type=int, help="training batch (default: the recipe's)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        help="autocast (default: the recipe's, auto = bf16 where native)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, help="DataLoader workers (default 0 on CPU, min(8, cores) on CUDA)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument(
+        "--pretrained",
+        choices=["auto", "off", "require"],
+        default="auto",
+        help="ImageNet weights for ResNet-50 from the torch cache: auto (if present), off, require",
+    )
+    p.add_argument("--print-freq", type=int, help="batches between progress lines (default: 4 per epoch)")
+    p.add_argument("--overwrite", action="store_true", help="replace another run in --out")
     return p
 
 
 def options_from_args(a: argparse.Namespace) -> TrainOptions:
-    return TrainOptions(data=a.data, model=a.model, recipe=a.recipe, out=a.out, test_data=a.test_data,
-                        epochs=a.epochs, batch_size=a.batch_size, device=a.device, precision=a.precision,
-                        seed=a.seed, workers=a.workers, pretrained=a.pretrained, print_freq=a.print_freq,
-                        overwrite=a.overwrite, threads=a.threads)
+    return TrainOptions(
+        data=a.data,
+        model=a.model,
+        recipe=a.recipe,
+        out=a.out,
+        test_data=a.test_data,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        device=a.device,
+        precision=a.precision,
+        seed=a.seed,
+        workers=a.workers,
+        pretrained=a.pretrained,
+        print_freq=a.print_freq,
+        overwrite=a.overwrite,
+        threads=a.threads,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -548,8 +740,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     try:
         return run_training(options_from_args(args))
     except (UsageError, DatasetError, MissingPretrainedWeightsError) as e:
-        raise SystemExit(f'error: {e}') from None
+        raise SystemExit(f"error: {e}") from None
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

@@ -37,7 +37,14 @@ def local_ray():
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     root = str(Path(__file__).resolve().parent.parent)
-    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
-             object_store_memory=256 * 2**20, runtime_env={"env_vars": {"PYTHONPATH": root}})
+    ray.init(
+        address="local",
+        num_cpus=2,
+        num_gpus=0,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=256 * 2**20,
+        runtime_env={"env_vars": {"PYTHONPATH": root}},
+    )
     yield ray
     ray.shutdown()

@@ -36,8 +36,20 @@ def test_actor_resources_never_ask_for_absent_gpus():
 
 
 def test_ray_equals_local_and_survives_a_killed_actor(local_ray, tiny_market, tiny_checkpoint, tmp_path, monkeypatch):
-    common = ["--method", "patn", "--data", str(tiny_market), "--checkpoint", str(tiny_checkpoint),
-              "--portion", "0.3", "--seed", "2", "--batch-size", "4"]
+    common = [
+        "--method",
+        "patn",
+        "--data",
+        str(tiny_market),
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--portion",
+        "0.3",
+        "--seed",
+        "2",
+        "--batch-size",
+        "4",
+    ]
     run([*common, "--executor", "local", "--out", str(tmp_path / "local")])
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     marker = tmp_path / "killed-once"

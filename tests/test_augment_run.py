@@ -31,8 +31,21 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 
 def augment_args(data, ckpt, out, *extra):
-    return ["--method", "patn", "--data", str(data), "--checkpoint", str(ckpt), "--out", str(out),
-            "--executor", "local", "--batch-size", "4", *extra]
+    return [
+        "--method",
+        "patn",
+        "--data",
+        str(data),
+        "--checkpoint",
+        str(ckpt),
+        "--out",
+        str(out),
+        "--executor",
+        "local",
+        "--batch-size",
+        "4",
+        *extra,
+    ]
 
 
 def file_hashes(train_dir: Path) -> dict:
@@ -83,7 +96,8 @@ def test_rerun_is_idempotent(reference_run, tiny_market, tiny_checkpoint):
     manifest_before = pd.read_parquet(out / "manifest.parquet")
     summary = run(augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.3", "--seed", "1"))
     assert summary["generated_this_run"] == 0 and summary["already_done"] == len(
-        manifest_before[manifest_before.kind == "generated"])
+        manifest_before[manifest_before.kind == "generated"]
+    )
     assert file_hashes(out / "bounding_box_train") == before
     after = pd.read_parquet(out / "manifest.parquet")
     assert len(after) == len(manifest_before)
@@ -106,8 +120,12 @@ def test_deleted_or_corrupted_image_is_redone(reference_run, tiny_market, tiny_c
 def test_crash_and_resume_gives_the_same_images(reference_run, tiny_market, tiny_checkpoint, tmp_path, crash_after):
     ref_out, _ = reference_run
     out = tmp_path / "crashed"
-    cmd = [sys.executable, "-m", "augment.run", *augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.3",
-                                                              "--seed", "1")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "augment.run",
+        *augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.3", "--seed", "1"),
+    ]
     env = {**os.environ, CRASH_ENV: str(crash_after)}
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 137, proc.stderr[-2000:]
@@ -122,8 +140,19 @@ def test_crash_and_resume_gives_the_same_images(reference_run, tiny_market, tiny
 
 
 def test_no_generate_and_kept_poses(tiny_market, tmp_path):
-    summary = run(["--data", str(tiny_market), "--out", str(tmp_path / "none"), "--portion", "0.5",
-                   "--no-generate", "--executor", "local"])
+    summary = run(
+        [
+            "--data",
+            str(tiny_market),
+            "--out",
+            str(tmp_path / "none"),
+            "--portion",
+            "0.5",
+            "--no-generate",
+            "--executor",
+            "local",
+        ]
+    )
     m = pd.read_parquet(tmp_path / "none" / "manifest.parquet")
     assert (m.kind == "real").all() and summary["checkpoint"] is None
     assert len(read_market(tmp_path / "none").train) == len(m) < len(read_market(tiny_market).train)
@@ -135,13 +164,16 @@ def test_plan_only_needs_no_checkpoint(tiny_market, tmp_path):
     assert plan.summary["generated_rows"] > 0 and not (tmp_path / "p" / "bounding_box_train").exists()
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["--portion", "0"], "--portion"),
-    (["--portion", "0.5", "--ratio", "2"], "not allowed with"),
-    (["--ratio", "1"], "--ratio"),
-    (["--ratio", "2", "--target-poses", "kept"], "--target-poses"),
-    (["--portion", "0.5", "--batch-size", "0"], "--batch-size"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["--portion", "0"], "--portion"),
+        (["--portion", "0.5", "--ratio", "2"], "not allowed with"),
+        (["--ratio", "1"], "--ratio"),
+        (["--ratio", "2", "--target-poses", "kept"], "--target-poses"),
+        (["--portion", "0.5", "--batch-size", "0"], "--batch-size"),
+    ],
+)
 def test_bad_flags(tiny_market, tmp_path, args, msg, capsys):
     with pytest.raises(SystemExit) as e:
         run(["--data", str(tiny_market), "--out", str(tmp_path / "x"), *args])
@@ -150,11 +182,22 @@ def test_bad_flags(tiny_market, tmp_path, args, msg, capsys):
 
 def test_bad_paths_named(tiny_market, tiny_checkpoint, tmp_path):
     with pytest.raises(SystemExit, match="--checkpoint .*nope.pt"):
-        run(["--data", str(tiny_market), "--checkpoint", str(tmp_path / "nope.pt"), "--portion", "0.5",
-             "--out", str(tmp_path / "o")])
+        run(
+            [
+                "--data",
+                str(tiny_market),
+                "--checkpoint",
+                str(tmp_path / "nope.pt"),
+                "--portion",
+                "0.5",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
     with pytest.raises(SystemExit, match="--checkpoint is required"):
         run(["--data", str(tiny_market), "--portion", "0.5", "--out", str(tmp_path / "o")])
     from augment.market import DatasetError
+
     with pytest.raises(DatasetError, match="does not exist"):
         run(["--data", str(tmp_path / "missing"), "--portion", "0.5", "--no-generate"])
 
@@ -162,6 +205,7 @@ def test_bad_paths_named(tiny_market, tiny_checkpoint, tmp_path):
 def test_other_plan_in_same_folder_refused(reference_run, tiny_market, tiny_checkpoint):
     out, _ = reference_run
     from augment.market import DatasetError
+
     with pytest.raises(DatasetError, match="another plan_hash"):
         run(augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.5", "--seed", "1"))
 
@@ -177,8 +221,18 @@ def test_unknown_method_and_other_method_checkpoint(tiny_market, tmp_path):
         run(["--data", str(tiny_market), "--checkpoint", str(other), "--portion", "0.5", "--out", str(tmp_path / "o")])
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match="junk.pt: truncated or corrupt"):
-        run(["--data", str(tiny_market), "--checkpoint", str(tmp_path / "junk.pt"), "--portion", "0.5",
-             "--out", str(tmp_path / "o")])
+        run(
+            [
+                "--data",
+                str(tiny_market),
+                "--checkpoint",
+                str(tmp_path / "junk.pt"),
+                "--portion",
+                "0.5",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
     assert not (tmp_path / "o").exists()  # refused before any work
 
 
@@ -202,8 +256,15 @@ def test_steady_state_window_runs_from_first_generation_to_last_write():
 
     rows = []
     for b in range(4):  # the generator finishes a batch of 8 every 2 s; all writes land at t=10
-        rows += [{"output_name": f"{b}_{i}.jpg", "batch_id": f"b{b}", "generated_at": 2.0 * (b + 1),
-                  "finished_at": 10.0 + 0.01 * b} for i in range(8)]
+        rows += [
+            {
+                "output_name": f"{b}_{i}.jpg",
+                "batch_id": f"b{b}",
+                "generated_at": 2.0 * (b + 1),
+                "finished_at": 10.0 + 0.01 * b,
+            }
+            for i in range(8)
+        ]
     seconds, images = steady_state(pd.DataFrame(rows))
     assert images == 24  # the first batch's images were made before the window opened
     assert seconds == pytest.approx(10.03 - 2.0)

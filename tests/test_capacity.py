@@ -3,7 +3,12 @@
 import pytest
 
 from cluster.capacity import (
-    MARKET_TRAIN_IMAGES, GpuModel, estimate, generated_images, markdown, reid_cells,
+    MARKET_TRAIN_IMAGES,
+    GpuModel,
+    estimate,
+    generated_images,
+    markdown,
+    reid_cells,
 )
 
 
@@ -22,9 +27,11 @@ def test_market_workloads():
 def test_estimate_is_bound_by_io_when_the_gpu_outruns_the_node_cpus():
     gpu = GpuModel(peak_tflops=100.0, efficiency=0.5, node_cpus=4)
     assert gpu.seconds(50.0) == pytest.approx(50e9 / 50e12)  # 1 ms
-    methods = {"slow": {"gflops_per_image": 50.0, "seconds_per_image": 0.2},
-               "fast": {"gflops_per_image": 1.0, "seconds_per_image": 0.01},
-               "broken": {"error": "no market preset"}}
+    methods = {
+        "slow": {"gflops_per_image": 50.0, "seconds_per_image": 0.2},
+        "fast": {"gflops_per_image": 1.0, "seconds_per_image": 0.01},
+        "broken": {"error": "no market preset"},
+    }
     reid = {"inception": {"forward_gflops_per_image": 2.0, "epochs": 10}}
     service = {"io_seconds_per_image": 0.002}  # 0.5 ms per image on a 4-core node
     r = estimate(service, methods, reid, gpu)
@@ -40,9 +47,16 @@ def test_estimate_is_bound_by_io_when_the_gpu_outruns_the_node_cpus():
     assert t["sweep_cells"] == len(reid_cells(2))
     assert t["sweep_gpu_hours_estimated"] == pytest.approx(round(sum(reid_cells(2)) * per_image / 3600, 2))
     reid_models = {"inception": {**reid["inception"], "input_size": [144, 56]}}
-    report = {"machine": "test", "load_average_start": None, "load_average_end": None, "service": None,
-              "methods": methods, "reid_models": reid_models, "estimates": r,
-              "gpu_model": {"peak_tflops": 100.0, "efficiency": 0.5, "node_cpus": 4, "gpus": 8}}
+    report = {
+        "machine": "test",
+        "load_average_start": None,
+        "load_average_end": None,
+        "service": None,
+        "methods": methods,
+        "reid_models": reid_models,
+        "estimates": r,
+        "gpu_model": {"peak_tflops": 100.0, "efficiency": 0.5, "node_cpus": 4, "gpus": 8},
+    }
     text = markdown(report)
     assert "| slow | 50.00 | 0.202 |" in text and "(I/O-bound) |" in text
     assert "| broken | failed: no market preset |" in text

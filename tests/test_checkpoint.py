@@ -11,7 +11,13 @@ import torch
 
 from generators.base import build
 from generators.checkpoint import (
-    FORMAT, CheckpointError, code_version, load, read_checkpoint, save, weights_hash,
+    FORMAT,
+    CheckpointError,
+    code_version,
+    load,
+    read_checkpoint,
+    save,
+    weights_hash,
 )
 
 TINY = dict(ngf=4, n_blocks=1, ndf=4, d_blocks=1, pool_size=3)
@@ -30,8 +36,9 @@ def saved(bundle, tmp_path):
 def _inputs(n=2, size=(32, 16)):
     g = torch.Generator().manual_seed(0)
     img = torch.rand(n, 3, *size, generator=g) * 2 - 1
-    kps = torch.stack([torch.randint(0, size[0], (n, 18), generator=g),
-                       torch.randint(0, size[1], (n, 18), generator=g)], -1)
+    kps = torch.stack(
+        [torch.randint(0, size[0], (n, 18), generator=g), torch.randint(0, size[1], (n, 18), generator=g)], -1
+    )
     return img, kps, kps.flip(0)
 
 
@@ -143,6 +150,7 @@ def test_altered_weights_fail_the_hash(saved):
     def alter(d):
         w = d["nets"]["G"]["model.stream1_down.1.weight"]
         w.view(-1)[0] += 1e-3
+
     _rewrite(saved, alter)
     with pytest.raises(CheckpointError, match=rf"{saved}: weights do not match the stored content hash"):
         load(saved)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import tomllib
 import zipfile
 from pathlib import Path
 
 import jsonschema
 import pytest
 import ray
+import tomllib
 import yaml
 from ray._private.ray_constants import get_runtime_env_default_excludes
 from ray._private.runtime_env.packaging import _zip_files
@@ -53,13 +53,18 @@ def test_launcher_config_passes_rays_own_validation():
     validate_config(prepare_config(copy.deepcopy(raw)))  # what `ray up` checks after filling defaults
 
 
-@pytest.mark.parametrize("mutate, error", [
-    (lambda c: c["available_node_types"]["gpu_worker"]["resources"].update(generator=0.5),
-     jsonschema.ValidationError),
-    (lambda c: c["available_node_types"]["head"].update(gpus=1), jsonschema.ValidationError),
-    (lambda c: c["docker"].update(shm="16g"), jsonschema.ValidationError),
-    (lambda c: c.update(head_node_type="nope"), ValueError),
-])
+@pytest.mark.parametrize(
+    "mutate, error",
+    [
+        (
+            lambda c: c["available_node_types"]["gpu_worker"]["resources"].update(generator=0.5),
+            jsonschema.ValidationError,
+        ),
+        (lambda c: c["available_node_types"]["head"].update(gpus=1), jsonschema.ValidationError),
+        (lambda c: c["docker"].update(shm="16g"), jsonschema.ValidationError),
+        (lambda c: c.update(head_node_type="nope"), ValueError),
+    ],
+)
 def test_ray_validation_rejects_broken_variants(mutate, error):
     """The validator has teeth: small mistakes in this file would be caught."""
     cfg = load("ray-cluster.yaml")
@@ -81,7 +86,7 @@ def test_launcher_head_takes_no_work_and_gpu_workers_host_generators():
     assert cfg["docker"]["run_options"][0] == "--shm-size=16g"
     assert cfg["docker"]["image"] == f"rayproject/ray:{RAY_VERSION}-py311-gpu"
     # the project is copied to every node and installed from that copy
-    (mount, local), = cfg["file_mounts"].items()
+    ((mount, local),) = cfg["file_mounts"].items()
     assert local == "."
     assert f"pip install --no-cache-dir -e {mount}" in cfg["setup_commands"]
     assert ".rayignore" in cfg["rsync_filter"]
@@ -143,15 +148,20 @@ def test_the_three_configs_agree():
     gpu_group = k8s_gpu_group(k8s)
     (worker,) = _containers(gpu_group)
     # one Ray version everywhere: installed, pinned, images, KubeRay
-    pinned = [d for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-              if d.startswith("ray[")]
+    pinned = [
+        d
+        for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+        if d.startswith("ray[")
+    ]
     assert ray.__version__ == RAY_VERSION and pinned[0].endswith(f"=={RAY_VERSION}")
     assert k8s["rayVersion"] == RAY_VERSION
     assert launcher["docker"]["image"] == worker["image"]
     # one generator resource name, and it is the one the executor requests
     requested = actor_resources({"CPU": 16, "GPU": 2, "generator": 2}, None, None)["resources"]
     assert set(requested) == {"generator"}
-    assert quoted_resources(gpu_group["rayStartParams"]["resources"]) == {"generator": gpu_type["resources"]["generator"]}
+    assert quoted_resources(gpu_group["rayStartParams"]["resources"]) == {
+        "generator": gpu_type["resources"]["generator"]
+    }
     # same GPU worker shape and shared memory size
     assert int(worker["resources"]["limits"]["cpu"]) == gpu_type["resources"]["CPU"]
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == gpu_type["resources"]["GPU"]
@@ -161,9 +171,19 @@ def test_the_three_configs_agree():
 
 # ---- .rayignore -------------------------------------------------------------------------------
 KEPT = ["pyproject.toml", "augment/run.py", "cluster/submit.py", "tests/test_x.py", "job_inputs/small.pt", ".rayignore"]
-DROPPED = [".venv/lib/python3.11/site.py", ".ci/venv/bin/python", "data/synth-market/bounding_box_train/a.jpg",
-           "runs/generators/patn-synth/checkpoints/latest.pt", ".git/objects/ab/cd", "augment/__pycache__/run.cpython-311.pyc",
-           "model.pt", "generators/weights.pth", ".hypothesis/examples/x", ".pytest_cache/v/x", "poseaug_reid.egg-info/PKG-INFO"]
+DROPPED = [
+    ".venv/lib/python3.11/site.py",
+    ".ci/venv/bin/python",
+    "data/synth-market/bounding_box_train/a.jpg",
+    "runs/generators/patn-synth/checkpoints/latest.pt",
+    ".git/objects/ab/cd",
+    "augment/__pycache__/run.cpython-311.pyc",
+    "model.pt",
+    "generators/weights.pth",
+    ".hypothesis/examples/x",
+    ".pytest_cache/v/x",
+    "poseaug_reid.egg-info/PKG-INFO",
+]
 
 
 def _upload_names(root: Path, *, include_gitignore: bool, excludes: list[str]) -> set[str]:
@@ -215,23 +235,29 @@ def test_parse_args_splits_at_double_dash():
         submit.parse_args(["--address", "http://h:8265", "--portion", "0.5"])
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--portion", "0.5"], ["--portion", "0.5", "--executor", "ray"]),
-    (["--ratio", "2", "--executor", "ray"], ["--ratio", "2", "--executor", "ray"]),
-    (["--ratio", "2", "--executor=ray"], ["--ratio", "2", "--executor=ray"]),
-    (["python", "-m", "augment.run", "--poses-per-image", "3"], ["--poses-per-image", "3", "--executor", "ray"]),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--portion", "0.5"], ["--portion", "0.5", "--executor", "ray"]),
+        (["--ratio", "2", "--executor", "ray"], ["--ratio", "2", "--executor", "ray"]),
+        (["--ratio", "2", "--executor=ray"], ["--ratio", "2", "--executor=ray"]),
+        (["python", "-m", "augment.run", "--poses-per-image", "3"], ["--poses-per-image", "3", "--executor", "ray"]),
+    ],
+)
 def test_augment_command_always_runs_the_ray_executor(args, expected):
     assert submit.augment_command(args) == ["python", "-m", "augment.run", *expected]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--portion", "0.5", "--executor", "local"], "--executor local"),
-    (["--portion", "0.5", "--executor=local"], "--executor local"),
-    (["--portion", "0.5", "--address", "http://h:8265"], "--address"),
-    (["--portion", "1.5"], "portion"),
-    (["--ratio", "1"], "--ratio must be >= 2"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--portion", "0.5", "--executor", "local"], "--executor local"),
+        (["--portion", "0.5", "--executor=local"], "--executor local"),
+        (["--portion", "0.5", "--address", "http://h:8265"], "--address"),
+        (["--portion", "1.5"], "portion"),
+        (["--ratio", "1"], "--ratio must be >= 2"),
+    ],
+)
 def test_augment_command_rejects_before_submitting(args, message):
     with pytest.raises(submit.SubmitError, match=message):
         submit.augment_command(args)
@@ -258,20 +284,27 @@ def test_equivalent_cli():
     cmd = submit.augment_command(["--portion", "0.1"])
     assert submit.equivalent_cli("http://h:8265", cmd, Path("/p"), "run-1", wait=False) == (
         "ray job submit --address http://h:8265 --working-dir /p --submission-id run-1 --no-wait -- "
-        "python -m augment.run --portion 0.1 --executor ray")
+        "python -m augment.run --portion 0.1 --executor ray"
+    )
 
 
 def test_check_paths(fake_project):
     notes: list[str] = []
-    ok = submit.augment_command(["--portion", "0.5", "--checkpoint", "job_inputs/small.pt", "--data", "/mnt/d",
-                                 "--out", "/mnt/o"])
+    ok = submit.augment_command(
+        ["--portion", "0.5", "--checkpoint", "job_inputs/small.pt", "--data", "/mnt/d", "--out", "/mnt/o"]
+    )
     submit.check_paths(ok, fake_project, notes.append)
     assert notes == ["--data /mnt/d: read on the cluster nodes; it must exist there (shared storage)"]
-    for rel, message in [("runs/generators/patn-synth/checkpoints/latest.pt", "not uploaded"),
-                         ("model.pt", "not uploaded"), ("missing.pt", "no such path"), ("../outside.pt", "no such")]:
+    for rel, message in [
+        ("runs/generators/patn-synth/checkpoints/latest.pt", "not uploaded"),
+        ("model.pt", "not uploaded"),
+        ("missing.pt", "no such path"),
+        ("../outside.pt", "no such"),
+    ]:
         with pytest.raises(submit.SubmitError, match=message):
-            submit.check_paths(submit.augment_command(["--portion", "0.5", "--checkpoint", rel]), fake_project,
-                               notes.append)
+            submit.check_paths(
+                submit.augment_command(["--portion", "0.5", "--checkpoint", rel]), fake_project, notes.append
+            )
     notes.clear()
     submit.check_paths(submit.augment_command(["--portion", "0.5"]), fake_project, notes.append)
     assert any("embedded dataset" in n for n in notes) and any("--out" in n for n in notes)
@@ -287,11 +320,14 @@ def test_runtime_env_relies_on_ignore_files_and_can_install_dependencies(tmp_pat
 def test_main_dry_run_and_errors(capsys, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
-    assert submit.main(["--address", "http://h:8265", "--dry-run", "--", "--ratio", "2", "--data", "/d",
-                        "--out", "/o"]) == 0
+    assert (
+        submit.main(["--address", "http://h:8265", "--dry-run", "--", "--ratio", "2", "--data", "/d", "--out", "/o"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "ray job submit --address http://h:8265 --working-dir" in out and out.rstrip().endswith(
-        "python -m augment.run --ratio 2 --data /d --out /o --executor ray")
+        "python -m augment.run --ratio 2 --data /d --out /o --executor ray"
+    )
     assert submit.main(["--dry-run", "--", "--ratio", "2"]) == 2
     assert "--address" in capsys.readouterr().err
     assert submit.main(["--address", "http://h:8265", "--working-dir", "/", "--", "--ratio", "2"]) == 2

@@ -17,17 +17,17 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 import ray  # noqa: F401  (puts Ray's vendored psutil on sys.path)
-import psutil
 from ray.job_submission import JobStatus
+from test_local_head import wait_for
 
 from augment.imageio import sha256_file
 from augment.run import run
 from cluster import submit
 from cluster.local_head import LocalRayHead
 from cluster.ray_executor import FAULT_ENV
-from test_local_head import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB_DEADLINE_S = 150
@@ -66,8 +66,20 @@ def driver_process(client, sid: str, head: LocalRayHead, out: Path) -> psutil.Pr
 
 def test_killed_driver_job_resumes_to_the_local_result(head, tiny_market, tiny_checkpoint, tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    common = ["--method", "patn", "--data", str(tiny_market), "--checkpoint", str(tiny_checkpoint),
-              "--portion", "0.3", "--batch-size", "1", "--seed", "3"]
+    common = [
+        "--method",
+        "patn",
+        "--data",
+        str(tiny_market),
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--portion",
+        "0.3",
+        "--batch-size",
+        "1",
+        "--seed",
+        "3",
+    ]
     reference = run([*common, "--executor", "local", "--out", str(tmp_path / "local")])
     planned = reference["rows"]["generated_done"]
     assert planned >= 10
@@ -79,20 +91,30 @@ def test_killed_driver_job_resumes_to_the_local_result(head, tiny_market, tiny_c
 
     # 1. submit; SIGKILL the driver as soon as a batch is on disk --------------------------------------
     t0 = time.perf_counter()
-    first = submit.submit_job(head.address, command, working_dir=ROOT, submission_id="augment-killed",
-                              wait=False, headers=head.headers, write=lambda s: None)
+    first = submit.submit_job(
+        head.address,
+        command,
+        working_dir=ROOT,
+        submission_id="augment-killed",
+        wait=False,
+        headers=head.headers,
+        write=lambda s: None,
+    )
     shards = out / ".shards"
     while not (shards.is_dir() and any(shards.glob("*.parquet"))):
         status = client.get_job_status(first.submission_id)
-        assert not status.is_terminal(), f"job ended ({status}) before any batch:\n" \
-                                         f"{client.get_job_logs(first.submission_id)[-3000:]}"
+        assert not status.is_terminal(), (
+            f"job ended ({status}) before any batch:\n{client.get_job_logs(first.submission_id)[-3000:]}"
+        )
         assert time.perf_counter() - t0 < JOB_DEADLINE_S, "no batch written in time"
         time.sleep(0.02)
     driver = driver_process(client, first.submission_id, head, out)
     os.kill(driver.pid, signal.SIGKILL)
     at_kill = len(list(shards.glob("*.parquet")))
-    print(f"[cluster jobs] first batch after {time.perf_counter() - t0:.1f} s; driver {driver.pid} killed "
-          f"with {at_kill} batch(es) written")
+    print(
+        f"[cluster jobs] first batch after {time.perf_counter() - t0:.1f} s; driver {driver.pid} killed "
+        f"with {at_kill} batch(es) written"
+    )
     status = wait_for(client, first.submission_id, JOB_DEADLINE_S)
     assert status != JobStatus.SUCCEEDED and status == JobStatus.FAILED
     assert not (out / "summary.json").exists()  # the run never got to its end
@@ -113,8 +135,10 @@ def test_killed_driver_job_resumes_to_the_local_result(head, tiny_market, tiny_c
 
     # 3. every planned row exactly once, done; the images are the clean local run's ---------------------
     summary = json.loads((out / "summary.json").read_text())
-    print(f"[cluster jobs] {written} batch(es) on disk after the kill; resumed: {summary['already_done']} rows "
-          f"already done, {summary['generated_this_run']} generated (of {planned})")
+    print(
+        f"[cluster jobs] {written} batch(es) on disk after the kill; resumed: {summary['already_done']} rows "
+        f"already done, {summary['generated_this_run']} generated (of {planned})"
+    )
     assert summary["already_done"] >= 1 and summary["generated_this_run"] >= 1
     assert summary["already_done"] + summary["generated_this_run"] == planned
     assert f"({summary['already_done']} already done)" in logs

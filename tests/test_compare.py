@@ -13,13 +13,22 @@ from generators.evaluate import grid_image
 def fake_eval(folder, method, generated_value, pairs_sha="abc", rows=3, h=16, w=8):
     """An evaluate-like folder whose grid panels are flat colours: panel c of row r = 10*r + c (+ method)."""
     folder.mkdir(parents=True)
-    strips = [[np.full((h, w, 3), 10 * r + c + (generated_value if c == 4 else 0), np.uint8) for c in range(5)]
-              for r in range(rows)]
+    strips = [
+        [np.full((h, w, 3), 10 * r + c + (generated_value if c == 4 else 0), np.uint8) for c in range(5)]
+        for r in range(rows)
+    ]
     write_atomic(folder / "grid.png", encode_image(grid_image(strips), ".png"))
     res = {k: {"mean": v} for k, v in zip(("ssim", "mask_ssim", "l1", "psnr"), (0.3, 0.8, 0.15, 14.0))}
-    metrics = {"method": method, "preset": "synth", "iteration": 100, "pairs_sha256": pairs_sha,
-               "pairs_evaluated": 50, "pairs_total": 12000, "dataset_fingerprint": "f",
-               "results": {"generated": res, "copy_source": {k: {"mean": 0.1} for k in res}}}
+    metrics = {
+        "method": method,
+        "preset": "synth",
+        "iteration": 100,
+        "pairs_sha256": pairs_sha,
+        "pairs_evaluated": 50,
+        "pairs_total": 12000,
+        "dataset_fingerprint": "f",
+        "results": {"generated": res, "copy_source": {k: {"mean": 0.1} for k in res}},
+    }
     (folder / "metrics.json").write_text(json.dumps(metrics))
     return folder
 
@@ -35,7 +44,7 @@ def test_compare_puts_each_methods_output_beside_the_shared_panels(tmp_path):
     a = fake_eval(tmp_path / "a", "patn", 100)
     b = fake_eval(tmp_path / "b", "pg2", 200)
     image, table = compare([a, b])
-    body = image[image.shape[0] - (3 * 16 + 2 * 2):]  # below the header
+    body = image[image.shape[0] - (3 * 16 + 2 * 2) :]  # below the header
     rows = split_grid(body, panels=5)
     # source, target pose (strip panel 3), target (panel 2), then each method's generated panel
     assert [int(p[0, 0, 0]) for p in rows[1]] == [10, 13, 12, 14 + 100, 14 + 200]

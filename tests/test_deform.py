@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 
+import generator_inputs
 import numpy as np
 import pytest
 import torch
@@ -22,15 +23,19 @@ from generators.base import apply_overrides, build, count_flops, count_parameter
 from generators.checkpoint import load, save
 from generators.deform import KerasInstanceNorm, VGGFeatures, nn_loss
 from generators.inference import transfer
-from generators.losses import MissingWeightsError, VGG19_FILE, vgg19_prefix
+from generators.losses import VGG19_FILE, MissingWeightsError, vgg19_prefix
 from generators.warp import round_half_away_from_zero, warp_parts
-import generator_inputs
 
 H, W = 128, 64
 SPEC = {"G": 61.1e6, "G_none": 36.1e6, "D": 2.80e6}
 # A tiny network of the same structure: 4 levels (32x16 images -> 4x2), 2 warped skips.
-TINY = {"enc_filters": (4, 8, 8, 8), "dec_filters": (8, 8, 4), "warped_skips": 2, "dec_dropout": 1,
-        "disc_filters": (4, 8)}
+TINY = {
+    "enc_filters": (4, 8, 8, 8),
+    "dec_filters": (8, 8, 4),
+    "warped_skips": 2,
+    "dec_dropout": 1,
+    "disc_filters": (4, 8),
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +48,12 @@ def random_kps(batch, h, w, seed):
 
 
 def conditions(src_kps, tgt_kps, size):
-    return {"src_pose": heatmaps(src_kps, size), "tgt_pose": heatmaps(tgt_kps, size),
-            "affines": part_affines(src_kps, tgt_kps)[0], "masks": part_masks(tgt_kps, size)}
+    return {
+        "src_pose": heatmaps(src_kps, size),
+        "tgt_pose": heatmaps(tgt_kps, size),
+        "affines": part_affines(src_kps, tgt_kps)[0],
+        "masks": part_masks(tgt_kps, size),
+    }
 
 
 def randomise_norms(net, seed):
@@ -211,8 +220,7 @@ def test_market_parameter_counts(market):
         assert float(f"{count_parameters(net):.3g}") == SPEC[key]
     # Hand count from the layer list: conv weights (+ biases of layer 0 / output / D's first conv)
     # and 2 scalars per norm: 2 x 4 encoder norms + 5 decoder norms (G), 3 (D).
-    enc = lambda c_in: (c_in * 64 * 9 + 64 + 64 * 128 * 16 + 128 * 256 * 16 + 256 * 512 * 16
-                        + 512 * 512 * 16 * 2 + 4 * 2)
+    enc = lambda c_in: c_in * 64 * 9 + 64 + 64 * 128 * 16 + 128 * 256 * 16 + 256 * 512 * 16 + 512 * 512 * 16 * 2 + 4 * 2
     dec_mask = (1024 * 512 + 1536 * 512 * 2 + 1024 * 256 + 512 * 128) * 16 + 5 * 2 + 256 * 3 * 9 + 3
     assert count_parameters(G) == enc(21) + enc(18) + dec_mask
     dec_none = (512 * 512 + 1024 * 512 * 2 + 768 * 256 + 384 * 128) * 16 + 5 * 2 + 192 * 3 * 9 + 3
@@ -221,8 +229,9 @@ def test_market_parameter_counts(market):
     assert _norm_count(G) == 13 and _norm_count(baseline) == 9 and _norm_count(D) == 3
     norms = [m for m in G.modules() if isinstance(m, KerasInstanceNorm)]
     assert all(m.weight.numel() == 1 and m.bias.numel() == 1 for m in norms)
-    assert not any(isinstance(m, (torch.nn.InstanceNorm2d, torch.nn.GroupNorm, torch.nn.BatchNorm2d))
-                   for m in G.modules())
+    assert not any(
+        isinstance(m, (torch.nn.InstanceNorm2d, torch.nn.GroupNorm, torch.nn.BatchNorm2d)) for m in G.modules()
+    )
 
 
 def test_market_layer_shapes(market):
@@ -232,7 +241,13 @@ def test_market_layer_shapes(market):
     with torch.no_grad():
         skips = G.skips(torch.zeros(1, 3, H, W), **conditions(kps1, kps2, (H, W)))
         assert [tuple(s.shape[1:]) for s in skips] == [
-            (128, 128, 64), (256, 64, 32), (512, 32, 16), (1024, 16, 8), (1024, 8, 4), (1024, 4, 2)]
+            (128, 128, 64),
+            (256, 64, 32),
+            (512, 32, 16),
+            (1024, 16, 8),
+            (1024, 8, 4),
+            (1024, 4, 2),
+        ]
         assert D(torch.zeros(2, 42, H, W)).shape == (2, 1, 3, 1)
     assert [b[1].in_channels for b in G.decoder] == [1024, 1536, 1536, 1024, 512]
     assert [b[1].out_channels for b in G.decoder] == [512, 512, 512, 256, 128]
@@ -244,8 +259,9 @@ def test_market_layer_shapes(market):
 
 
 def test_preset_table_in_docstring_is_true(market):
-    rows = re.findall(r"\|\s*(\w+)\s*\|\s*([\d,]+)\s*\|\s*([\d.]+)\s*\|\s*([\d,]+)\s*\|\s*([\d.]+)\s*\|",
-                      deform.__doc__)
+    rows = re.findall(
+        r"\|\s*(\w+)\s*\|\s*([\d,]+)\s*\|\s*([\d.]+)\s*\|\s*([\d,]+)\s*\|\s*([\d.]+)\s*\|", deform.__doc__
+    )
     assert {r[0] for r in rows} == set(get_method("deform").presets)
     kps1, kps2 = random_kps(1, H, W, 1), random_kps(1, H, W, 2)
     cond = conditions(kps1, kps2, (H, W))
@@ -254,8 +270,9 @@ def test_preset_table_in_docstring_is_true(market):
         num = lambda s: int(s.replace(",", ""))
         assert count_parameters(nets["G"]) == num(g_params), preset
         assert count_parameters(nets["D"]) == num(d_params), preset
-        fl = count_flops(nets["G"], (torch.zeros(1, 3, H, W), cond["src_pose"], cond["tgt_pose"],
-                                     cond["affines"], cond["masks"]))
+        fl = count_flops(
+            nets["G"], (torch.zeros(1, 3, H, W), cond["src_pose"], cond["tgt_pose"], cond["affines"], cond["masks"])
+        )
         assert f"{fl.gflops_per_sample:.2f}" == g_gflops, preset
         assert f"{count_flops(nets['D'], torch.zeros(1, 42, H, W)).gflops_per_sample:.2f}" == d_gflops
 
@@ -308,7 +325,7 @@ def _parts(first, n_parts=10):
 def test_translation_moves_by_the_scaled_offset(level):
     """Backward map target -> source (x + 16, y - 32) at 128x64: at 128/2^l the feature at
     (x, y) comes from (x + 16/2^l, y - 32/2^l); outside the map: 0."""
-    s = 2 ** level
+    s = 2**level
     h, w = H // s, W // s
     feat = torch.rand(2, 3, h, w) + 0.5  # positive: the max with masked zeros keeps the sample
     affines = _parts(_affine(16.0, -32.0)).expand(2, -1, -1, -1)
@@ -347,8 +364,14 @@ def test_no_point_transform_gives_zeros_and_max_merge():
 def test_rounding_is_half_away_from_zero():
     """A 1-pixel shift at 128x64 is 0.5 at 64x32: std::round sends x + 0.5 to x + 1 for every x
     (banker's rounding would keep even x in place)."""
-    assert round_half_away_from_zero(torch.tensor([0.5, 1.5, 2.5, -0.5, -2.5, 0.49])).tolist() == \
-        [1.0, 2.0, 3.0, -1.0, -3.0, 0.0]
+    assert round_half_away_from_zero(torch.tensor([0.5, 1.5, 2.5, -0.5, -2.5, 0.49])).tolist() == [
+        1.0,
+        2.0,
+        3.0,
+        -1.0,
+        -3.0,
+        0.0,
+    ]
     feat = torch.arange(1, 64 * 32 + 1, dtype=torch.float32).view(1, 1, 64, 32)
     out = warp_parts(feat, _parts(_affine(1.0, 0.0)), torch.ones(1, 10, H, W))
     assert torch.equal(out[..., :-1], feat[..., 1:]) and torch.all(out[..., -1] == 0)
@@ -431,8 +454,9 @@ def test_vgg_preprocessing():
     expected = torch.tensor([255 - 123.68, 127.5 - 116.779, 0 - 103.939]).view(1, 3, 1, 1)
     assert torch.allclose(vgg.preprocess(rgb), expected, atol=1e-4)
     tv = VGGFeatures(vgg19_prefix(4), "torchvision")
-    expected = (torch.tensor([0.0, 0.5, 1.0]) - torch.tensor([0.485, 0.456, 0.406])) \
-        / torch.tensor([0.229, 0.224, 0.225])
+    expected = (torch.tensor([0.0, 0.5, 1.0]) - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor(
+        [0.229, 0.224, 0.225]
+    )
     assert torch.allclose(tv.preprocess(rgb), expected.view(1, 3, 1, 1), atol=1e-5)
     with pytest.raises(ValueError, match="vgg_input"):
         VGGFeatures(vgg19_prefix(4), "caffe")
@@ -458,8 +482,9 @@ def test_generator_and_discriminator_compute_the_official_function():
     cond = conditions(kps1, kps2, size)
     with torch.no_grad():
         out = G(src, **cond)
-        ref = ref_generator(G.state_dict(), src, cond["src_pose"], cond["tgt_pose"], cond["affines"],
-                            cond["masks"], n=4, warped=2)
+        ref = ref_generator(
+            G.state_dict(), src, cond["src_pose"], cond["tgt_pose"], cond["affines"], cond["masks"], n=4, warped=2
+        )
         assert out.shape == (2, 3, *size)
         assert torch.allclose(out, ref, atol=1e-5), (out - ref).abs().max()
         assert torch.allclose(b.generate(src, kps1, kps2), out)
@@ -475,8 +500,9 @@ def test_generator_and_discriminator_compute_the_official_function():
     base.eval()
     with torch.no_grad():
         out = base(src, cond["src_pose"], cond["tgt_pose"])
-        ref = ref_generator(base.state_dict(), src, cond["src_pose"], cond["tgt_pose"], None, None, n=4,
-                            warped=0, mask_mode=False)
+        ref = ref_generator(
+            base.state_dict(), src, cond["src_pose"], cond["tgt_pose"], None, None, n=4, warped=0, mask_mode=False
+        )
         assert torch.allclose(out, ref, atol=1e-5)
         # Baseline: no affines / masks needed (and ignored).
         assert torch.allclose(base(src, **cond), out)
@@ -504,11 +530,20 @@ def test_initialisation_is_keras_default(market):
 def test_market_preset_is_the_official_recipe():
     impl = get_method("deform")
     cfg = impl.preset("market")
-    assert (cfg.warp_skip, cfg.enc_filters, cfg.dec_filters, cfg.warped_skips, cfg.dec_dropout) == \
-        ("mask", (64, 128, 256, 512, 512, 512), (512, 512, 512, 256, 128), 4, 3)
+    assert (cfg.warp_skip, cfg.enc_filters, cfg.dec_filters, cfg.warped_skips, cfg.dec_dropout) == (
+        "mask",
+        (64, 128, 256, 512, 512, 512),
+        (512, 512, 512, 256, 128),
+        4,
+        3,
+    )
     assert (cfg.disc_filters, cfg.norm_eps, cfg.pose_sigma) == ((64, 128, 256, 512), 1e-3, 6.0)
-    assert (cfg.gan_penalty_weight, cfg.l1_penalty_weight, cfg.nn_loss_area_size, cfg.perceptual) == \
-        (1.0, 0.01, 3, True)
+    assert (cfg.gan_penalty_weight, cfg.l1_penalty_weight, cfg.nn_loss_area_size, cfg.perceptual) == (
+        1.0,
+        0.01,
+        3,
+        True,
+    )
     t = cfg.train
     assert (t.iterations, t.batch_size, t.lr, tuple(t.betas)) == (90 * 1000, 4, 2e-4, (0.5, 0.999))
     assert t.decay_start == t.iterations  # constant learning rate
@@ -550,8 +585,16 @@ def test_training_steps_lower_the_content_loss_and_update_both_networks():
 
 def test_loss_terms_follow_the_official_formulas():
     """D step first (on G's output), then G against the UPDATED D; log losses and weights."""
-    b = build("deform", "synth", seed=0, dec_dropout=0, gan_penalty_weight=2.0, l1_penalty_weight=3.0,
-              nn_loss_area_size=3, **{k: v for k, v in TINY.items() if k != "dec_dropout"})
+    b = build(
+        "deform",
+        "synth",
+        seed=0,
+        dec_dropout=0,
+        gan_penalty_weight=2.0,
+        l1_penalty_weight=3.0,
+        nn_loss_area_size=3,
+        **{k: v for k, v in TINY.items() if k != "dec_dropout"},
+    )
     impl, cfg, nets = b.impl, b.config, b.nets
     opts = impl.make_optimizers(nets, cfg)
     ctx = impl.make_context(nets, cfg, seed=0)
@@ -586,8 +629,7 @@ def test_vgg_weights_required_and_used(tmp_path, monkeypatch):
     b = build("deform", "synth", seed=0, **TINY)
     impl, nets = b.impl, b.nets
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
-    market_like = apply_overrides(b.config, {"perceptual": True, "l1_penalty_weight": 0.01,
-                                             "nn_loss_area_size": 3})
+    market_like = apply_overrides(b.config, {"perceptual": True, "l1_penalty_weight": 0.01, "nn_loss_area_size": 3})
     with pytest.raises(MissingWeightsError) as err:
         impl.make_context(nets, market_like)
     text = str(err.value)
@@ -626,7 +668,8 @@ def test_checkpoint_round_trip_and_numpy_transfer(tmp_path):
     out = transfer(loaded, images, batch["src_kps"].numpy(), batch["tgt_kps"].numpy(), batch_size=2)
     assert out.dtype == np.uint8 and out.shape == (3, 32, 16, 3)
     with torch.no_grad():
-        direct = loaded.generate(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1,
-                                 batch["src_kps"], batch["tgt_kps"])
+        direct = loaded.generate(
+            torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1, batch["src_kps"], batch["tgt_kps"]
+        )
     ref = ((direct.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).numpy()
     assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1

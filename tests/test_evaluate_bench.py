@@ -45,8 +45,12 @@ def test_pairs(tiny_market):
 
 def direct_metrics(generated, targets, target_kps):
     mask = pose_mask_eval(target_kps, targets.shape[1:3])
-    return {"ssim": ssim(generated, targets), "mask_ssim": mask_ssim(generated, targets, mask),
-            "l1": l1(generated, targets), "psnr": psnr(generated, targets)}
+    return {
+        "ssim": ssim(generated, targets),
+        "mask_ssim": mask_ssim(generated, targets, mask),
+        "l1": l1(generated, targets),
+        "psnr": psnr(generated, targets),
+    }
 
 
 def read_pairs_csv(path: Path) -> dict[str, np.ndarray]:
@@ -58,9 +62,26 @@ def read_pairs_csv(path: Path) -> dict[str, np.ndarray]:
 def test_evaluate_cli_scores_generator_and_copy_source(tiny_market, tiny_checkpoint, test_pairs, tmp_path, capsys):
     out = tmp_path / "eval"
     n = 40
-    rc = evaluate.main(["--checkpoint", str(tiny_checkpoint), "--data", str(tiny_market), "--pairs", str(n),
-                        "--batch-size", str(BATCH), "--device", "cpu", "--out", str(out), "--save-images",
-                        "--grid-rows", "5", "--no-progress"])
+    rc = evaluate.main(
+        [
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--data",
+            str(tiny_market),
+            "--pairs",
+            str(n),
+            "--batch-size",
+            str(BATCH),
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--save-images",
+            "--grid-rows",
+            "5",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "copy-source" in printed and "patn/synth it 7" in printed and "mask-SSIM" in printed
@@ -105,23 +126,40 @@ def test_evaluate_cli_scores_generator_and_copy_source(tiny_market, tiny_checkpo
 
 def test_evaluate_official_io_path(tiny_market, tiny_checkpoint, test_pairs, tmp_path):
     out = tmp_path / "official"
-    report = evaluate.evaluate(evaluate.EvalConfig(
-        checkpoint=tiny_checkpoint, data=tiny_market, pairs=12, batch_size=BATCH, device="cpu", out=out,
-        save_images=True, official_io=True, grid_rows=0, progress=False), log=lambda s: None)
+    report = evaluate.evaluate(
+        evaluate.EvalConfig(
+            checkpoint=tiny_checkpoint,
+            data=tiny_market,
+            pairs=12,
+            batch_size=BATCH,
+            device="cpu",
+            out=out,
+            save_images=True,
+            official_io=True,
+            grid_rows=0,
+            progress=False,
+        ),
+        log=lambda s: None,
+    )
     assert report.info["official_io"] and not (out / "grid.png").exists()
     jpgs = sorted((out / "images").glob("*_vis.jpg"))
     assert len(jpgs) == 12
     # the scored copy-source figures are those of the JPEG panels the official tool would read back
     froms, tos, images, annotations = test_pairs
-    panels = [cv2.cvtColor(cv2.imread(str(out / "images" / f"{a}___{b}_vis.jpg")), cv2.COLOR_BGR2RGB)
-              for a, b in zip(froms[:12], tos[:12])]
+    panels = [
+        cv2.cvtColor(cv2.imread(str(out / "images" / f"{a}___{b}_vis.jpg")), cv2.COLOR_BGR2RGB)
+        for a, b in zip(froms[:12], tos[:12])
+    ]
     src = np.stack([p[:, :64] for p in panels])
     tgt = np.stack([p[:, 128:192] for p in panels])
     floor = direct_metrics(src, tgt, annotations.get_many(tos[:12]))
     # cv2 and PIL decode JPEG with the same libjpeg defaults up to rounding: close, not bit-equal
     np.testing.assert_allclose(report.per_pair["copy_source_ssim"], floor["ssim"], atol=5e-3)
-    exact = direct_metrics(np.stack([images[a] for a in froms[:12]]), np.stack([images[b] for b in tos[:12]]),
-                           annotations.get_many(tos[:12]))
+    exact = direct_metrics(
+        np.stack([images[a] for a in froms[:12]]),
+        np.stack([images[b] for b in tos[:12]]),
+        annotations.get_many(tos[:12]),
+    )
     assert not np.allclose(report.per_pair["copy_source_ssim"], exact["ssim"], atol=1e-6)  # JPEG changed pixels
 
 
@@ -144,18 +182,45 @@ def test_evaluate_errors_name_the_flag(tiny_market, tiny_checkpoint, tmp_path, c
     assert str(missing) in capsys.readouterr().err
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    assert evaluate.main(["--checkpoint", str(bad), "--data", str(tiny_market), "--out", str(tmp_path / "o"),
-                          "--no-progress"]) == 2
+    assert (
+        evaluate.main(
+            ["--checkpoint", str(bad), "--data", str(tiny_market), "--out", str(tmp_path / "o"), "--no-progress"]
+        )
+        == 2
+    )
     assert str(bad) in capsys.readouterr().err
-    assert evaluate.main(["--checkpoint", str(tiny_checkpoint), "--data", str(tiny_market), "--precision",
-                          "fp16", "--device", "cpu"]) == 2
+    assert (
+        evaluate.main(
+            ["--checkpoint", str(tiny_checkpoint), "--data", str(tiny_market), "--precision", "fp16", "--device", "cpu"]
+        )
+        == 2
+    )
     assert "--precision" in capsys.readouterr().err
 
 
 def test_bench_cli_runs_and_reports_ratio(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    rc = bench.main(["--method", "patn", "--preset", "synth", "--device", "cpu", "--batch-sizes", "1,2",
-                     "--repeats", "2", "--warmup", "1", "--iterations", "1", "--no-compile", "--out", str(out)])
+    rc = bench.main(
+        [
+            "--method",
+            "patn",
+            "--preset",
+            "synth",
+            "--device",
+            "cpu",
+            "--batch-sizes",
+            "1,2",
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--iterations",
+            "1",
+            "--no-compile",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "x eager" in printed and "fast path at batch 2" in printed and "load average" in printed
@@ -166,7 +231,7 @@ def test_bench_cli_runs_and_reports_ratio(tmp_path, capsys):
     assert res["gflops_per_image"] == pytest.approx(0.71, abs=0.005)
     rows = {(t["variant"], t["batch"]): t for t in res["timings"]}
     assert set(b for _, b in rows) == {1, 2} and ("eager fp32", 1) in rows
-    for (variant, batch), t in rows.items():
+    for (variant, _batch), t in rows.items():
         assert len(t["repeats"]) == 2 and t["images_per_second"] > 0
         if variant == "eager fp32":
             assert t["vs_eager"] == pytest.approx(1.0) and t["max_abs_diff"] is None
@@ -179,9 +244,29 @@ def test_bench_cli_runs_and_reports_ratio(tmp_path, capsys):
 
 def test_bench_all_methods_and_bad_flags(tmp_path, capsys):
     out = tmp_path / "all.json"
-    rc = bench.main(["--method", "all", "--preset", "synth", "--device", "cpu", "--batch-sizes", "1",
-                     "--repeats", "1", "--warmup", "1", "--iterations", "1", "--no-compile", "--weights", "init",
-                     "--out", str(out)])
+    rc = bench.main(
+        [
+            "--method",
+            "all",
+            "--preset",
+            "synth",
+            "--device",
+            "cpu",
+            "--batch-sizes",
+            "1",
+            "--repeats",
+            "1",
+            "--warmup",
+            "1",
+            "--iterations",
+            "1",
+            "--no-compile",
+            "--weights",
+            "init",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     methods = [m["method"] for m in json.loads(out.read_text())["methods"]]
     from generators.base import METHODS

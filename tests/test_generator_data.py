@@ -14,7 +14,13 @@ import torch
 from augment.keypoints import Annotations, build_pairs, read_annotations, write_annotations, write_pairs
 from augment.market import DatasetError
 from generators.data import (
-    OFFICIAL_EPOCH_PAIRS, PairDataset, PairSampler, decode_image, fixed_pairs, load_pairs, make_loader,
+    OFFICIAL_EPOCH_PAIRS,
+    PairDataset,
+    PairSampler,
+    decode_image,
+    fixed_pairs,
+    load_pairs,
+    make_loader,
 )
 
 

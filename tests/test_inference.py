@@ -40,8 +40,9 @@ def realistic_bundle():
 def inputs(n=N, seed=0):
     g = torch.Generator().manual_seed(seed)
     img = torch.randint(0, 256, (n, 3, *SIZE), generator=g).float() / 127.5 - 1  # exactly a uint8 image
-    kps = torch.stack([torch.randint(0, SIZE[0], (n, 18), generator=g),
-                       torch.randint(0, SIZE[1], (n, 18), generator=g)], -1)
+    kps = torch.stack(
+        [torch.randint(0, SIZE[0], (n, 18), generator=g), torch.randint(0, SIZE[1], (n, 18), generator=g)], -1
+    )
     kps[:, 16:] = -1
     return img, kps, kps.roll(1, 0)
 

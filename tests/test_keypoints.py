@@ -9,8 +9,15 @@ import pandas as pd
 import pytest
 
 from augment.keypoints import (
-    JOINTS, MISSING, Annotations, build_pairs, match_images, read_annotations, read_pairs,
-    write_annotations, write_pairs,
+    JOINTS,
+    MISSING,
+    Annotations,
+    build_pairs,
+    match_images,
+    read_annotations,
+    read_pairs,
+    write_annotations,
+    write_pairs,
 )
 from augment.market import DatasetError, ImageRecord
 
@@ -63,12 +70,15 @@ def test_bad_header_named(tmp_path):
         read_annotations(p)
 
 
-@pytest.mark.parametrize("row,msg", [
-    ("0002_c1s1_000451_03.jpg:[1,2]\n", "expected name:keypoints_y"),
-    ("0002_c1s1_000451_03.jpg:[1,2]:[3,4]\n", "18 integers"),
-    ("0002_c1s1_000451_03.jpg:[1,2:[3,4]\n", "not a JSON list"),
-    ("0002_c1s1_000451_03.jpg:not json:[3,4]\n", "not a JSON list"),
-])
+@pytest.mark.parametrize(
+    "row,msg",
+    [
+        ("0002_c1s1_000451_03.jpg:[1,2]\n", "expected name:keypoints_y"),
+        ("0002_c1s1_000451_03.jpg:[1,2]:[3,4]\n", "18 integers"),
+        ("0002_c1s1_000451_03.jpg:[1,2:[3,4]\n", "not a JSON list"),
+        ("0002_c1s1_000451_03.jpg:not json:[3,4]\n", "not a JSON list"),
+    ],
+)
 def test_bad_rows_named_with_line(tmp_path, row, msg):
     p = tmp_path / "a.csv"
     p.write_text(HEADER + kp_row("0001_c1s1_000001_01.jpg", [1] * 18, [1] * 18) + row)
@@ -93,7 +103,7 @@ def test_keypoint_outside_image_counted_then_strict(tmp_path):
     ann = read_annotations(p)
     kp = ann["0001_c1s1_000001_01.jpg"]
     assert (kp[3] == MISSING).all() and (kp[7] == MISSING).all() and (kp[0] == 5).all()
-    (reason, n), = ann.skipped.counts.items()
+    ((reason, n),) = ann.skipped.counts.items()
     assert n == 2 and "outside" in reason
     assert any("a.csv:2" in e and "Relb" in e for e in ann.skipped.examples[reason])
     with pytest.raises(DatasetError, match=r"a\.csv:2 .*Relb"):
@@ -101,9 +111,16 @@ def test_keypoint_outside_image_counted_then_strict(tmp_path):
 
 
 def test_pairs_rule_and_sampling(tmp_path):
-    names = ["0002_c1s1_000451_03.jpg", "0002_c2s1_000551_01.jpg", "0002_c3s1_000651_01.jpg",
-             "0003_c1s1_000001_01.jpg", "0003_c2s1_000001_01.jpg", "0004_c1s1_000001_01.jpg",
-             "0000_c1s1_000151_01.jpg", "-1_c1s1_000401_03.jpg"]
+    names = [
+        "0002_c1s1_000451_03.jpg",
+        "0002_c2s1_000551_01.jpg",
+        "0002_c3s1_000651_01.jpg",
+        "0003_c1s1_000001_01.jpg",
+        "0003_c2s1_000001_01.jpg",
+        "0004_c1s1_000001_01.jpg",
+        "0000_c1s1_000151_01.jpg",
+        "-1_c1s1_000401_03.jpg",
+    ]
     kps = np.stack([full_pose(i) for i in range(len(names))])
     kps[4, 8] = MISSING  # 0003 second image lacks Rhip -> 0003 has no pairs
     kps[6] = full_pose(50)
@@ -113,8 +130,11 @@ def test_pairs_rule_and_sampling(tmp_path):
     assert list(zip(pairs["from"], pairs["to"])) == expected
     # sampling reproduces pandas' sample with random_state, as the community script does
     s = build_pairs(ann, sample=4, random_state=0)
-    ref = pd.DataFrame({"from": [a for a, _ in expected], "to": [b for _, b in expected]}).sample(
-        n=4, random_state=0).reset_index(drop=True)
+    ref = (
+        pd.DataFrame({"from": [a for a, _ in expected], "to": [b for _, b in expected]})
+        .sample(n=4, random_state=0)
+        .reset_index(drop=True)
+    )
     pd.testing.assert_frame_equal(s, ref)
     assert len(build_pairs(ann, sample=100)) == 6
     write_pairs(tmp_path / "p.csv", pairs)
@@ -131,10 +151,13 @@ def test_pairs_with_index_column_and_bad_header(tmp_path):
 
 
 def test_match_images_counts_both_directions(tmp_path):
-    recs = [ImageRecord(n, Path(tmp_path / n), "train", int(n[:4]), 1, 1)
-            for n in ["0002_c1s1_000451_03.jpg", "0003_c1s1_000451_03.jpg"]]
-    ann = Annotations(["0002_c1s1_000451_03.jpg", "0009_c1s1_000451_03.jpg"], np.stack([full_pose(), full_pose(1)]),
-                      source="ann.csv")
+    recs = [
+        ImageRecord(n, Path(tmp_path / n), "train", int(n[:4]), 1, 1)
+        for n in ["0002_c1s1_000451_03.jpg", "0003_c1s1_000451_03.jpg"]
+    ]
+    ann = Annotations(
+        ["0002_c1s1_000451_03.jpg", "0009_c1s1_000451_03.jpg"], np.stack([full_pose(), full_pose(1)]), source="ann.csv"
+    )
     kept, report = match_images(ann, recs)
     assert [r.name for r in kept] == ["0002_c1s1_000451_03.jpg"]
     assert report.counts["images without an annotation row"] == 1

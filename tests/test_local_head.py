@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import ray  # noqa: F401  (puts Ray's vendored psutil on sys.path)
-import psutil
 from ray.exceptions import AuthenticationError
 from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -62,9 +62,18 @@ def test_head_command_and_environment(monkeypatch):
     h = LocalRayHead(num_cpus=3)
     try:
         cmd = h.start_command()
-        for flag in ["--head", "--node-ip-address=127.0.0.1", f"--port={h.ports['port']}", "--num-cpus=3",
-                     "--num-gpus=0", "--dashboard-host=127.0.0.1", f"--dashboard-port={h.ports['dashboard_port']}",
-                     "--disable-usage-stats", f"--temp-dir={h.temp_dir}", "--include-dashboard=true"]:
+        for flag in [
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={h.ports['port']}",
+            "--num-cpus=3",
+            "--num-gpus=0",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={h.ports['dashboard_port']}",
+            "--disable-usage-stats",
+            f"--temp-dir={h.temp_dir}",
+            "--include-dashboard=true",
+        ]:
             assert flag in cmd
         assert "stop" not in cmd
         assert len(set(h.ports.values())) == len(h.ports)  # every port distinct
@@ -108,12 +117,24 @@ def test_trivial_job_round_trip(head, monkeypatch):
     assert "ok" in client.get_job_logs(sid).splitlines()
     print(f"[local head] trivial job round trip {time.perf_counter() - t0:.1f} s")
     # a failing entrypoint is reported as FAILED, and its id cannot be reused
-    failed = submit.submit_job(head.address, ["python", "-c", "raise SystemExit(3)"], working_dir=ROOT / "cluster",
-                               submission_id="fails-1", headers=head.headers, write=lambda s: None)
+    failed = submit.submit_job(
+        head.address,
+        ["python", "-c", "raise SystemExit(3)"],
+        working_dir=ROOT / "cluster",
+        submission_id="fails-1",
+        headers=head.headers,
+        write=lambda s: None,
+    )
     assert failed.status == "FAILED" and not failed.ok
     with pytest.raises(RuntimeError, match="already exists"):
-        submit.submit_job(head.address, ["python", "-c", "pass"], working_dir=ROOT / "cluster",
-                          submission_id="fails-1", headers=head.headers, wait=False)
+        submit.submit_job(
+            head.address,
+            ["python", "-c", "pass"],
+            working_dir=ROOT / "cluster",
+            submission_id="fails-1",
+            headers=head.headers,
+            wait=False,
+        )
 
 
 # Runs inside the job: where the project came from, what was uploaded, which cluster Ray attaches to.
@@ -139,21 +160,28 @@ def test_submit_uploads_the_project_and_the_job_attaches_to_its_cluster(head, tm
     for pkg in ("augment", "cluster"):
         shutil.copytree(ROOT / pkg, wd / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / ".rayignore", wd)
-    for rel in ["data/synth-market/a.jpg", "runs/generators/latest.pt", ".venv/bin/python", ".git/HEAD",
-                "model.pt", "job_inputs/small.pt"]:
+    for rel in [
+        "data/synth-market/a.jpg",
+        "runs/generators/latest.pt",
+        ".venv/bin/python",
+        ".git/HEAD",
+        "model.pt",
+        "job_inputs/small.pt",
+    ]:
         (wd / rel).parent.mkdir(parents=True, exist_ok=True)
         (wd / rel).write_bytes(b"x")
     # Ray's client lets RAY_ADDRESS override the address it is given; cluster.submit must not
     monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:9")
     chunks: list[str] = []
     t0 = time.perf_counter()
-    outcome = submit.submit_job(head.address, ["python", "-c", JOB_PROBE], working_dir=wd, headers=head.headers,
-                                write=chunks.append)
+    outcome = submit.submit_job(
+        head.address, ["python", "-c", JOB_PROBE], working_dir=wd, headers=head.headers, write=chunks.append
+    )
     seconds = time.perf_counter() - t0
     assert outcome.status == "SUCCEEDED", outcome.logs
     print(f"[local head] cluster.submit job (upload, ray.init in the job, one task) {seconds:.1f} s")
     (line,) = [ln for ln in outcome.logs.splitlines() if ln.startswith("PROBE ")]
-    probe = json.loads(line[len("PROBE "):])
+    probe = json.loads(line[len("PROBE ") :])
     assert "PROBE" in "".join(chunks)  # the logs were followed live
     # the project ran from the uploaded copy, in the driver and in a worker, not from this checkout
     job_dir = probe["cwd"]
@@ -188,8 +216,10 @@ def test_stop_ends_only_this_heads_processes(head, preexisting_pids):
     # decoys: a sibling temp dir (same prefix) and a foreign marker value must survive
     decoys = [
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", f"--temp-dir={head.temp_dir}x"]),
-        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
-                         env={**os.environ, MARKER_ENV: head.marker + "-other"}),
+        subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(120)"],
+            env={**os.environ, MARKER_ENV: head.marker + "-other"},
+        ),
     ]
     try:
         ours = {p.pid for p in head.processes()}
@@ -201,8 +231,9 @@ def test_stop_ends_only_this_heads_processes(head, preexisting_pids):
         assert ours <= set(stopped)
         assert not set(stopped) & foreign  # nothing that was not ours was signalled
         assert head.processes() == []
-        alive = [p for p in psutil.process_iter(["cmdline"]) if str(head.temp_dir) + "/" in " ".join(
-            p.info["cmdline"] or ())]
+        alive = [
+            p for p in psutil.process_iter(["cmdline"]) if str(head.temp_dir) + "/" in " ".join(p.info["cmdline"] or ())
+        ]
         assert alive == []
         assert all(d.poll() is None for d in decoys)
         assert not head.temp_dir.exists()

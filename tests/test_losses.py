@@ -11,8 +11,16 @@ from torchvision.models import vgg as tv_vgg
 
 from generators.base import count_flops
 from generators.losses import (
-    IMAGENET_MEAN, IMAGENET_STD, ImagePool, MissingWeightsError, PerceptualL1, VGG19_FILE,
-    bce_gan_loss, default_vgg19_path, load_vgg19_features, vgg19_prefix,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VGG19_FILE,
+    ImagePool,
+    MissingWeightsError,
+    PerceptualL1,
+    bce_gan_loss,
+    default_vgg19_path,
+    load_vgg19_features,
+    vgg19_prefix,
 )
 
 
@@ -35,16 +43,16 @@ def write_fake_vgg19_file(path, seed=0):
 def test_vgg19_prefix_matches_torchvision_layout():
     ours, theirs = vgg19_prefix(4), torchvision_vgg19_features()[:4]
     assert [type(m) for m in ours] == [type(m) for m in theirs]
-    assert {k: v.shape for k, v in ours.state_dict().items()} == \
-        {k: v.shape for k, v in theirs.state_dict().items()}
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
     assert list(ours.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]  # conv1_1, conv1_2
 
 
 def test_perceptual_l1_equals_hand_computation():
     torch.manual_seed(0)
     features = vgg19_prefix(4)  # random weights: never real ones in tests
-    w1, b1, w2, b2 = (t.detach().clone() for t in (features[0].weight, features[0].bias,
-                                                   features[2].weight, features[2].bias))
+    w1, b1, w2, b2 = (
+        t.detach().clone() for t in (features[0].weight, features[0].bias, features[2].weight, features[2].bias)
+    )
     loss_fn = PerceptualL1(features)
     fake = (torch.rand(2, 3, 16, 8) * 2 - 1).requires_grad_(True)
     real = torch.rand(2, 3, 16, 8) * 2 - 1
@@ -157,7 +165,7 @@ def test_image_pool_half_of_queries_return_history():
     pool = ImagePool(size=50, seed=0)
     pool.query(torch.arange(50.0).view(50, 1))
     fresh = torch.arange(1000.0, 3000.0).view(2000, 1)
-    out = torch.cat([pool.query(fresh[i:i + 20]) for i in range(0, 2000, 20)])
+    out = torch.cat([pool.query(fresh[i : i + 20]) for i in range(0, 2000, 20)])
     swapped = (out != fresh).float().mean().item()
     assert 0.45 < swapped < 0.55
 
@@ -195,12 +203,15 @@ def test_image_pool_size_zero_and_detach():
 
 
 def test_count_flops_by_hand():
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1),           # -> 8x4x4
-                              torch.nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1),  # -> 4x8x8
-                              torch.nn.Flatten(), torch.nn.Linear(256, 10))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2, padding=1),  # -> 8x4x4
+        torch.nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1),  # -> 4x8x8
+        torch.nn.Flatten(),
+        torch.nn.Linear(256, 10),
+    )
     fc = count_flops(net, torch.zeros(2, 3, 8, 8))
-    conv = 8 * 4 * 4 * 3 * 9          # output elements x C_in x k x k
-    convt = 8 * 4 * 4 * 4 * 9         # input elements x C_out x k x k
+    conv = 8 * 4 * 4 * 3 * 9  # output elements x C_in x k x k
+    convt = 8 * 4 * 4 * 4 * 9  # input elements x C_out x k x k
     linear = 10 * 256
     assert fc.macs == 2 * (conv + convt + linear)
     assert fc.gflops_per_sample == pytest.approx(2 * (conv + convt + linear) / 1e9)

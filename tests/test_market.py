@@ -3,10 +3,16 @@
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from augment.market import (
-    DatasetError, MarketName, parse_market_name, read_market, write_market, dataset_fingerprint,
+    DatasetError,
+    MarketName,
+    dataset_fingerprint,
+    parse_market_name,
+    read_market,
+    write_market,
 )
 
 
@@ -17,11 +23,16 @@ def touch(path: Path, data: bytes = b"x") -> None:
 
 def make_root(tmp_path: Path) -> Path:
     root = tmp_path / "Market"
-    for n in ["0002_c1s1_000451_03.jpg", "0002_c2s1_000551_01.jpg", "0007_c3s3_077419_03.jpg",
-              "-1_c1s1_000401_03.jpg", "0000_c1s1_000151_01.jpg", "Thumbs.db"]:
+    for n in [
+        "0002_c1s1_000451_03.jpg",
+        "0002_c2s1_000551_01.jpg",
+        "0007_c3s3_077419_03.jpg",
+        "-1_c1s1_000401_03.jpg",
+        "0000_c1s1_000151_01.jpg",
+        "Thumbs.db",
+    ]:
         touch(root / "bounding_box_train" / n)
-    for n in ["0001_c1s1_001051_03.jpg", "0001_c3s1_001251_02.jpg", "0000_c2s1_000301_01.jpg",
-              "-1_c2s1_000201_01.jpg"]:
+    for n in ["0001_c1s1_001051_03.jpg", "0001_c3s1_001251_02.jpg", "0000_c2s1_000301_01.jpg", "-1_c2s1_000201_01.jpg"]:
         touch(root / "bounding_box_test" / n, b"xy")
     for n in ["0001_c1s1_001051_00.jpg", "0001_c3s1_001251_00.jpg"]:
         touch(root / "query" / n)
@@ -37,16 +48,28 @@ def test_parse_known_name():
     assert gen.is_generated and gen.tag == "patn-00012" and gen.ext == ".png"
 
 
-@pytest.mark.parametrize("bad", ["2_c1s1_000451_03.jpg", "0002_c1_000451_03.jpg", "0002_c1s1_451_03.jpg",
-                                 "0002_c1s1_000451_03.gif", "abc.jpg", "0002_c1s1_000451_03_.jpg"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "2_c1s1_000451_03.jpg",
+        "0002_c1_000451_03.jpg",
+        "0002_c1s1_451_03.jpg",
+        "0002_c1s1_000451_03.gif",
+        "abc.jpg",
+        "0002_c1s1_000451_03_.jpg",
+    ],
+)
 def test_bad_names_rejected_with_name(bad):
     with pytest.raises(DatasetError, match=bad.replace(".", r"\.")):
         parse_market_name(bad)
 
 
 @given(
-    pid=st.one_of(st.just(-1), st.integers(0, 9999)), camera=st.integers(1, 9), sequence=st.integers(1, 9),
-    frame=st.integers(0, 999999), box=st.integers(0, 99),
+    pid=st.one_of(st.just(-1), st.integers(0, 9999)),
+    camera=st.integers(1, 9),
+    sequence=st.integers(1, 9),
+    frame=st.integers(0, 999999),
+    box=st.integers(0, 99),
     tag=st.one_of(st.just(""), st.from_regex(r"[A-Za-z0-9-]{1,12}", fullmatch=True)),
     ext=st.sampled_from([".jpg", ".png"]),
 )
@@ -64,8 +87,11 @@ def test_generated_name_never_equals_real(tag):
 def test_read_rules_and_counts(tmp_path):
     ds = read_market(make_root(tmp_path))
     assert ds.layout == "market"
-    assert [r.name for r in ds.train] == ["0002_c1s1_000451_03.jpg", "0002_c2s1_000551_01.jpg",
-                                          "0007_c3s3_077419_03.jpg"]
+    assert [r.name for r in ds.train] == [
+        "0002_c1s1_000451_03.jpg",
+        "0002_c2s1_000551_01.jpg",
+        "0007_c3s3_077419_03.jpg",
+    ]
     # gallery keeps the distractor, drops junk
     assert sorted(r.pid for r in ds.gallery) == [0, 1, 1]
     assert len(ds.query) == 2

@@ -17,9 +17,15 @@ SIZE = (128, 64)
 
 def official_ssim(generated: np.ndarray, reference: np.ndarray) -> float:
     """tool/getMetrics_market.py's call (compare_ssim(reference, generated, ...)) on today's skimage."""
-    return structural_similarity(reference, generated, gaussian_weights=True, sigma=1.5,
-                                 use_sample_covariance=False, channel_axis=-1,
-                                 data_range=generated.max() - generated.min())
+    return structural_similarity(
+        reference,
+        generated,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        channel_axis=-1,
+        data_range=generated.max() - generated.min(),
+    )
 
 
 def realish_pair(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,13 +77,26 @@ def test_ssim_uses_the_generated_images_range_not_the_references():
     assert gen.max() - gen.min() != ref.max() - ref.min()
     ours = ssim(gen, ref)
     assert abs(ours - official_ssim(gen, ref)) < 1e-6
-    swapped = structural_similarity(ref, gen, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                    channel_axis=-1, data_range=ref.max() - ref.min())
+    swapped = structural_similarity(
+        ref,
+        gen,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        channel_axis=-1,
+        data_range=ref.max() - ref.min(),
+    )
     assert abs(ours - swapped) > 1e-4  # the choice of range matters, and ours is the official one
     # an explicit data_range is honoured
-    assert abs(ssim(gen, ref, data_range=255) - structural_similarity(
-        ref, gen, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=-1,
-        data_range=255)) < 1e-6
+    assert (
+        abs(
+            ssim(gen, ref, data_range=255)
+            - structural_similarity(
+                ref, gen, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=-1, data_range=255
+            )
+        )
+        < 1e-6
+    )
 
 
 def test_ssim_identical_images_is_one_and_tensor_input_works():
@@ -130,8 +149,20 @@ def test_ssim_batches_larger_than_the_cpu_chunk():
 def test_mask_ssim_matches_a_direct_skimage_computation():
     gen, ref = realish_pair(9)
     kps = np.full((18, 2), -1, np.int64)
-    joints = {0: (14, 32), 1: (30, 32), 2: (30, 22), 5: (30, 42), 3: (50, 18), 6: (50, 46),
-              8: (70, 26), 11: (70, 38), 9: (95, 25), 12: (95, 39), 10: (118, 24), 13: (118, 40)}
+    joints = {
+        0: (14, 32),
+        1: (30, 32),
+        2: (30, 22),
+        5: (30, 42),
+        3: (50, 18),
+        6: (50, 46),
+        8: (70, 26),
+        11: (70, 38),
+        9: (95, 25),
+        12: (95, 39),
+        10: (118, 24),
+        13: (118, 40),
+    }
     for j, yx in joints.items():
         kps[j] = yx
     mask = pose_mask_eval(kps, SIZE)[0]
@@ -156,8 +187,8 @@ def test_mask_ssim_matches_a_direct_skimage_computation():
 def test_l1_and_psnr_hand_values():
     a = np.zeros((2, 4, 4, 3), np.uint8)
     b = a.copy()
-    b[0] = 51                      # |diff| 51 everywhere -> 0.2
-    b[1, :2] = 255                 # half the pixels differ by 255 -> 0.5
+    b[0] = 51  # |diff| 51 everywhere -> 0.2
+    b[1, :2] = 255  # half the pixels differ by 255 -> 0.5
     np.testing.assert_allclose(l1(b, a), [0.2, 0.5], atol=1e-15)
     np.testing.assert_allclose(l1(a, b), [0.2, 0.5], atol=1e-15)  # symmetric
     # PSNR: MSE 51^2 -> 20 log10(255/51) = 20 log10(5); MSE 255^2/2 -> 10 log10(2)

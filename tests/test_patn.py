@@ -14,15 +14,21 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from generator_inputs import random_kps, tiny_batch
 
 import generators
 from augment.pose import heatmaps
 from generators import patn
 from generators.base import (
-    TrainSchedule, apply_overrides, build, count_flops, count_parameters, get_method, lr_factor,
+    TrainSchedule,
+    apply_overrides,
+    build,
+    count_flops,
+    count_parameters,
+    get_method,
+    lr_factor,
 )
-from generators.losses import MissingWeightsError, VGG19_FILE, vgg19_prefix
-from generator_inputs import random_kps, tiny_batch
+from generators.losses import VGG19_FILE, MissingWeightsError, vgg19_prefix
 
 H, W = 128, 64
 BN_ENTRIES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -31,7 +37,6 @@ BN_ENTRIES = ("weight", "bias", "running_mean", "running_var", "num_batches_trac
 @pytest.fixture(scope="module")
 def market():
     return build("patn", "market", seed=0)
-
 
 
 def randomise_bn_stats(net: torch.nn.Module, seed: int) -> None:
@@ -53,8 +58,15 @@ def _conv(sd, key, x, stride=1, padding=0, bias=False):
 
 
 def _bn(sd, key, x):
-    return F.batch_norm(x, sd[f"{key}.running_mean"], sd[f"{key}.running_var"],
-                        sd[f"{key}.weight"], sd[f"{key}.bias"], training=False, eps=1e-5)
+    return F.batch_norm(
+        x,
+        sd[f"{key}.running_mean"],
+        sd[f"{key}.running_var"],
+        sd[f"{key}.weight"],
+        sd[f"{key}.bias"],
+        training=False,
+        eps=1e-5,
+    )
 
 
 def _rpad(x, p):
@@ -92,7 +104,7 @@ def reference_patn(sd, src_img, pose_pair, n_blocks, n_down=2):
         a = F.relu(_bn(sd, f"{s1}.2", _conv(sd, f"{s1}.1", _rpad(x1, 1))))
         a = _bn(sd, f"{s1}.7", _conv(sd, f"{s1}.6", _rpad(a, 1)))
         p = F.relu(_bn(sd, f"{s2}.2", _conv(sd, f"{s2}.1", _rpad(x2, 1))))
-        p = _conv(sd, f"{s2}.6", _rpad(p, 1))                      # no norm on the pose output
+        p = _conv(sd, f"{s2}.6", _rpad(p, 1))  # no norm on the pose output
         x1 = x1 + a * torch.sigmoid(p)
         x2 = torch.cat([p, x1], dim=1)
     return _decoder(sd, "model.stream1_up", x1, n_down)
@@ -105,8 +117,11 @@ def reference_resnet_generator(sd, src_img, pose_pair, n_blocks, n_down=2):
         x = _resblock(sd, f"model.{first + i}.conv_block", x)
     # Decoder layers follow the blocks in the same Sequential: renumber them from 0.
     base = first + n_blocks
-    dec = {f"up.{int(k.split('.')[1]) - base}.{k.split('.', 2)[2]}": v for k, v in sd.items()
-           if k.startswith("model.") and k.split(".")[1].isdigit() and int(k.split(".")[1]) >= base}
+    dec = {
+        f"up.{int(k.split('.')[1]) - base}.{k.split('.', 2)[2]}": v
+        for k, v in sd.items()
+        if k.startswith("model.") and k.split(".")[1].isdigit() and int(k.split(".")[1]) >= base
+    }
     return _decoder(dec, "up", x, n_down)
 
 
@@ -172,14 +187,14 @@ def test_official_state_dict_layout(market):
     sd = G.state_dict()
     shapes = {
         "model.stream1_down.1.weight": (64, 3, 7, 7),
-        "model.stream2_down.1.weight": (64, 36, 7, 7),     # cat(BP1, BP2)
+        "model.stream2_down.1.weight": (64, 36, 7, 7),  # cat(BP1, BP2)
         "model.stream2_down.7.weight": (256, 128, 3, 3),
-        "model.att.0.conv_block_stream2.1.weight": (256, 256, 3, 3),   # block 1: C = 256
-        "model.att.1.conv_block_stream2.1.weight": (512, 512, 3, 3),   # blocks 2-9: C = 512
+        "model.att.0.conv_block_stream2.1.weight": (256, 256, 3, 3),  # block 1: C = 256
+        "model.att.1.conv_block_stream2.1.weight": (512, 512, 3, 3),  # blocks 2-9: C = 512
         "model.att.1.conv_block_stream2.2.weight": (512,),
         "model.att.8.conv_block_stream2.6.weight": (256, 512, 3, 3),
         "model.att.8.conv_block_stream1.6.weight": (256, 256, 3, 3),
-        "model.stream1_up.0.weight": (256, 128, 3, 3),                 # ConvTranspose (in, out)
+        "model.stream1_up.0.weight": (256, 128, 3, 3),  # ConvTranspose (in, out)
         "model.stream1_up.3.weight": (128, 64, 3, 3),
         "model.stream1_up.7.weight": (3, 64, 7, 7),
         "model.stream1_up.7.bias": (3,),
@@ -251,7 +266,7 @@ def test_discriminator_and_small_generator_compute_the_official_function(market)
 
 def test_resnet_baseline_sizes_and_function():
     """5/9/13 blocks differ by exactly 4 ResnetBlock(256)s; 39-channel single encoder."""
-    block = 2 * (256 * 256 * 9) + 2 * 2 * 256           # two convs without bias + two BNs
+    block = 2 * (256 * 256 * 9) + 2 * 2 * 256  # two convs without bias + two BNs
     encoder = 39 * 64 * 49 + 2 * 64 + 64 * 128 * 9 + 2 * 128 + 128 * 256 * 9 + 2 * 256
     decoder = 256 * 128 * 9 + 2 * 128 + 128 * 64 * 9 + 2 * 64 + 64 * 3 * 49 + 3
     for preset, n in (("market5", 5), ("market", 9), ("market13", 13)):
@@ -274,7 +289,8 @@ def test_load_official_state_dict(tmp_path):
     dst = build("patn", "market", ngf=8, n_blocks=2, seed=2).nets
     for name in ("G", "D_PB"):
         old_style = collections.OrderedDict(
-            (k, v.clone()) for k, v in src[name].state_dict().items() if "num_batches_tracked" not in k)
+            (k, v.clone()) for k, v in src[name].state_dict().items() if "num_batches_tracked" not in k
+        )
         path = tmp_path / f"latest_net_net{name}.pth"
         torch.save(old_style, path)
         patn.load_official_state_dict(dst[name], path)
@@ -291,8 +307,9 @@ def test_load_official_state_dict(tmp_path):
     # A whole official run folder: netG and netD_PB present, netD_PP absent.
     fresh = build("patn", "market", ngf=8, n_blocks=2, seed=3).nets
     assert patn.load_official_checkpoints(fresh, tmp_path) == ["G", "D_PB"]
-    assert torch.equal(fresh["G"].model.att[1].conv_block_stream2[6].weight,
-                       src["G"].model.att[1].conv_block_stream2[6].weight)
+    assert torch.equal(
+        fresh["G"].model.att[1].conv_block_stream2[6].weight, src["G"].model.att[1].conv_block_stream2[6].weight
+    )
     with pytest.raises(FileNotFoundError, match="120_net_netG.pth"):
         patn.load_official_checkpoints(fresh, tmp_path, epoch="120")
 
@@ -304,8 +321,14 @@ def test_load_official_state_dict(tmp_path):
 
 def test_market_preset_is_the_official_recipe():
     cfg = get_method("patn").preset("market")
-    assert (cfg.ngf, cfg.n_blocks, cfg.n_downsampling, cfg.norm, cfg.padding, cfg.dropout) == \
-        (64, 9, 2, "batch", "reflect", True)
+    assert (cfg.ngf, cfg.n_blocks, cfg.n_downsampling, cfg.norm, cfg.padding, cfg.dropout) == (
+        64,
+        9,
+        2,
+        "batch",
+        "reflect",
+        True,
+    )
     assert (cfg.ndf, cfg.d_blocks, cfg.d_dropout, cfg.pool_size, cfg.pose_sigma) == (64, 3, True, 50, 6.0)
     assert (cfg.lambda_gan, cfg.lambda_l1, cfg.lambda_perceptual, cfg.perceptual) == (5.0, 10.0, 10.0, True)
     t = cfg.train
@@ -319,8 +342,11 @@ def test_market_preset_is_the_official_recipe():
 
 def test_preset_table_in_docstring_is_true(market):
     """Every row of the table in generators/patn.py's docstring is recomputed."""
-    rows = re.findall(r"\|\s*(patn|resnet) (\w+)\s*\|\s*([\d,]+)\s*\|\s*([\d.]+)\s*\|\s*([\d,]+)\s*\|"
-                      r"\s*([\d,]+)\s*\|", patn.__doc__)
+    rows = re.findall(
+        r"\|\s*(patn|resnet) (\w+)\s*\|\s*([\d,]+)\s*\|\s*([\d.]+)\s*\|\s*([\d,]+)\s*\|"
+        r"\s*([\d,]+)\s*\|",
+        patn.__doc__,
+    )
     assert len(rows) == 6
     num = lambda s: int(s.replace(",", ""))
     for method, preset, g_params, g_gflops, pb, pp in rows:
@@ -331,8 +357,7 @@ def test_preset_table_in_docstring_is_true(market):
             continue  # measured in test_market_parameter_counts_and_flops
         fl = count_flops(nets["G"], (torch.zeros(1, 3, H, W), torch.zeros(1, 36, H, W)))
         assert f"{fl.gflops_per_sample:.2f}" == g_gflops, (method, preset)
-    d = re.search(r"D GFLOPs per image: D_PB ([\d.]+), D_PP ([\d.]+) \(market\); ([\d.]+) / ([\d.]+)",
-                  patn.__doc__)
+    d = re.search(r"D GFLOPs per image: D_PB ([\d.]+), D_PP ([\d.]+) \(market\); ([\d.]+) / ([\d.]+)", patn.__doc__)
     for preset, (pb, pp) in (("market", d.groups()[:2]), ("synth", d.groups()[2:])):
         nets = market.nets if preset == "market" else build("patn", preset).nets
         assert f"{count_flops(nets['D_PB'], torch.zeros(1, 21, H, W)).gflops_per_sample:.2f}" == pb
@@ -470,8 +495,11 @@ def test_registry_and_overrides():
         build("patn", "fashion")
     with pytest.raises(ValueError, match=r"unknown config field 'ngff'"):
         build("patn", "synth", ngff=3)
-    b = build("patn", "synth", **{"train.iterations": "40", "train.decay_start": 10, "dropout": "false",
-                                  "train.betas": "0.9,0.99"})
+    b = build(
+        "patn",
+        "synth",
+        **{"train.iterations": "40", "train.decay_start": 10, "dropout": "false", "train.betas": "0.9,0.99"},
+    )
     assert b.config.train.iterations == 40 and b.config.train.decay_start == 10
     assert b.config.dropout is False and b.config.train.betas == (0.9, 0.99)
     assert not any(isinstance(m, torch.nn.Dropout) for m in b.nets["G"].modules())
@@ -482,6 +510,7 @@ def test_registry_and_overrides():
         build("patn", "synth", **{"train.decay_start": 10**9})
     cfg = get_method("resnet").preset("market13")
     from dataclasses import asdict
+
     assert get_method("resnet").config_from_dict(asdict(cfg)) == cfg
 
 

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from generator_inputs import random_kps, tiny_batch
 
 from augment.pose import pg2_pose_maps, pose_mask_pg2
 from generators import pg2
 from generators.base import apply_overrides, build, count_flops, count_parameters, get_method
 from generators.checkpoint import load, save
 from generators.inference import transfer
-from generator_inputs import random_kps, tiny_batch
 
 H, W = 128, 64
 # Spec figures (3 significant digits) and the exact counts of the faithful networks.
@@ -33,9 +33,6 @@ EXACT = {"G1": 70_795_075, "G2": 6_058_883, "D": 4_324_737}
 @pytest.fixture(scope="module")
 def market():
     return build("pg2", "market", seed=0)
-
-
-
 
 
 # ------------------------------------------------------------------------------------------------
@@ -69,14 +66,14 @@ def reference_g1(sd, src, pose, blocks):
         if i < blocks - 1:
             x = F.relu(_conv(sd, f"down.{i}", x, stride=2))
     b, c, h, w = x.shape
-    z_w = sd["fc_encode.weight"]                                  # (z, h*w*c) in NHWC order
+    z_w = sd["fc_encode.weight"]  # (z, h*w*c) in NHWC order
     z = torch.einsum("bchw,zhwc->bz", x, z_w.view(-1, h, w, c)) + sd["fc_encode.bias"]
-    out = z @ sd["fc_decode.weight"].T + sd["fc_decode.bias"]     # (b, h*w*n) in NHWC order
+    out = z @ sd["fc_decode.weight"].T + sd["fc_decode.bias"]  # (b, h*w*n) in NHWC order
     x = out.view(b, h, w, -1).permute(0, 3, 1, 2)
     for i in range(blocks):
         x = _pair(sd, f"decoder.{i}", torch.cat([x, skips[blocks - 1 - i]], 1), True)
         if i < blocks - 1:
-            x = x.repeat_interleave(2, 2).repeat_interleave(2, 3)      # nearest x2
+            x = x.repeat_interleave(2, 2).repeat_interleave(2, 3)  # nearest x2
             x = F.relu(F.conv2d(x, sd[f"up.{i}.weight"], sd[f"up.{i}.bias"]))
     return _conv(sd, "conv_out", x)
 
@@ -105,8 +102,9 @@ def reference_d(sd, x):
     for i in (2, 3, 4):
         x = _conv(sd, f"conv{i}", x, stride=2)
         mean, var = x.mean((0, 2, 3), keepdim=True), x.var((0, 2, 3), unbiased=False, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + 1e-5) * sd[f"bn{i}.weight"].view(1, -1, 1, 1) \
-            + sd[f"bn{i}.bias"].view(1, -1, 1, 1)
+        x = (x - mean) / torch.sqrt(var + 1e-5) * sd[f"bn{i}.weight"].view(1, -1, 1, 1) + sd[f"bn{i}.bias"].view(
+            1, -1, 1, 1
+        )
         x = F.leaky_relu(x, 0.2)
     return (x.flatten(1) @ sd["output.weight"].T + sd["output.bias"]).view(-1)
 
@@ -138,30 +136,40 @@ def test_market_parameter_counts(market):
     # the same numbers from the layer list, by arithmetic
     assert g1_closed_form() == EXACT["G1"]
     conv = lambda a, b, k=3: a * b * k * k + b
-    g2 = conv(6, 128) + 2 * conv(128, 128) + conv(128, 128) + conv(128, 256) + conv(256, 256) \
-        + conv(256, 256) + conv(256, 384) + conv(384, 384) \
-        + conv(768, 128) + conv(128, 128) + conv(384, 128) + conv(128, 128) + 2 * conv(128, 128) \
+    g2 = (
+        conv(6, 128)
+        + 2 * conv(128, 128)
+        + conv(128, 128)
+        + conv(128, 256)
+        + conv(256, 256)
+        + conv(256, 256)
+        + conv(256, 384)
+        + conv(384, 384)
+        + conv(768, 128)
+        + conv(128, 128)
+        + conv(384, 128)
+        + conv(128, 128)
+        + 2 * conv(128, 128)
         + conv(128, 3)
+    )
     assert g2 == EXACT["G2"]
-    d = conv(3, 64, 5) + conv(64, 128, 5) + conv(128, 256, 5) + conv(256, 512, 5) \
-        + 2 * (128 + 256 + 512) + 16384 + 1
+    d = conv(3, 64, 5) + conv(64, 128, 5) + conv(128, 256, 5) + conv(256, 512, 5) + 2 * (128 + 256 + 512) + 16384 + 1
     assert d == EXACT["D"]
 
 
 def test_market_layer_list(market):
     G1, G2, D = market.nets["G1"], market.nets["G2"], market.nets["D"]
-    assert G1.conv_in.weight.shape == (128, 21, 3, 3)                       # cat(IA, PB)
+    assert G1.conv_in.weight.shape == (128, 21, 3, 3)  # cat(IA, PB)
     assert [b.conv1.weight.shape[0] for b in G1.encoder] == [128, 256, 384, 512, 640]
     assert [d.weight.shape[:2] for d in G1.down] == [(256, 128), (384, 256), (512, 384), (640, 512)]
     assert all(d.stride == (2, 2) for d in G1.down)
     assert G1.fc_encode.weight.shape == (64, 8 * 4 * 640) and G1.fc_decode.weight.shape == (8 * 4 * 128, 64)
     assert [b.conv1.weight.shape[1] for b in G1.decoder] == [768, 1024, 768, 512, 256]
-    assert [u.weight.shape for u in G1.up] == [(512, 768, 1, 1), (384, 1024, 1, 1), (256, 768, 1, 1),
-                                               (128, 512, 1, 1)]
+    assert [u.weight.shape for u in G1.up] == [(512, 768, 1, 1), (384, 1024, 1, 1), (256, 768, 1, 1), (128, 512, 1, 1)]
     assert G1.conv_out.weight.shape == (3, 256, 3, 3)
     assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.Tanh)) for m in G1.modules())
     assert all(m.bias is not None for m in G1.modules() if isinstance(m, torch.nn.Conv2d))
-    assert G2.conv_in.weight.shape == (128, 6, 3, 3)                        # cat(G1, IA)
+    assert G2.conv_in.weight.shape == (128, 6, 3, 3)  # cat(G1, IA)
     assert [b.conv1.weight.shape[:2] for b in G2.encoder] == [(128, 128), (256, 128), (384, 256)]
     assert [d.weight.shape[:2] for d in G2.down] == [(128, 128), (256, 256)]  # width kept
     assert [b.conv1.weight.shape[:2] for b in G2.decoder] == [(128, 768), (128, 384), (128, 128)]
@@ -172,8 +180,11 @@ def test_market_layer_list(market):
 
 def test_flops_and_preset_table_in_docstring(market):
     """Every row of the table in generators/pg2.py's docstring is recomputed."""
-    rows = re.findall(r"\|\s*(market|synth)\s*\|\s*([\d,]+)\s*\|\s*([\d.]+)\s*\|\s*([\d,]+)\s*\|"
-                      r"\s*([\d.]+)\s*\|\s*([\d,]+)\s*\|\s*([\d.]+)\s*\|", pg2.__doc__)
+    rows = re.findall(
+        r"\|\s*(market|synth)\s*\|\s*([\d,]+)\s*\|\s*([\d.]+)\s*\|\s*([\d,]+)\s*\|"
+        r"\s*([\d.]+)\s*\|\s*([\d,]+)\s*\|\s*([\d.]+)\s*\|",
+        pg2.__doc__,
+    )
     assert [r[0] for r in rows] == ["market", "synth"]
     num = lambda s: int(s.replace(",", ""))
     img, pose = torch.zeros(1, 3, H, W), torch.zeros(1, 18, H, W)
@@ -185,8 +196,11 @@ def test_flops_and_preset_table_in_docstring(market):
         assert f"{count_flops(nets['D'], torch.zeros(2, 3, H, W)).gflops_per_sample:.2f}" == d_fl
     synth = get_method("pg2").preset("synth")
     iters = re.search(r"synth .*\| ([\d,]+) it \(G1 alone to ([\d,]+)\), batch (\d+)", pg2.__doc__).groups()
-    assert (num(iters[0]), num(iters[1]), int(iters[2])) == \
-        (synth.train.iterations, synth.stage1_iterations, synth.train.batch_size)
+    assert (num(iters[0]), num(iters[1]), int(iters[2])) == (
+        synth.train.iterations,
+        synth.stage1_iterations,
+        synth.train.batch_size,
+    )
 
 
 def test_networks_compute_the_official_function():
@@ -210,9 +224,16 @@ def test_networks_compute_the_official_function():
     assert torch.allclose(out_d, ref_d, atol=1e-4, rtol=1e-4), (out_d - ref_d).abs().max()
     # PyTorch's symmetric padding would not be the same function (TF pads the odd pixel after)
     sd = G1.state_dict()
-    sym = F.conv2d(F.pad(torch.relu(F.conv2d(torch.cat([src, pose], 1), sd["conv_in.weight"],
-                                             sd["conv_in.bias"], padding=1)), (0,) * 4),
-                   sd["down.0.weight"], sd["down.0.bias"], stride=2, padding=1)
+    sym = F.conv2d(
+        F.pad(
+            torch.relu(F.conv2d(torch.cat([src, pose], 1), sd["conv_in.weight"], sd["conv_in.bias"], padding=1)),
+            (0,) * 4,
+        ),
+        sd["down.0.weight"],
+        sd["down.0.bias"],
+        stride=2,
+        padding=1,
+    )
     x = F.relu(G1.conv_in(torch.cat([src, pose], 1)))
     assert not torch.allclose(G1.down[0](x), sym, atol=1e-4)
 
@@ -237,8 +258,9 @@ def test_initialisation_follows_official(market):
     w = torch.cat([m.weight.flatten() for m in D.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))])
     assert w.abs().max() <= bound + 1e-7 and abs(w.std().item() - 0.02) < 2e-4
     assert all(torch.all(m.bias == 0) for m in D.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
-    assert all(torch.all(m.weight == 1) and torch.all(m.bias == 0)
-               for m in D.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert all(
+        torch.all(m.weight == 1) and torch.all(m.bias == 0) for m in D.modules() if isinstance(m, torch.nn.BatchNorm2d)
+    )
     # same seed -> same weights; build() leaves the global RNG alone
     state = torch.random.get_rng_state()
     a, b = build("pg2", "synth", seed=3).nets.state_dict(), build("pg2", "synth", seed=3).nets.state_dict()
@@ -269,8 +291,8 @@ def test_generate_is_g1_plus_diffmap_on_the_target_pose():
     assert out.shape == (2, 3, H, W) and out.dtype == torch.float32
     assert torch.equal(out, (g1 + diff).clamp(-1, 1))
     assert (g1 + diff).max() > 1 and out.max() == 1 and out.min() >= -1
-    assert diff.abs().max() > 1e-3                    # the DiffMap contributes
-    assert torch.equal(out, other_source_pose)         # PG2 reads the target pose only
+    assert diff.abs().max() > 1e-3  # the DiffMap contributes
+    assert torch.equal(out, other_source_pose)  # PG2 reads the target pose only
     assert not torch.allclose(out, other_target, atol=1e-4)
     with pytest.raises(ValueError, match="built for 128x64"):
         b.generate(torch.zeros(1, 3, 64, 32), kp1[:1], kp2[:1])
@@ -298,20 +320,28 @@ def test_checkpoint_round_trip_and_numpy_transfer(tmp_path):
 
 def test_pose_mask_l1_hand_value():
     fake = torch.zeros(1, 3, 2, 2)
-    real = torch.tensor([[[[1.0, -2.0], [0.5, 0.0]]] * 3])          # |diff| = 1, 2, 0.5, 0 per channel
-    mask = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])               # (B,1,H,W): pixels (0,0), (1,0)
+    real = torch.tensor([[[[1.0, -2.0], [0.5, 0.0]]] * 3])  # |diff| = 1, 2, 0.5, 0 per channel
+    mask = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])  # (B,1,H,W): pixels (0,0), (1,0)
     l1, masked = pg2.pose_mask_l1(fake, real, mask)
     assert l1.item() == pytest.approx((1 + 2 + 0.5 + 0) / 4)
-    assert masked.item() == pytest.approx((1 + 0.5) / 4)             # mean over all 12 elements
-    assert (l1 + masked).item() == pytest.approx(1.25)               # the (1 + M) weighted L1
+    assert masked.item() == pytest.approx((1 + 0.5) / 4)  # mean over all 12 elements
+    assert (l1 + masked).item() == pytest.approx(1.25)  # the (1 + M) weighted L1
 
 
 def tiny_config(**extra):
-    over = {"image_size": (32, 16), "g1_hidden": 4, "g1_blocks": 3, "z_num": 8, "g2_hidden": 4,
-            "ndf": 4, "stage1_iterations": 2, "train.iterations": 40, "train.decay_start": 40, **extra}
+    over = {
+        "image_size": (32, 16),
+        "g1_hidden": 4,
+        "g1_blocks": 3,
+        "z_num": 8,
+        "g2_hidden": 4,
+        "ndf": 4,
+        "stage1_iterations": 2,
+        "train.iterations": 40,
+        "train.decay_start": 40,
+        **extra,
+    }
     return over
-
-
 
 
 def setup(**extra):
@@ -350,7 +380,7 @@ def test_stage_switch_at_the_boundary_and_the_four_way_batch():
             assert [x.shape[0] for x in d_inputs] == [16, 16]
             with torch.no_grad():
                 g1 = nets["G1"](batch["src_img"], pg2_pose_maps(batch["tgt_kps"], (32, 16)))
-            for x in d_inputs:   # cat(IB, IA, G1, G2)
+            for x in d_inputs:  # cat(IB, IA, G1, G2)
                 assert torch.equal(x[:4], batch["tgt_img"]) and torch.equal(x[4:8], batch["src_img"])
                 assert torch.allclose(x[8:12], g1, atol=1e-6)
             assert not torch.allclose(d_inputs[0][12:], d_inputs[1][12:])  # G2 recomputed after its step
@@ -380,7 +410,7 @@ def test_stage_losses_follow_the_official_formulas():
     with torch.no_grad():
         g1 = G1(src, pose)
         g2 = g1 + G2_before(g1, src)
-        logits = copy.deepcopy(D_before)(torch.cat([tgt, src, g1, g2]))   # train-mode BN, one batch
+        logits = copy.deepcopy(D_before)(torch.cat([tgt, src, g1, g2]))  # train-mode BN, one batch
         separate = copy.deepcopy(D_before)(g2)
     out = impl.train_step(nets, opts, batch, ctx)
     d2 = (g2 - tgt).abs()
@@ -391,8 +421,11 @@ def test_stage_losses_follow_the_official_formulas():
     with torch.no_grad():
         g2_new = g1 + nets["G2"](g1, src)
         logits = copy.deepcopy(D_before)(torch.cat([tgt, src, g1, g2_new]))
-    loss_d = 0.5 * bce(logits[:4], torch.ones(4)) + 0.25 * bce(logits[4:8], torch.zeros(4)) \
+    loss_d = (
+        0.5 * bce(logits[:4], torch.ones(4))
+        + 0.25 * bce(logits[4:8], torch.zeros(4))
         + 0.25 * bce(logits[12:], torch.zeros(4))
+    )
     assert out["D"] == pytest.approx(loss_d.item(), rel=1e-5)
 
 
@@ -440,13 +473,14 @@ def test_market_preset_is_the_official_recipe():
     assert impl.required_weights(cfg) == []
     nets = build("pg2", "market", g1_hidden=4, z_num=4, g2_hidden=4, ndf=4).nets
     opts = impl.make_optimizers(nets, cfg)
-    assert {n: (o.param_groups[0]["lr"], o.param_groups[0]["betas"]) for n, o in opts.items()} == \
-        {n: (2e-5, (0.5, 0.999)) for n in ("G1", "G2", "D")}
+    assert {n: (o.param_groups[0]["lr"], o.param_groups[0]["betas"]) for n, o in opts.items()} == {
+        n: (2e-5, (0.5, 0.999)) for n in ("G1", "G2", "D")
+    }
     assert all(len(opts[n].param_groups[0]["params"]) == len(list(nets[n].parameters())) for n in opts)
     synth = impl.preset("synth")
     assert (synth.image_size, synth.g1_blocks, synth.g2_blocks) == ((128, 64), 5, 3)  # same structure
     assert synth.bottom_size == cfg.bottom_size == (8, 4)
-    assert synth.train.lr == t.lr and synth.lambda_l1 == cfg.lambda_l1    # stage 2 at the official rate
+    assert synth.train.lr == t.lr and synth.lambda_l1 == cfg.lambda_l1  # stage 2 at the official rate
     rates = {n: o.param_groups[0]["lr"] for n, o in impl.make_optimizers(nets, synth).items()}
     assert rates == pytest.approx({"G1": synth.g1_lr_scale * 2e-5, "G2": 2e-5, "D": 2e-5})
     assert 0 < synth.stage1_iterations < synth.train.iterations
@@ -460,37 +494,55 @@ def test_config_errors_name_the_fix():
     cfg = apply_overrides(get_method("pg2").preset("synth"), {"image_size": "64,32"})
     assert cfg.image_size == (64, 32) and cfg.bottom_size == (4, 2)
     from dataclasses import asdict
+
     assert get_method("pg2").config_from_dict(asdict(cfg)) == cfg
 
 
 def test_resume_across_the_stage_boundary_is_bit_exact(tmp_path):
-    from generators.checkpoint import read_checkpoint
-    from generators.train import RunConfig, train
     from test_generator_data import make_tiny_root
 
+    from generators.checkpoint import read_checkpoint
+    from generators.train import RunConfig, train
+
     root = make_tiny_root(tmp_path / "data", size=(32, 16))
-    sets = {k: ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
-            for k, v in tiny_config(stage1_iterations=3).items() if not k.startswith("train.")}
-    run = lambda out, **kw: RunConfig(out=out, data=root, method="pg2", preset="synth", iterations=6,
-                                      batch_size=2, checkpoint_every=2, sample_every=6, overrides=dict(sets),
-                                      progress=False, num_samples=2, amp="off", **kw)
+    sets = {
+        k: ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
+        for k, v in tiny_config(stage1_iterations=3).items()
+        if not k.startswith("train.")
+    }
+    run = lambda out, **kw: RunConfig(
+        out=out,
+        data=root,
+        method="pg2",
+        preset="synth",
+        iterations=6,
+        batch_size=2,
+        checkpoint_every=2,
+        sample_every=6,
+        overrides=dict(sets),
+        progress=False,
+        num_samples=2,
+        amp="off",
+        **kw,
+    )
     straight = train(run(tmp_path / "a"), log=lambda s: None)
     assert straight.iteration == 6
+
     def stop(info):
         if info.iteration == 2:
             raise KeyboardInterrupt
 
     first = train(run(tmp_path / "b"), hooks=[stop], log=lambda s: None)
-    assert first.interrupted and first.iteration == 2                   # before the boundary (3)
+    assert first.interrupted and first.iteration == 2  # before the boundary (3)
     train(RunConfig(out=tmp_path / "b", resume=True, amp="off", progress=False, num_samples=2), log=lambda s: None)
     a = read_checkpoint(tmp_path / "a" / "checkpoints" / "latest.pt")
     b = read_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")
     assert a["iteration"] == b["iteration"] == 6 and a["content_hash"] == b["content_hash"]
     for name in ("G2", "D"):
-        assert a["optimizers"][name]["state"], name        # stage 2 ran after the resume
+        assert a["optimizers"][name]["state"], name  # stage 2 ran after the resume
         for pid, st in a["optimizers"][name]["state"].items():
             assert all(torch.equal(v, b["optimizers"][name]["state"][pid][k]) for k, v in st.items())
     lines = lambda p: [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in open(p)]
     log_a = lines(tmp_path / "a" / "train_log.jsonl")
     assert log_a == lines(tmp_path / "b" / "train_log.jsonl")
-    assert ["G1" in row for row in log_a] == [True] * 3 + [False] * 3   # the stage switch in the log
+    assert ["G1" in row for row in log_a] == [True] * 3 + [False] * 3  # the stage switch in the log

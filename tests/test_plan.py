@@ -7,7 +7,13 @@ import pytest
 from augment.keypoints import JOINT_INDEX, MISSING
 from augment.market import MarketName, parse_market_name
 from augment.plan import (
-    GENERATED, REAL, PlanSpec, TrainIndex, make_plan, read_plan, write_plan,
+    GENERATED,
+    REAL,
+    PlanSpec,
+    TrainIndex,
+    make_plan,
+    read_plan,
+    write_plan,
 )
 
 
@@ -126,9 +132,13 @@ def test_pose_sampling(protocol, k):
 
 def test_bad_specs():
     idx = make_index()
-    for spec, msg in [(PlanSpec("portion", portion=0.0), "--portion"), (PlanSpec("portion", portion=1.5), "--portion"),
-                      (PlanSpec("ratio", per_image=0), ">= 1"), (PlanSpec("nope"), "unknown protocol"),
-                      (PlanSpec("portion", portion=0.5, target_poses="all"), "--target-poses")]:
+    for spec, msg in [
+        (PlanSpec("portion", portion=0.0), "--portion"),
+        (PlanSpec("portion", portion=1.5), "--portion"),
+        (PlanSpec("ratio", per_image=0), ">= 1"),
+        (PlanSpec("nope"), "unknown protocol"),
+        (PlanSpec("portion", portion=0.5, target_poses="all"), "--target-poses"),
+    ]:
         with pytest.raises(ValueError, match=msg):
             make_plan(idx, spec)
 

@@ -28,10 +28,28 @@ SQUARE5 = footprint_rectangle((5, 5))
 
 
 # A standing person in a 128x64 crop, (y, x).
-TEMPLATE = np.array([
-    [20, 32], [30, 32], [30, 22], [48, 18], [64, 16], [30, 42], [48, 46], [64, 48], [66, 26],
-    [90, 26], [115, 26], [66, 38], [90, 38], [115, 38], [17, 35], [17, 29], [19, 38], [19, 26],
-])
+TEMPLATE = np.array(
+    [
+        [20, 32],
+        [30, 32],
+        [30, 22],
+        [48, 18],
+        [64, 16],
+        [30, 42],
+        [48, 46],
+        [64, 48],
+        [66, 26],
+        [90, 26],
+        [115, 26],
+        [66, 38],
+        [90, 38],
+        [115, 38],
+        [17, 35],
+        [17, 29],
+        [19, 38],
+        [19, 26],
+    ]
+)
 
 
 def random_poses(n, seed, p_missing=0.15, keep_torso=True):
@@ -85,7 +103,7 @@ def ref_cords_to_map(cords, img_size=(H, W), sigma=6):
         if point[0] == -1 or point[1] == -1:
             continue
         xx, yy = np.meshgrid(np.arange(img_size[1]), np.arange(img_size[0]))
-        result[..., i] = np.exp(-((yy - point[0]) ** 2 + (xx - point[1]) ** 2) / (2 * sigma ** 2))
+        result[..., i] = np.exp(-((yy - point[0]) ** 2 + (xx - point[1]) ** 2) / (2 * sigma**2))
     return result.transpose(2, 0, 1)
 
 
@@ -94,7 +112,7 @@ def ref_sparse_keypoint(r, c, height, width, radius=4):
     out = []
     for i in range(-radius, radius + 1):
         for j in range(-radius, radius + 1):
-            if 0 <= r + i < height and 0 <= c + j < width and np.sqrt(float(i ** 2 + j ** 2)) <= radius:
+            if 0 <= r + i < height and 0 <= c + j < width and np.sqrt(float(i**2 + j**2)) <= radius:
                 out.append((r + i, c + j))
     return out
 
@@ -111,8 +129,9 @@ def ref_pg2_mask(kp, height=H, width=W, radius=4):
         sample_n = int(np.sqrt((r0 - r1) ** 2 + (c0 - c1) ** 2) / radius)
         if sample_n > 1:
             for i in range(1, sample_n):
-                pts += ref_sparse_keypoint(r0 + (r1 - r0) * i / sample_n, c0 + (c1 - c0) * i / sample_n,
-                                           height, width, radius)
+                pts += ref_sparse_keypoint(
+                    r0 + (r1 - r0) * i / sample_n, c0 + (c1 - c0) * i / sample_n, height, width, radius
+                )
         for r, c in pts:
             dense[r, c] = 1
     return close(dense)
@@ -138,14 +157,14 @@ def legacy_polygon(r, c, shape):
     minc, maxc = int(max(0, c.min())), min(shape[1] - 1, int(math.ceil(c.max())))
     if maxr < minr or maxc < minc:
         return out
-    rr, cc = np.mgrid[minr:maxr + 1, minc:maxc + 1]
+    rr, cc = np.mgrid[minr : maxr + 1, minc : maxc + 1]
     out[rr, cc] = legacy_inside(c, r, cc, rr)
     return out
 
 
 def legacy_grid_points_in_poly(shape, verts):
     """scikit-image 0.14 `measure.grid_points_in_poly`: point_in_polygon(vx=verts[:,0], vy=verts[:,1], m, n)."""
-    m, n = np.mgrid[0:shape[0], 0:shape[1]]
+    m, n = np.mgrid[0 : shape[0], 0 : shape[1]]
     return legacy_inside(verts[:, 0], verts[:, 1], m, n)
 
 
@@ -191,8 +210,9 @@ def ref_estimate_polygon(fr, to, st, inc_to, inc_from=0.1, p_to=0.2, p_from=0.2)
     if norm == 0:
         return np.array([fr + 1, fr - 1, to - 1, to + 1])
     norm_vec = norm_vec / norm
-    return np.array([fr + st * p_from * norm_vec, fr - st * p_from * norm_vec,
-                     to - st * p_to * norm_vec, to + st * p_to * norm_vec])
+    return np.array(
+        [fr + st * p_from * norm_vec, fr - st * p_from * norm_vec, to - st * p_to * norm_vec, to + st * p_to * norm_vec]
+    )
 
 
 def ref_pose_masks(array2, img_size=(H, W), modern=False):
@@ -205,7 +225,7 @@ def ref_pose_masks(array2, img_size=(H, W), modern=False):
         lo = np.maximum(com.min(0) - int(0.4 * st2), 0)
         hi = np.minimum(com.max(0) + int(0.4 * st2), img_size[::-1])
         m = np.zeros(img_size)
-        m[lo[1]:hi[1], lo[0]:hi[0]] = 1
+        m[lo[1] : hi[1], lo[0] : hi[0]] = 1
         masks.append(m)
     else:
         masks.append(np.zeros(img_size))
@@ -227,13 +247,19 @@ def ref_affine_transforms(array1, array2):
     st1, st2 = ref_st(kp1), ref_st(kp2)
     out = []
     names = list(P.TORSO_POINTS)
-    out.append(estimate_transform("affine", src=np.array([kp2[n] for n in names]),
-                                  dst=np.array([kp1[n] for n in names])).params)
+    out.append(
+        estimate_transform(
+            "affine", src=np.array([kp2[n] for n in names]), dst=np.array([kp1[n] for n in names])
+        ).params
+    )
     head = [n for n in P.HEAD_JOINTS if n in kp1 and n in kp2]
     if head:
         head += ["Lsho", "Rsho"]
-        out.append(estimate_transform("affine", src=np.array([kp2[n] for n in head]),
-                                      dst=np.array([kp1[n] for n in head])).params)
+        out.append(
+            estimate_transform(
+                "affine", src=np.array([kp2[n] for n in head]), dst=np.array([kp1[n] for n in head])
+            ).params
+        )
     else:
         out.append(NO_POINT)
     for (fr, to), inc_to in zip(P.LIMBS, (0.1, 0.1, 0.3, 0.3, 0.1, 0.1, 0.3, 0.3)):
@@ -260,8 +286,8 @@ def test_heatmap_hand_values():
     hm = P.heatmaps(k)
     assert hm.shape == (1, 18, H, W) and hm.dtype == np.float32
     assert hm[0, 0, 50, 20] == 1.0
-    assert hm[0, 0, 53, 24] == pytest.approx(math.exp(-25 / 72), rel=1e-7)   # offset (3, 4): d^2 = 25
-    assert hm[0, 0, 50, 26] == pytest.approx(math.exp(-0.5), rel=1e-7)      # one sigma away
+    assert hm[0, 0, 53, 24] == pytest.approx(math.exp(-25 / 72), rel=1e-7)  # offset (3, 4): d^2 = 25
+    assert hm[0, 0, 50, 26] == pytest.approx(math.exp(-0.5), rel=1e-7)  # one sigma away
     assert np.all(hm[0, 1:] == 0)  # missing joints: zero channels
     wide = P.heatmaps(k, sigma=12.0)
     assert wide[0, 0, 53, 24] == pytest.approx(math.exp(-25 / 288), rel=1e-7)
@@ -269,7 +295,7 @@ def test_heatmap_hand_values():
 
 def test_heatmaps_equal_official_cords_to_map():
     kps = random_poses(12, seed=1, keep_torso=False)
-    kps[0, 3] = (200, 5)   # outside the image: still a (clipped) Gaussian, as in the official code
+    kps[0, 3] = (200, 5)  # outside the image: still a (clipped) Gaussian, as in the official code
     ours = P.heatmaps(kps)
     ref = np.stack([ref_cords_to_map(k) for k in kps])
     tiny = np.finfo(np.float32).tiny
@@ -283,8 +309,8 @@ def test_joint_disk_pixel_counts():
     k = only(nose=(60, 30), Rank=(0, 0), Lank=(127, 63))
     d = P.joint_disks(k)
     assert d.dtype == np.float32 and set(np.unique(d)) == {0.0, 1.0}
-    assert d[0, J["nose"]].sum() == 49          # i^2 + j^2 <= 16
-    assert d[0, J["Rank"]].sum() == 17          # quarter disk in the corner: 5+4+4+3+1
+    assert d[0, J["nose"]].sum() == 49  # i^2 + j^2 <= 16
+    assert d[0, J["Rank"]].sum() == 17  # quarter disk in the corner: 5+4+4+3+1
     assert d[0, J["Lank"]].sum() == 17
     assert d[0, J["nose"], 56, 30] == 1 and d[0, J["nose"], 55, 30] == 0 and d[0, J["nose"], 57, 33] == 0
     assert d[0, J["neck"]].sum() == 0
@@ -319,7 +345,7 @@ def test_pg2_mask_vertical_limb_by_hand():
             for j in range(-4, 5):
                 if i * i + j * j <= 16:
                     expected[r0 + i, 30 + j] = 1
-    expected[40:61, 26:35] = 1   # the closing fills the notches between disks (cols 26 and 34)
+    expected[40:61, 26:35] = 1  # the closing fills the notches between disks (cols 26 and 34)
     np.testing.assert_array_equal(m, expected)
     assert m.sum() == 229
 
@@ -333,7 +359,7 @@ def test_pg2_mask_needs_a_connection():
 def test_pg2_mask_equals_official():
     kps = random_poses(10, seed=3)
     kps[0, 2], kps[0, 3] = (127, 0), (0, 63)  # long diagonal limb, joints in the corners
-    kps[1, 1] = kps[1, 2]                       # coincident joints
+    kps[1, 1] = kps[1, 2]  # coincident joints
     ours = P.pose_mask_pg2(kps)
     for n, kp in enumerate(kps):
         np.testing.assert_array_equal(ours[n], ref_pg2_mask(kp), err_msg=f"pose {n}")
@@ -347,8 +373,8 @@ def test_eval_mask_vertical_limb_by_hand():
     m = P.pose_mask_eval(k)[0]
     assert m.dtype == np.bool_
     expected = np.zeros((H, W), dtype=bool)
-    expected[40:60, 26:34] = True              # quad (40,26),(40,34),(60,34),(60,26): rows [40,60), cols [26,34)
-    for r0 in (40, 60):                         # disks d^2 < 16
+    expected[40:60, 26:34] = True  # quad (40,26),(40,34),(60,34),(60,26): rows [40,60), cols [26,34)
+    for r0 in (40, 60):  # disks d^2 < 16
         for i in range(-3, 4):
             for j in range(-3, 4):
                 if i * i + j * j < 16:
@@ -381,7 +407,7 @@ def test_eval_mask_zero_length_limb_gives_no_nan_and_a_disk():
 def test_eval_mask_equals_official_skimage_0_14():
     kps = random_poses(24, seed=4)
     kps[0, 2], kps[0, 3] = (127, 0), (0, 63)
-    kps[1, 14] = kps[1, 0]                      # zero-length nose-Leye
+    kps[1, 14] = kps[1, 0]  # zero-length nose-Leye
     ours = P.pose_mask_eval(kps)
     for n, kp in enumerate(kps):
         np.testing.assert_array_equal(ours[n], ref_eval_mask(kp), err_msg=f"pose {n}")
@@ -404,11 +430,13 @@ def test_eval_mask_vs_todays_skimage_differs_only_on_polygon_boundaries():
 def test_polygon_fill_vs_skimage_on_random_quads():
     rng = np.random.default_rng(6)
     quads = [rng.uniform(-10, 140, (4, 2)) for _ in range(30)]
-    quads += [np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], float)   # axis-aligned, integer
-              for r0, r1, c0, c1 in rng.integers(-5, 70, (10, 4))]
+    quads += [
+        np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], float)  # axis-aligned, integer
+        for r0, r1, c0, c1 in rng.integers(-5, 70, (10, 4))
+    ]
     v = torch.tensor(np.stack(quads))
-    ours = P.fill_polygons(v[..., 1], v[..., 0], n_ray=W, n_scan=H).numpy()        # draw.polygon
-    ours_t = P.fill_polygons(v[..., 0], v[..., 1], n_ray=H, n_scan=W).numpy()      # grid_points_in_poly
+    ours = P.fill_polygons(v[..., 1], v[..., 0], n_ray=W, n_scan=H).numpy()  # draw.polygon
+    ours_t = P.fill_polygons(v[..., 0], v[..., 1], n_ray=H, n_scan=W).numpy()  # grid_points_in_poly
     disagreements = 0
     for q, quad in enumerate(quads):
         np.testing.assert_array_equal(ours[q], legacy_polygon(quad[:, 0], quad[:, 1], (H, W)))
@@ -427,11 +455,29 @@ def test_polygon_fill_vs_skimage_on_random_quads():
 
 
 def test_part_order():
-    assert P.PART_NAMES == ("torso", "head", "Rhip-Rkne", "Lhip-Lkne", "Rkne-Rank", "Lkne-Lank",
-                            "Rsho-Relb", "Lsho-Lelb", "Relb-Rwri", "Lelb-Lwri")
+    assert P.PART_NAMES == (
+        "torso",
+        "head",
+        "Rhip-Rkne",
+        "Lhip-Lkne",
+        "Rkne-Rank",
+        "Lkne-Lank",
+        "Rsho-Relb",
+        "Lsho-Lelb",
+        "Relb-Rwri",
+        "Lelb-Lwri",
+    )
     mirrored = [P.PART_NAMES[2 + m] for m in P.LIMB_MIRROR]
-    assert mirrored == ["Lhip-Lkne", "Rhip-Rkne", "Lkne-Lank", "Rkne-Rank",
-                        "Lsho-Lelb", "Rsho-Relb", "Lelb-Lwri", "Relb-Rwri"]
+    assert mirrored == [
+        "Lhip-Lkne",
+        "Rhip-Rkne",
+        "Lkne-Lank",
+        "Rkne-Rank",
+        "Lsho-Lelb",
+        "Rsho-Relb",
+        "Lelb-Lwri",
+        "Relb-Rwri",
+    ]
 
 
 def square_pose():
@@ -457,9 +503,9 @@ def test_torso_scale():
 def test_part_masks_by_hand():
     m = P.part_masks(square_pose())[0]
     assert m.shape == (10, H, W) and m.dtype == np.float32
-    assert m[0].min() == 1                       # torso: the whole image
+    assert m[0].min() == 1  # torso: the whole image
     head = np.zeros((H, W), np.float32)
-    head[19 - 16:19 + 16, 33 - 16:33 + 16] = 1   # centre int(mean) = (y 19, x 33.5 -> 33), b = int(0.4*40)
+    head[19 - 16 : 19 + 16, 33 - 16 : 33 + 16] = 1  # centre int(mean) = (y 19, x 33.5 -> 33), b = int(0.4*40)
     np.testing.assert_array_equal(m[1], head)
     # Rhip (70,20) -> Rkne (100,20): fr' y = 67, to' y = 100 + 0.1*33 = 103.3, x = 20 -+ 8.
     limb = np.zeros((H, W), np.float32)
@@ -486,7 +532,7 @@ def test_part_polygons_geometry():
 
 def test_part_masks_equal_official():
     kps = random_poses(16, seed=7)
-    kps[0, J["Rkne"]] = kps[0, J["Rhip"]]         # coincident ends: the official +-1 fallback quad
+    kps[0, J["Rkne"]] = kps[0, J["Rhip"]]  # coincident ends: the official +-1 fallback quad
     ours = P.part_masks(kps)
     polys = P.part_polygons(kps, inc_to=P.MASK_INC_TO)
     differ = 0
@@ -502,7 +548,7 @@ def test_part_masks_equal_official():
 
 def test_affines_translation_by_hand():
     t = square_pose()
-    s = t + np.array([5, 3], dtype=np.int32) * (t != -1)   # source = target shifted by y+5, x+3
+    s = t + np.array([5, 3], dtype=np.int32) * (t != -1)  # source = target shifted by y+5, x+3
     aff, valid = P.part_affines(s, t)
     assert aff.shape == (1, 10, 2, 3) and aff.dtype == np.float32 and valid.dtype == np.bool_
     ok = valid[0]
@@ -529,10 +575,15 @@ def test_affine_no_point_and_mirror_fallback():
     assert valid[0, 2] and valid[0, 4]
     kt, ks = named(t), named(s2)
     st_t, st_s = ref_st(kt), ref_st(ks)
-    for part, (fr, to, inc), (mfr, mto) in ((2, ("Rhip", "Rkne", 0.1), ("Lhip", "Lkne")),
-                                            (4, ("Rkne", "Rank", 0.3), ("Lkne", "Lank"))):
-        ref = estimate_transform("affine", src=ref_estimate_polygon(kt[fr], kt[to], st_t, inc),
-                                 dst=ref_estimate_polygon(ks[mfr], ks[mto], st_s, inc)).params
+    for part, (fr, to, inc), (mfr, mto) in (
+        (2, ("Rhip", "Rkne", 0.1), ("Lhip", "Lkne")),
+        (4, ("Rkne", "Rank", 0.3), ("Lkne", "Lank")),
+    ):
+        ref = estimate_transform(
+            "affine",
+            src=ref_estimate_polygon(kt[fr], kt[to], st_t, inc),
+            dst=ref_estimate_polygon(ks[mfr], ks[mto], st_s, inc),
+        ).params
         np.testing.assert_allclose(aff[0, part], ref[:2], rtol=1e-5, atol=1e-4)
     # Missing on both sides of the source: no point.
     s2[J["Lkne"]] = -1
@@ -571,8 +622,7 @@ def test_affines_equal_skimage_estimate_transform():
         ref = ref_affine_transforms(src[n], tgt[n])
         ref_valid = ~np.all(ref == NO_POINT, axis=(-1, -2))
         np.testing.assert_array_equal(valid[n], ref_valid, err_msg=f"pair {n}")
-        np.testing.assert_allclose(aff[n], ref[:, :2].astype(np.float32), rtol=1e-5, atol=2e-4,
-                                   err_msg=f"pair {n}")
+        np.testing.assert_allclose(aff[n], ref[:, :2].astype(np.float32), rtol=1e-5, atol=2e-4, err_msg=f"pair {n}")
     assert valid[:, 1].any() and (~valid).any()
 
 

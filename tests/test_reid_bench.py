@@ -1,4 +1,5 @@
 """reid_eval.bench: the grid, a tiny end-to-end run, cell resume and reuse, the Table-5 rendering."""
+
 import json
 
 import numpy as np
@@ -10,8 +11,19 @@ from reid_eval.bench import BenchError, BenchOptions, Cell, build_grid, render_m
 
 
 def tiny_options(tiny_market, tmp_path, **kw) -> BenchOptions:
-    base = dict(data=tiny_market, models=('inception',), portions=(0.5, 1.0), methods=('none',), epochs=1,
-                batch_size=8, device='cpu', out=tmp_path / 'bench', sets_dir=tmp_path / 'sets', jobs=1, threads=1)
+    base = dict(
+        data=tiny_market,
+        models=("inception",),
+        portions=(0.5, 1.0),
+        methods=("none",),
+        epochs=1,
+        batch_size=8,
+        device="cpu",
+        out=tmp_path / "bench",
+        sets_dir=tmp_path / "sets",
+        jobs=1,
+        threads=1,
+    )
     base.update(kw)
     return BenchOptions(**base)
 
@@ -19,141 +31,193 @@ def tiny_options(tiny_market, tmp_path, **kw) -> BenchOptions:
 def test_tiny_bench_end_to_end_then_resume_and_reuse(tiny_market, tmp_path, monkeypatch):
     opts = tiny_options(tiny_market, tmp_path, jobs=2)  # two trainings in two worker processes
     results = bench.run_bench(opts)
-    out = tmp_path / 'bench'
-    assert list(results['p']) == [0.5, 1.0] and set(results['method']) == {'none'}
-    assert list(results['train_images']) == [14, 31]  # p=0.5 keeps round(0.5 n) per identity, >= 1
-    assert (results['generated_images'] == 0).all() and (results['reused_from'] == '').all()
-    assert results['rank1_pct'].between(0, 100).all() and results['mAP_pct'].between(0, 100).all()
-    csv = pd.read_csv(out / 'results.csv')
-    parquet = pd.read_parquet(out / 'results.parquet')
+    out = tmp_path / "bench"
+    assert list(results["p"]) == [0.5, 1.0] and set(results["method"]) == {"none"}
+    assert list(results["train_images"]) == [14, 31]  # p=0.5 keeps round(0.5 n) per identity, >= 1
+    assert (results["generated_images"] == 0).all() and (results["reused_from"] == "").all()
+    assert results["rank1_pct"].between(0, 100).all() and results["mAP_pct"].between(0, 100).all()
+    csv = pd.read_csv(out / "results.csv")
+    parquet = pd.read_parquet(out / "results.parquet")
     assert len(csv) == len(parquet) == 2 and list(parquet.columns) == bench.RESULT_COLUMNS
-    assert np.allclose(csv['rank1_pct'], results['rank1_pct'])
-    assert (out / 'rank1.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
-    table = (out / 'table.md').read_text()
-    assert '| method (model) | 0.5 | 1.0 |' in table
+    assert np.allclose(csv["rank1_pct"], results["rank1_pct"])
+    assert (out / "rank1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (out / "table.md").read_text()
+    assert "| method (model) | 0.5 | 1.0 |" in table
     assert f"| None (Inception) | {results['rank1_pct'].iloc[0]:.1f} / 39.2 | " in table
-    cell_dir = out / 'cells' / 'inception-cpu' / 'portion0.5-none-s0'
-    metrics = json.loads((cell_dir / 'metrics.json').read_text())
-    assert metrics['training']['epochs'] == 1 and (cell_dir / 'checkpoint.pt').exists()
+    cell_dir = out / "cells" / "inception-cpu" / "portion0.5-none-s0"
+    metrics = json.loads((cell_dir / "metrics.json").read_text())
+    assert metrics["training"]["epochs"] == 1 and (cell_dir / "checkpoint.pt").exists()
 
     # resume: every cell is finished, so nothing trains (a training call would fail) and results are the same
     def no_training(job):
-        raise AssertionError(f'cell trained again: {job}')
+        raise AssertionError(f"cell trained again: {job}")
 
-    monkeypatch.setattr(bench, '_train_cell', no_training)
+    monkeypatch.setattr(bench, "_train_cell", no_training)
     again = bench.run_bench(opts)
     pd.testing.assert_frame_equal(again, results)
 
     # patn at p=1.0 generates nothing: its set is the real set, so the 'none' cell's training is reused
-    reuse = bench.run_bench(tiny_options(tiny_market, tmp_path, portions=(1.0,), methods=('none', 'patn')))
-    patn = reuse[reuse['method'] == 'patn'].iloc[0]
-    assert patn['reused_from'].endswith('portion1-none-s0')
-    assert patn['rank1_pct'] == reuse[reuse['method'] == 'none'].iloc[0]['rank1_pct']
-    assert (tmp_path / 'sets' / 'portion1-patn-s0' / 'bounding_box_train').is_dir()
+    reuse = bench.run_bench(tiny_options(tiny_market, tmp_path, portions=(1.0,), methods=("none", "patn")))
+    patn = reuse[reuse["method"] == "patn"].iloc[0]
+    assert patn["reused_from"].endswith("portion1-none-s0")
+    assert patn["rank1_pct"] == reuse[reuse["method"] == "none"].iloc[0]["rank1_pct"]
+    assert (tmp_path / "sets" / "portion1-patn-s0" / "bounding_box_train").is_dir()
 
 
 def test_cells_sharing_a_set_in_one_run_train_once(tiny_market, tmp_path):
     """none and patn at p=1.0 are the same real set: one training, the second cell reuses its
     metrics.json (as written, JSON, whatever the training returned in memory)."""
-    results = bench.run_bench(tiny_options(tiny_market, tmp_path, portions=(1.0,), methods=('none', 'patn')))
-    cells = tmp_path / 'bench' / 'cells' / 'inception-cpu'
-    none, patn = (json.loads((cells / f'portion1-{m}-s0' / 'metrics.json').read_text()) for m in ('none', 'patn'))
-    assert patn['reused_from'].endswith('portion1-none-s0') and 'reused_from' not in none
-    assert patn['rank1'] == none['rank1'] and patn['cmc'] == none['cmc']
-    assert not (cells / 'portion1-patn-s0' / 'checkpoint.pt').exists()  # it never trained
-    assert results.set_index('method').loc['patn', 'rank1_pct'] == results.set_index('method').loc['none', 'rank1_pct']
+    results = bench.run_bench(tiny_options(tiny_market, tmp_path, portions=(1.0,), methods=("none", "patn")))
+    cells = tmp_path / "bench" / "cells" / "inception-cpu"
+    none, patn = (json.loads((cells / f"portion1-{m}-s0" / "metrics.json").read_text()) for m in ("none", "patn"))
+    assert patn["reused_from"].endswith("portion1-none-s0") and "reused_from" not in none
+    assert patn["rank1"] == none["rank1"] and patn["cmc"] == none["cmc"]
+    assert not (cells / "portion1-patn-s0" / "checkpoint.pt").exists()  # it never trained
+    assert results.set_index("method").loc["patn", "rank1_pct"] == results.set_index("method").loc["none", "rank1_pct"]
 
 
 def test_generating_cells_need_a_checkpoint_with_data(tiny_market, tmp_path):
-    opts = tiny_options(tiny_market, tmp_path, methods=('none', 'patn'))
-    with pytest.raises(BenchError, match='--checkpoint METHOD=PATH; missing for patn'):
+    opts = tiny_options(tiny_market, tmp_path, methods=("none", "patn"))
+    with pytest.raises(BenchError, match="--checkpoint METHOD=PATH; missing for patn"):
         bench.run_bench(opts)
-    assert not (tmp_path / 'sets').exists()  # refused before building anything
-    with pytest.raises(BenchError, match='no such file'):
-        bench.run_bench(tiny_options(tiny_market, tmp_path, methods=('patn',),
-                                     checkpoints={'patn': tmp_path / 'missing.pt'}))
-    with pytest.raises(BenchError, match='--portions'):
+    assert not (tmp_path / "sets").exists()  # refused before building anything
+    with pytest.raises(BenchError, match="no such file"):
+        bench.run_bench(
+            tiny_options(tiny_market, tmp_path, methods=("patn",), checkpoints={"patn": tmp_path / "missing.pt"})
+        )
+    with pytest.raises(BenchError, match="--portions"):
         bench.run_bench(tiny_options(tiny_market, tmp_path, portions=(0.0,)))
-    with pytest.raises(SystemExit, match='METHOD=PATH'):
-        bench.main(['--checkpoint', 'patn'])
+    with pytest.raises(SystemExit, match="METHOD=PATH"):
+        bench.main(["--checkpoint", "patn"])
 
 
 def test_grid_and_augment_flags():
-    opts = BenchOptions(models=('inception', 'resnet50'), portions=(0.1, 1.0), methods=('none', 'patn', 'patn*'),
-                        ratios=(2, 3))
+    opts = BenchOptions(
+        models=("inception", "resnet50"), portions=(0.1, 1.0), methods=("none", "patn", "patn*"), ratios=(2, 3)
+    )
     cells = build_grid(opts)
     per_model = 2 * 3 + 2 * 2  # portions x methods, then ratios x generating methods
     assert len(cells) == 2 * per_model
-    assert [c.name for c in cells[:6]] == ['portion0.1-none-s0', 'portion0.1-patn-s0', 'portion0.1-patn-kept-s0',
-                                           'portion1-none-s0', 'portion1-patn-s0', 'portion1-patn-kept-s0']
-    assert not any(c.method == 'none' and c.protocol == 'ratio' for c in cells)
-    assert Cell('inception', 'none', 'portion', 0.3, 1).augment_args() == [
-        '--portion', '0.3', '--seed', '1', '--no-generate']
-    assert Cell('inception', 'patn*', 'portion', 0.3, 0).augment_args() == [
-        '--portion', '0.3', '--seed', '0', '--method', 'patn', '--target-poses', 'kept']
-    assert Cell('inception', 'patn', 'ratio', 2, 0).augment_args() == ['--ratio', '2', '--method', 'patn',
-                                                                      '--seed', '0']
-    assert Cell('inception', 'patn', 'portion', 1.0, 0).generates is False
-    assert Cell('inception', 'patn', 'portion', 0.9, 0).generates and Cell('x', 'patn', 'ratio', 3, 0).generates
-    assert Cell('inception', 'none', 'portion', 0.1, 0).column == 0.1
-    assert Cell('inception', 'patn', 'ratio', 3, 0).column == '3x'
+    assert [c.name for c in cells[:6]] == [
+        "portion0.1-none-s0",
+        "portion0.1-patn-s0",
+        "portion0.1-patn-kept-s0",
+        "portion1-none-s0",
+        "portion1-patn-s0",
+        "portion1-patn-kept-s0",
+    ]
+    assert not any(c.method == "none" and c.protocol == "ratio" for c in cells)
+    assert Cell("inception", "none", "portion", 0.3, 1).augment_args() == [
+        "--portion",
+        "0.3",
+        "--seed",
+        "1",
+        "--no-generate",
+    ]
+    assert Cell("inception", "patn*", "portion", 0.3, 0).augment_args() == [
+        "--portion",
+        "0.3",
+        "--seed",
+        "0",
+        "--method",
+        "patn",
+        "--target-poses",
+        "kept",
+    ]
+    assert Cell("inception", "patn", "ratio", 2, 0).augment_args() == [
+        "--ratio",
+        "2",
+        "--method",
+        "patn",
+        "--seed",
+        "0",
+    ]
+    assert Cell("inception", "patn", "portion", 1.0, 0).generates is False
+    assert Cell("inception", "patn", "portion", 0.9, 0).generates and Cell("x", "patn", "ratio", 3, 0).generates
+    assert Cell("inception", "none", "portion", 0.1, 0).column == 0.1
+    assert Cell("inception", "patn", "ratio", 3, 0).column == "3x"
 
 
 def _fake_results(rows):
     base = {c: 0 for c in bench.RESULT_COLUMNS}
     out = []
     for model, method, protocol, value, seed, rank1 in rows:
-        r = dict(base, model=model, recipe='cpu', method=method, protocol=protocol, seed=seed, rank1_pct=rank1,
-                 p=value if protocol == 'portion' else np.nan, ratio=value if protocol == 'ratio' else np.nan,
-                 column=str(Cell(model, method, protocol, value, seed).column), reused_from='')
+        r = dict(
+            base,
+            model=model,
+            recipe="cpu",
+            method=method,
+            protocol=protocol,
+            seed=seed,
+            rank1_pct=rank1,
+            p=value if protocol == "portion" else np.nan,
+            ratio=value if protocol == "ratio" else np.nan,
+            column=str(Cell(model, method, protocol, value, seed).column),
+            reused_from="",
+        )
         out.append(r)
     return pd.DataFrame(out, columns=bench.RESULT_COLUMNS)
 
 
 def test_published_table_rendering():
-    results = _fake_results([
-        ('inception', 'none', 'portion', 0.1, 0, 10.0), ('inception', 'none', 'portion', 0.1, 1, 20.0),
-        ('inception', 'patn', 'portion', 0.1, 0, 33.33), ('inception', 'patn', 'ratio', 2, 0, 61.0),
-        ('resnet50', 'patn*', 'portion', 1.0, 0, 70.06),
-    ])
-    text = render_markdown(results, ('inception', 'resnet50'), ('none', 'patn', 'patn*'), (0.1, 0.5, 1.0), (2,),
-                           recipe='cpu', data='embedded')
+    results = _fake_results(
+        [
+            ("inception", "none", "portion", 0.1, 0, 10.0),
+            ("inception", "none", "portion", 0.1, 1, 20.0),
+            ("inception", "patn", "portion", 0.1, 0, 33.33),
+            ("inception", "patn", "ratio", 2, 0, 61.0),
+            ("resnet50", "patn*", "portion", 1.0, 0, 70.06),
+        ]
+    )
+    text = render_markdown(
+        results,
+        ("inception", "resnet50"),
+        ("none", "patn", "patn*"),
+        (0.1, 0.5, 1.0),
+        (2,),
+        recipe="cpu",
+        data="embedded",
+    )
     lines = text.splitlines()
-    header = lines.index('| method (model) | 0.1 | 0.5 | 1.0 | 2x |')
-    body = lines[header + 2: header + 8]
+    header = lines.index("| method (model) | 0.1 | 0.5 | 1.0 | 2x |")
+    body = lines[header + 2 : header + 8]
     assert body == [
-        '| None (Inception) | 15.0 / 5.7 | – / 39.2 | – / 52.7 | – / – |',  # mean over two seeds
-        '| PATN (Inception) | 33.3 / 42.3 | – / 48.0 | – / 52.7 | 61.0 / 56.6 |',
-        '| PATN* (Inception) | – / – | – / – | – / – | – / – |',  # the paper has no Inception PATN* row
-        '| None (ResNet-50) | – / 9.2 | – / 56.2 | – / 65.3 | – / – |',
-        '| PATN (ResNet-50) | – / 52.6 | – / 60.3 | – / 65.3 | – / 65.3 |',
-        '| PATN* (ResNet-50) | – / 53.3 | – / 58.8 | 70.1 / 65.3 | – / 65.1 |',
+        "| None (Inception) | 15.0 / 5.7 | – / 39.2 | – / 52.7 | – / – |",  # mean over two seeds
+        "| PATN (Inception) | 33.3 / 42.3 | – / 48.0 | – / 52.7 | 61.0 / 56.6 |",
+        "| PATN* (Inception) | – / – | – / – | – / – | – / – |",  # the paper has no Inception PATN* row
+        "| None (ResNet-50) | – / 9.2 | – / 56.2 | – / 65.3 | – / – |",
+        "| PATN (ResNet-50) | – / 52.6 | – / 60.3 | – / 65.3 | – / 65.3 |",
+        "| PATN* (ResNet-50) | – / 53.3 | – / 58.8 | 70.1 / 65.3 | – / 65.1 |",
     ]
     # the full published table follows, with its source
     assert published.PATN_SOURCE in text
-    deform = '| Deform (ResNet-50) | 51.9 | 53.9 | 55.4 | 56.1 | 57.6 | 59.4 | 60.5 | 62.2 | 63.5 | 65.3 | 64.2 | 64.6 |'
+    deform = (
+        "| Deform (ResNet-50) | 51.9 | 53.9 | 55.4 | 56.1 | 57.6 | 59.4 | 60.5 | 62.2 | 63.5 | 65.3 | 64.2 | 64.6 |"
+    )
     assert deform in lines
-    assert '| Inception | PATN | 2x | 1 | 61.0 |' in text  # our cells in detail
+    assert "| Inception | PATN | 2x | 1 | 61.0 |" in text  # our cells in detail
 
 
 def test_plot_writes_png(tmp_path):
-    results = _fake_results([('inception', 'none', 'portion', p, 0, 10 + 40 * p) for p in (0.1, 0.5, 1.0)]
-                            + [('inception', 'patn', 'ratio', 2, 0, 55.0)])
-    path = bench.plot_rank1(results, ('inception',), ('none', 'patn'), (0.1, 0.5, 1.0), (2,), tmp_path / 'p.png')
-    assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and path.stat().st_size > 10_000
+    results = _fake_results(
+        [("inception", "none", "portion", p, 0, 10 + 40 * p) for p in (0.1, 0.5, 1.0)]
+        + [("inception", "patn", "ratio", 2, 0, 55.0)]
+    )
+    path = bench.plot_rank1(results, ("inception",), ("none", "patn"), (0.1, 0.5, 1.0), (2,), tmp_path / "p.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
 
 
 def test_published_numbers_are_consistent():
     """Transcription check: every row of a model shares the real p = 1.0 set, so its 1.0 column is the
     'None' row's; the paper's ten portions and two ratios are all there."""
     for (method, model), row in published.PATN_TABLE5.items():
-        assert row[1.0] == published.PATN_TABLE5[('none', model)][1.0]
+        assert row[1.0] == published.PATN_TABLE5[("none", model)][1.0]
         assert [k for k in row if not isinstance(k, str)] == list(published.PATN_PORTIONS)
         ratios = [k for k in row if isinstance(k, str)]
-        assert ratios == ([] if method == 'none' else ['2x', '3x'])
+        assert ratios == ([] if method == "none" else ["2x", "3x"])
         values = [row[p] for p in published.PATN_PORTIONS]
         assert values == sorted(values)  # more real data never lowered Rank-1 in the table
-    assert published.PATN_TABLE5[('patn', 'resnet50')][0.1] == 52.6
-    assert published.DEFORM_TABLE4['IDE + Euclidean'] == (73.9, 48.8, 78.5, 55.9)
-    assert published.method_label('patn*') == 'PATN*' and published.method_label('pg2*') == 'PG2*'
-    assert published.column_key(portion=0.30000000000000004) == 0.3 and published.column_key(ratio=3) == '3x'
+    assert published.PATN_TABLE5[("patn", "resnet50")][0.1] == 52.6
+    assert published.DEFORM_TABLE4["IDE + Euclidean"] == (73.9, 48.8, 78.5, 55.9)
+    assert published.method_label("patn*") == "PATN*" and published.method_label("pg2*") == "PG2*"
+    assert published.column_key(portion=0.30000000000000004) == 0.3 and published.column_key(ratio=3) == "3x"

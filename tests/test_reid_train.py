@@ -1,4 +1,5 @@
 """reid_eval.train end to end on the tiny embedded dataset, the recipes, and the Open-ReID ResNet-50 head."""
+
 import json
 import math
 from dataclasses import replace
@@ -14,101 +15,118 @@ from reid_eval import compat, recipes, train
 from reid_eval.models import build_reid_model
 from reid_eval.recipes import RECIPES, RandomSizedRectCrop
 
-
-TINY = ['--model', 'inception', '--recipe', 'cpu', '--batch-size', '8', '--device', 'cpu', '--seed', '3']
+TINY = ["--model", "inception", "--recipe", "cpu", "--batch-size", "8", "--device", "cpu", "--seed", "3"]
 
 
 def test_tiny_training_run_end_to_end(tiny_market, tmp_path):
-    out = tmp_path / 'run'
-    metrics = train.main(['--data', str(tiny_market), '--out', str(out), '--epochs', '1', *TINY])
-    written = json.loads((out / 'metrics.json').read_text())
-    assert written['rank1'] == pytest.approx(metrics['rank1'])
-    for k in ('rank1', 'rank5', 'rank10', 'mAP', 'cuhk03_rank1'):
+    out = tmp_path / "run"
+    metrics = train.main(["--data", str(tiny_market), "--out", str(out), "--epochs", "1", *TINY])
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["rank1"] == pytest.approx(metrics["rank1"])
+    for k in ("rank1", "rank5", "rank10", "mAP", "cuhk03_rank1"):
         assert 0.0 <= written[k] <= 1.0
-    assert written['rank1'] <= written['rank5'] <= written['rank10']
-    assert written['num_queries'] == 13  # the tiny dataset's query split (junk and distractors skipped)
-    assert written['model']['architecture'] == 'openreid_inception'
-    assert written['model']['imagenet_weights'] is False and 'from scratch' in written['model']['pretrained_note']
-    assert written['model']['input_size'] == [64, 32]
-    assert written['training']['train_images'] == 31 and written['training']['train_ids'] == 6
-    assert written['training']['iterations_per_epoch'] == 31 // 8  # drop_last
-    assert written['data']['fingerprint'] and written['recipe']['name'] == 'cpu'
-    assert written['seed'] == 3 and written['training']['history'][0]['epoch'] == 1
-    log = (out / 'train.log').read_text()
-    assert 'epoch: [1/1]' in log and '[reid] Rank-1' in log  # torchreid's progress lines and our summary
+    assert written["rank1"] <= written["rank5"] <= written["rank10"]
+    assert written["num_queries"] == 13  # the tiny dataset's query split (junk and distractors skipped)
+    assert written["model"]["architecture"] == "openreid_inception"
+    assert written["model"]["imagenet_weights"] is False and "from scratch" in written["model"]["pretrained_note"]
+    assert written["model"]["input_size"] == [64, 32]
+    assert written["training"]["train_images"] == 31 and written["training"]["train_ids"] == 6
+    assert written["training"]["iterations_per_epoch"] == 31 // 8  # drop_last
+    assert written["data"]["fingerprint"] and written["recipe"]["name"] == "cpu"
+    assert written["seed"] == 3 and written["training"]["history"][0]["epoch"] == 1
+    log = (out / "train.log").read_text()
+    assert "epoch: [1/1]" in log and "[reid] Rank-1" in log  # torchreid's progress lines and our summary
 
     # the checkpoint loads with compat.load_checkpoint and reproduces the evaluated model's outputs
-    ckpt = compat.load_checkpoint(out / 'checkpoint.pt')
-    assert ckpt['epoch'] == 1 and ckpt['rank1'] == pytest.approx(written['rank1'])
-    model, _ = build_reid_model('openreid_inception', ckpt['meta']['num_classes'], pretrained=False)
-    model.load_state_dict(ckpt['state_dict'])
+    ckpt = compat.load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["epoch"] == 1 and ckpt["rank1"] == pytest.approx(written["rank1"])
+    model, _ = build_reid_model("openreid_inception", ckpt["meta"]["num_classes"], pretrained=False)
+    model.load_state_dict(ckpt["state_dict"])
     train_pids = sorted({r.pid for r in read_market(tiny_market).train})
-    assert ckpt['meta']['pid_to_label'] == {str(pid): label for label, pid in enumerate(train_pids)}
+    assert ckpt["meta"]["pid_to_label"] == {str(pid): label for label, pid in enumerate(train_pids)}
 
     # same command again: the finished run is returned, not retrained
-    mtime = (out / 'metrics.json').stat().st_mtime_ns
-    again = train.main(['--data', str(tiny_market), '--out', str(out), '--epochs', '1', *TINY])
-    assert again['rank1'] == written['rank1'] and (out / 'metrics.json').stat().st_mtime_ns == mtime
+    mtime = (out / "metrics.json").stat().st_mtime_ns
+    again = train.main(["--data", str(tiny_market), "--out", str(out), "--epochs", "1", *TINY])
+    assert again["rank1"] == written["rank1"] and (out / "metrics.json").stat().st_mtime_ns == mtime
     # another run into the same folder is refused, naming what differs
-    with pytest.raises(SystemExit, match='epochs'):
-        train.main(['--data', str(tiny_market), '--out', str(out), '--epochs', '2', *TINY])
+    with pytest.raises(SystemExit, match="epochs"):
+        train.main(["--data", str(tiny_market), "--out", str(out), "--epochs", "2", *TINY])
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tiny_market, tmp_path, monkeypatch):
-    base = ['--data', str(tiny_market), '--epochs', '2', *TINY]
-    train.main(base + ['--out', str(tmp_path / 'straight')])
+    base = ["--data", str(tiny_market), "--epochs", "2", *TINY]
+    train.main(base + ["--out", str(tmp_path / "straight")])
 
-    calls = {'n': 0}
+    calls = {"n": 0}
     original = train.ReidSoftmaxEngine.train
 
     def interrupted(self, *args, **kwargs):
-        calls['n'] += 1
-        if calls['n'] == 2:
+        calls["n"] += 1
+        if calls["n"] == 2:
             raise KeyboardInterrupt  # during the second epoch, after the first one's checkpoint
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(train.ReidSoftmaxEngine, 'train', interrupted)
+    monkeypatch.setattr(train.ReidSoftmaxEngine, "train", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train.main(base + ['--out', str(tmp_path / 'resumed')])
-    assert compat.load_checkpoint(tmp_path / 'resumed' / 'checkpoint.pt')['epoch'] == 1
-    assert not (tmp_path / 'resumed' / 'metrics.json').exists()
-    monkeypatch.setattr(train.ReidSoftmaxEngine, 'train', original)
-    resumed = train.main(base + ['--out', str(tmp_path / 'resumed')])
-    assert resumed['training']['resumed_from_epoch'] == 1
-    a = compat.load_checkpoint(tmp_path / 'straight' / 'checkpoint.pt')['state_dict']
-    b = compat.load_checkpoint(tmp_path / 'resumed' / 'checkpoint.pt')['state_dict']
+        train.main(base + ["--out", str(tmp_path / "resumed")])
+    assert compat.load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["epoch"] == 1
+    assert not (tmp_path / "resumed" / "metrics.json").exists()
+    monkeypatch.setattr(train.ReidSoftmaxEngine, "train", original)
+    resumed = train.main(base + ["--out", str(tmp_path / "resumed")])
+    assert resumed["training"]["resumed_from_epoch"] == 1
+    a = compat.load_checkpoint(tmp_path / "straight" / "checkpoint.pt")["state_dict"]
+    b = compat.load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    straight = json.loads((tmp_path / 'straight' / 'metrics.json').read_text())
-    assert resumed['rank1'] == straight['rank1'] and resumed['mAP'] == straight['mAP']
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    assert resumed["rank1"] == straight["rank1"] and resumed["mAP"] == straight["mAP"]
 
 
 def test_bad_options_name_the_flag(tiny_market, tmp_path):
-    with pytest.raises(SystemExit, match='--epochs'):
-        train.main(['--data', str(tiny_market), '--out', str(tmp_path), '--epochs', '0', *TINY])
-    with pytest.raises(SystemExit, match='--batch-size'):
-        train.main(['--data', str(tiny_market), '--out', str(tmp_path), '--model', 'inception', '--batch-size', '1'])
-    with pytest.raises(SystemExit, match='--pretrained require: inception'):
-        train.main(['--data', str(tiny_market), '--out', str(tmp_path), '--pretrained', 'require', *TINY])
-    with pytest.raises(SystemExit, match='dataset root does not exist'):
-        train.main(['--data', str(tmp_path / 'missing'), '--out', str(tmp_path)])
+    with pytest.raises(SystemExit, match="--epochs"):
+        train.main(["--data", str(tiny_market), "--out", str(tmp_path), "--epochs", "0", *TINY])
+    with pytest.raises(SystemExit, match="--batch-size"):
+        train.main(["--data", str(tiny_market), "--out", str(tmp_path), "--model", "inception", "--batch-size", "1"])
+    with pytest.raises(SystemExit, match="--pretrained require: inception"):
+        train.main(["--data", str(tiny_market), "--out", str(tmp_path), "--pretrained", "require", *TINY])
+    with pytest.raises(SystemExit, match="dataset root does not exist"):
+        train.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path)])
 
 
 # ----------------------------------------------------------------------------------------------- recipes
 def test_openreid_recipe_is_the_published_protocol():
-    r = RECIPES['openreid']
+    r = RECIPES["openreid"]
     assert (r.batch_size, r.optim, r.momentum, r.nesterov, r.weight_decay, r.gamma) == (
-        256, 'sgd', 0.9, True, 5e-4, 0.1)
-    assert r.train_transform == 'openreid' and not r.label_smooth and r.dist_metric == 'euclidean'
-    res, inc = r.model('resnet50'), r.model('inception')
+        256,
+        "sgd",
+        0.9,
+        True,
+        5e-4,
+        0.1,
+    )
+    assert r.train_transform == "openreid" and not r.label_smooth and r.dist_metric == "euclidean"
+    res, inc = r.model("resnet50"), r.model("inception")
     assert (res.architecture, res.input_size, res.epochs, res.step_epochs, res.lr, res.base_lr_mult) == (
-        'openreid_resnet50', (256, 128), 50, 40, 0.1, 0.1)
+        "openreid_resnet50",
+        (256, 128),
+        50,
+        40,
+        0.1,
+        0.1,
+    )
     assert (inc.architecture, inc.input_size, inc.epochs, inc.step_epochs, inc.lr, inc.pretrained) == (
-        'openreid_inception', (144, 56), 70, 60, 0.1, False)
+        "openreid_inception",
+        (144, 56),
+        70,
+        60,
+        0.1,
+        False,
+    )
     for m in (res, inc):
-        assert m.model_kwargs == {'num_features': 128, 'dropout': 0.5, 'eval_output': 'logits'}
-    t = RECIPES['torchreid']
-    assert (t.optim, t.batch_size, t.label_smooth, t.train_transform) == ('adam', 32, True, 'random_flip')
-    assert (t.model('resnet50').lr, t.model('resnet50').epochs, t.model('resnet50').step_epochs) == (3e-4, 60, 20)
+        assert m.model_kwargs == {"num_features": 128, "dropout": 0.5, "eval_output": "logits"}
+    t = RECIPES["torchreid"]
+    assert (t.optim, t.batch_size, t.label_smooth, t.train_transform) == ("adam", 32, True, "random_flip")
+    assert (t.model("resnet50").lr, t.model("resnet50").epochs, t.model("resnet50").step_epochs) == (3e-4, 60, 20)
 
 
 def test_staged_learning_rate_only_with_imagenet_weights():
@@ -120,26 +138,28 @@ def test_staged_learning_rate_only_with_imagenet_weights():
             self.classifier = nn.Linear(2, 3)
 
     torchreid = compat.import_torchreid()
-    opts = train.TrainOptions(data='unused', model='resnet50', recipe='openreid')
-    plan = train._Plan(opts, RECIPES['openreid'], 50, 256, torch.device('cpu'), None, 0, 'unused')
+    opts = train.TrainOptions(data="unused", model="resnet50", recipe="openreid")
+    plan = train._Plan(opts, RECIPES["openreid"], 50, 256, torch.device("cpu"), None, 0, "unused")
     optimizer, scheduler, staged = train._build_optimizer(torchreid, plan, Tiny(), imagenet=True)
-    assert staged and [g['lr'] for g in optimizer.param_groups] == pytest.approx([0.01, 0.1])
-    assert optimizer.param_groups[0]['params'][0] is not None and optimizer.defaults['nesterov']
-    assert len(optimizer.param_groups[0]['params']) == 2  # conv1 weight and bias: the pretrained base
+    assert staged and [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.01, 0.1])
+    assert optimizer.param_groups[0]["params"][0] is not None and optimizer.defaults["nesterov"]
+    assert len(optimizer.param_groups[0]["params"]) == 2  # conv1 weight and bias: the pretrained base
     for _ in range(40):
         optimizer.step()
         scheduler.step()
-    assert [g['lr'] for g in optimizer.param_groups] == pytest.approx([0.001, 0.01])  # x0.1 at epoch 40
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.001, 0.01])  # x0.1 at epoch 40
     optimizer, _, staged = train._build_optimizer(torchreid, plan, Tiny(), imagenet=False)
-    assert not staged and [g['lr'] for g in optimizer.param_groups] == [0.1]
+    assert not staged and [g["lr"] for g in optimizer.param_groups] == [0.1]
 
 
 def test_epochs_override_scales_the_lr_step(tiny_market):
     from reid_eval.datasets import load_splits
+
     splits = load_splits(tiny_market)
-    plan = train._plan(train.TrainOptions(data=tiny_market, model='inception', recipe='openreid', epochs=7,
-                                          device='cpu'), splits)
-    m = plan.recipe.model('inception')
+    plan = train._plan(
+        train.TrainOptions(data=tiny_market, model="inception", recipe="openreid", epochs=7, device="cpu"), splits
+    )
+    m = plan.recipe.model("inception")
     assert (plan.epochs, m.epochs, m.step_epochs) == (7, 7, 6)  # 60/70 of the way, as the recipe's step
     assert plan.batch_size == 31  # the recipe's 256 capped at the 31 training images
 
@@ -147,7 +167,7 @@ def test_epochs_override_scales_the_lr_step(tiny_market):
 def test_random_sized_rect_crop_area_and_aspect():
     torch.manual_seed(0)
     crop = RandomSizedRectCrop(144, 56)
-    img = Image.new('RGB', (64, 128))
+    img = Image.new("RGB", (64, 128))
     seen = []
     original_crop = Image.Image.crop
 
@@ -178,24 +198,26 @@ def test_random_sized_rect_crop_area_and_aspect():
 
 
 def test_precision_choice(monkeypatch):
-    cpu = torch.device('cpu')
-    assert recipes.resolve_precision('fp32', cpu) is None
-    monkeypatch.setattr(recipes, 'cpu_supports_bf16', lambda: False)
-    assert recipes.resolve_precision('auto', cpu) is None
-    with pytest.raises(ValueError, match='--precision'):
-        recipes.resolve_precision('bf16', cpu)
-    monkeypatch.setattr(recipes, 'cpu_supports_bf16', lambda: True)
-    assert recipes.resolve_precision('auto', cpu) is torch.bfloat16
+    cpu = torch.device("cpu")
+    assert recipes.resolve_precision("fp32", cpu) is None
+    monkeypatch.setattr(recipes, "cpu_supports_bf16", lambda: False)
+    assert recipes.resolve_precision("auto", cpu) is None
+    with pytest.raises(ValueError, match="--precision"):
+        recipes.resolve_precision("bf16", cpu)
+    monkeypatch.setattr(recipes, "cpu_supports_bf16", lambda: True)
+    assert recipes.resolve_precision("auto", cpu) is torch.bfloat16
 
 
 # ------------------------------------------------------------------------------------ Open-ReID ResNet-50
 def test_openreid_resnet50_head(monkeypatch, tmp_path):
-    monkeypatch.setenv('TORCH_HOME', str(tmp_path))  # no ImageNet file: from scratch
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no ImageNet file: from scratch
     from reid_eval import openreid_resnet
+
     openreid_resnet.register()
     torch.manual_seed(0)
-    model, info = build_reid_model('openreid_resnet50', 10, pretrained='auto', **RECIPES['openreid'].model(
-        'resnet50').model_kwargs)
+    model, info = build_reid_model(
+        "openreid_resnet50", 10, pretrained="auto", **RECIPES["openreid"].model("resnet50").model_kwargs
+    )
     assert not info.imagenet_weights and info.input_size == (256, 128)
     fc = model.fc
     assert [type(m) for m in fc] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout]
@@ -213,7 +235,7 @@ def test_openreid_resnet50_head(monkeypatch, tmp_path):
     model.eval()
     with torch.no_grad():
         logits = model(x)
-        model.eval_output = 'embedding'
+        model.eval_output = "embedding"
         embedding = model(x)
     assert logits.shape == (2, 10) and embedding.shape == (2, 128) and (embedding >= 0).all()
     assert torch.allclose(model.classifier(embedding), logits, atol=1e-6)
@@ -222,8 +244,8 @@ def test_openreid_resnet50_head(monkeypatch, tmp_path):
 
 
 def test_recipe_override_helper():
-    r = recipes.get_recipe('cpu', batch_size=8)
-    assert r.batch_size == 8 and RECIPES['cpu'].batch_size == 64
-    assert replace(r, batch_size=64) == RECIPES['cpu']
-    with pytest.raises(KeyError, match='unknown recipe'):
-        recipes.get_recipe('nope')
+    r = recipes.get_recipe("cpu", batch_size=8)
+    assert r.batch_size == 8 and RECIPES["cpu"].batch_size == 64
+    assert replace(r, batch_size=64) == RECIPES["cpu"]
+    with pytest.raises(KeyError, match="unknown recipe"):
+        recipes.get_recipe("nope")

@@ -13,6 +13,7 @@ import dataclasses
 import math
 import re
 
+import generator_inputs
 import numpy as np
 import pytest
 import torch
@@ -25,16 +26,25 @@ from generators import spgnet
 from generators.base import apply_overrides, build, count_flops, count_parameters, get_method
 from generators.checkpoint import load, save
 from generators.inference import transfer
-from generators.losses import MissingWeightsError, VGG19_FILE, vgg19_prefix
-import generator_inputs
+from generators.losses import VGG19_FILE, MissingWeightsError, vgg19_prefix
 
 H, W = 128, 64
-OFFICIAL_G = 30_914_805   # regions=20 (CIHP), the official Market generator
-MARKET_G = 27_070_005     # regions=11 (pose part maps)
+OFFICIAL_G = 30_914_805  # regions=20 (CIHP), the official Market generator
+MARKET_G = 27_070_005  # regions=11 (pose part maps)
 MARKET_D = 2_787_137
 
-TINY = dict(nf=4, max_nf=8, num_scales=3, num_warp_scales=2, style_length=8, spade_hidden=4,
-            zencoder_nf=2, ndf=4, d_layers=2, gan_start=0)
+TINY = dict(
+    nf=4,
+    max_nf=8,
+    num_scales=3,
+    num_warp_scales=2,
+    style_length=8,
+    spade_hidden=4,
+    zencoder_nf=2,
+    ndf=4,
+    d_layers=2,
+    gan_start=0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +63,26 @@ def tiny_bundle(seed=0, **extra):
 
 def walking_kps(batch: int, h: int = H, w: int = W, seed: int = 0) -> torch.Tensor:
     """Plausible standing poses (all 18 joints) with random jitter, (B,18,2) (y,x)."""
-    base = {"nose": (16, 32), "neck": (28, 32), "Rsho": (30, 22), "Relb": (50, 18), "Rwri": (68, 16),
-            "Lsho": (30, 42), "Lelb": (50, 46), "Lwri": (68, 48), "Rhip": (66, 26), "Rkne": (90, 25),
-            "Rank": (116, 24), "Lhip": (66, 38), "Lkne": (90, 39), "Lank": (116, 40),
-            "Leye": (14, 35), "Reye": (14, 29), "Lear": (16, 38), "Rear": (16, 26)}
+    base = {
+        "nose": (16, 32),
+        "neck": (28, 32),
+        "Rsho": (30, 22),
+        "Relb": (50, 18),
+        "Rwri": (68, 16),
+        "Lsho": (30, 42),
+        "Lelb": (50, 46),
+        "Lwri": (68, 48),
+        "Rhip": (66, 26),
+        "Rkne": (90, 25),
+        "Rank": (116, 24),
+        "Lhip": (66, 38),
+        "Lkne": (90, 39),
+        "Lank": (116, 40),
+        "Leye": (14, 35),
+        "Reye": (14, 29),
+        "Lear": (16, 38),
+        "Rear": (16, 26),
+    }
     k = torch.tensor([base[n] for n in sorted(base, key=JOINT_INDEX.get)], dtype=torch.float64)
     k = k * torch.tensor([h / H, w / W], dtype=torch.float64)
     g = torch.Generator().manual_seed(seed)
@@ -93,31 +119,37 @@ def randomise(net: torch.nn.Module, seed: int) -> None:
 def expected_generator_params(R, nf=32, max_nf=128, scales=5, warp_scales=4, S=128, hidden=64, zf=32):
     """The official layer list, counted by hand (spec section 3)."""
     bn = lambda c: 2 * c
-    ace = lambda c: (R * hidden * 9 + hidden) + 2 * (hidden * c * 9 + c) + R * (S * S + S) \
-        + 2 * (S * c * 9 + c) + c + 2  # SPADE, fc_j, style convs, noise scales, 2 blend logits
-    zen = (3 * zf * 9 + zf) + (zf * 2 * zf * 9 + 2 * zf) + (2 * zf * 4 * zf * 9 + 4 * zf) \
-        + (4 * zf * 8 * zf * 9 + 8 * zf) + (8 * zf * S * 9 + S)
+    ace = lambda c: (
+        (R * hidden * 9 + hidden) + 2 * (hidden * c * 9 + c) + R * (S * S + S) + 2 * (S * c * 9 + c) + c + 2
+    )  # SPADE, fc_j, style convs, noise scales, 2 blend logits
+    zen = (
+        (3 * zf * 9 + zf)
+        + (zf * 2 * zf * 9 + 2 * zf)
+        + (2 * zf * 4 * zf * 9 + 4 * zf)
+        + (4 * zf * 8 * zf * 9 + 8 * zf)
+        + (8 * zf * S * 9 + S)
+    )
     total = zen + (18 * nf + bn(nf)) + (3 * nf + bn(nf)) + (nf * 3 * 49 + 3)
     for l in range(scales):
         c_in, c_out = min(nf * (l + 1), max_nf), min(nf * (l + 2), max_nf)
         res = c_in * c_in * 9 + bn(c_in)
         down = c_in * c_out * 9 + bn(c_out)
-        total += 2 * (2 * res + down)                                     # two encoders
+        total += 2 * (2 * res + down)  # two encoders
         if l < warp_scales:
             total += 2 * (2 * c_in * c_in + bn(c_in) + 2 * c_in * c_in * 9 + bn(c_in))
         if l == scales - 1:
-            total += 2 * c_out * c_out + bn(c_out)                       # dec_fuse
-        total += c_out * 4 * c_in * 9 + ace(c_in)                        # upsample + its ACE
+            total += 2 * c_out * c_out + bn(c_out)  # dec_fuse
+        total += c_out * 4 * c_in * 9 + ace(c_in)  # upsample + its ACE
         total += 2 * (2 * c_in * c_in + 2 * c_in * c_in * 9 + 2 * ace(2 * c_in))
     return total
 
 
 def test_official_and_variant_parameter_counts(official, market):
     assert count_parameters(official.nets["G"]) == OFFICIAL_G == expected_generator_params(20)
-    assert round(OFFICIAL_G / 1e6, 1) == 30.9                            # spec: 30.9M
+    assert round(OFFICIAL_G / 1e6, 1) == 30.9  # spec: 30.9M
     assert count_parameters(market.nets["G"]) == MARKET_G == expected_generator_params(11)
     assert count_parameters(market.nets["D"]) == MARKET_D == count_parameters(official.nets["D"])
-    assert round(MARKET_D / 1e6, 2) == 2.79                              # spec: 2.79M
+    assert round(MARKET_D / 1e6, 2) == 2.79  # spec: 2.79M
     # 25 ACEs, each with one 128x128 fc per region: the difference is in fc_j and SPADE's first conv.
     aces = [m for m in market.nets["G"].modules() if isinstance(m, spgnet.ACE)]
     assert len(aces) == 25
@@ -125,19 +157,27 @@ def test_official_and_variant_parameter_counts(official, market):
 
 
 def test_preset_table_in_docstring_is_true(official, market):
-    rows = re.findall(r"\|\s*([\w ,=()]+?)\s*\|\s*([\d,]+)\s*\|\s*([\d.]+)\s*\|\s*([\d,]+)\s*\|"
-                      r"\s*([\d.]+)\s*\|", spgnet.__doc__)
+    rows = re.findall(
+        r"\|\s*([\w ,=()]+?)\s*\|\s*([\d,]+)\s*\|\s*([\d.]+)\s*\|\s*([\d,]+)\s*\|"
+        r"\s*([\d.]+)\s*\|",
+        spgnet.__doc__,
+    )
     assert [r[0] for r in rows] == ["official, regions=20", "market (regions=11)", "synth"]
     num = lambda s: int(s.replace(",", ""))
-    builds = {"official, regions=20": official, "market (regions=11)": market,
-              "synth": build("spgnet", "synth")}
+    builds = {"official, regions=20": official, "market (regions=11)": market, "synth": build("spgnet", "synth")}
     for label, g_params, g_gflops, d_params, d_gflops in rows:
         b = builds[label]
         R = b.config.regions
         assert count_parameters(b.nets["G"]) == num(g_params), label
         assert count_parameters(b.nets["D"]) == num(d_params), label
-        inputs = (torch.zeros(1, 18, H, W), torch.zeros(1, 3, H, W), torch.zeros(1, R, H, W),
-                  torch.zeros(1, R, H, W), torch.zeros(1, 2, H, W), torch.zeros(1, 1, H, W))
+        inputs = (
+            torch.zeros(1, 18, H, W),
+            torch.zeros(1, 3, H, W),
+            torch.zeros(1, R, H, W),
+            torch.zeros(1, R, H, W),
+            torch.zeros(1, 2, H, W),
+            torch.zeros(1, 1, H, W),
+        )
         assert f"{count_flops(b.nets['G'], inputs).gflops_per_sample:.2f}" == g_gflops, label
         assert f"{count_flops(b.nets['D'], torch.zeros(1, 24, H, W)).gflops_per_sample:.2f}" == d_gflops
 
@@ -147,8 +187,10 @@ def test_layer_shapes_follow_the_official_structure(market):
     G = b.nets["G"]
     cfg = b.config
     shapes = {}
-    hooks = [m.register_forward_hook(lambda m, a, o, n=n: shapes.__setitem__(n, tuple(o.shape)))
-             for n, m in G.named_children()]
+    hooks = [
+        m.register_forward_hook(lambda m, a, o, n=n: shapes.__setitem__(n, tuple(o.shape)))
+        for n, m in G.named_children()
+    ]
     c = b.impl.conditions(G, walking_kps(2, seed=1), walking_kps(2, seed=2), (H, W), torch.device("cpu"))
     G.eval()
     with torch.no_grad():
@@ -163,7 +205,7 @@ def test_layer_shapes_follow_the_official_structure(market):
         for s in ("encp", "enca"):
             assert shapes[f"{s}_{l}_res_0"] == (2, c_in, *at)
             assert shapes[f"{s}_{l}_downsample"] == (2, c_out, H >> (l + 1), W >> (l + 1))
-        assert shapes[f"dec_{l}_upsample"] == (2, c_in, *at)              # PixelShuffle(2)
+        assert shapes[f"dec_{l}_upsample"] == (2, c_in, *at)  # PixelShuffle(2)
         assert shapes[f"dec_{l}_upsample_norm"] == (2, c_in, *at)
         assert shapes[f"dec_{l}_res_0"] == (2, c_in, *at)
         assert (f"enca_{l}_vis_0" in shapes) == (l < cfg.num_warp_scales)
@@ -182,9 +224,9 @@ def test_initialisation_follows_official_kaiming(market):
     G = market.nets["G"]
     ace = G.dec_0_res_0.conv_norm
     assert torch.equal(ace.blending_gamma, torch.zeros(1)) and torch.equal(ace.noise_var, torch.zeros(64))
-    w = G.dec_2_res_1.conv.weight_orig                                    # spectral-norm conv
+    w = G.dec_2_res_1.conv.weight_orig  # spectral-norm conv
     assert w.std().item() == pytest.approx(math.sqrt(2 / (w[0].numel())), rel=0.05)
-    fc = ace.fc_mu.weight                                                 # (11,128,128)
+    fc = ace.fc_mu.weight  # (11,128,128)
     assert fc.shape == (11, 128, 128) and fc.std().item() == pytest.approx(math.sqrt(2 / 128), rel=0.05)
     assert torch.equal(ace.fc_mu.bias, torch.zeros(11, 128)) and torch.equal(ace.conv_gamma.bias, torch.zeros(64))
     bn = G.encp_1_res_0.conv[1]
@@ -197,9 +239,15 @@ def test_initialisation_follows_official_kaiming(market):
 
 
 def _bn(sd, key, x, affine=True):
-    return F.batch_norm(x, sd[f"{key}.running_mean"], sd[f"{key}.running_var"],
-                        sd[f"{key}.weight"] if affine else None, sd[f"{key}.bias"] if affine else None,
-                        training=False, eps=1e-5)
+    return F.batch_norm(
+        x,
+        sd[f"{key}.running_mean"],
+        sd[f"{key}.running_var"],
+        sd[f"{key}.weight"] if affine else None,
+        sd[f"{key}.bias"] if affine else None,
+        training=False,
+        eps=1e-5,
+    )
 
 
 def _sn_weight(sd, key):
@@ -222,7 +270,7 @@ def ref_zencoder(sd, img, seg):
     codes = torch.tanh(_conv(sd, "Zencoder.model.14", F.pad(x, (1, 1, 1, 1), mode="reflect")))
     seg = F.interpolate(seg, size=codes.shape[2:], mode="nearest")
     out = torch.zeros(codes.shape[0], seg.shape[1], codes.shape[1])
-    for i in range(codes.shape[0]):                                       # official loops
+    for i in range(codes.shape[0]):  # official loops
         for j in range(seg.shape[1]):
             mask = seg[i, j].bool()
             if mask.sum() > 0:
@@ -278,8 +326,8 @@ def ref_generator(sd, cfg, x_p, x_a, s_seg, d_seg, flow, vis):
         for i in range(2):
             x = ref_res(sd, f"enca_{l}_res_{i}", x)
             if flow is not None and l < cfg.num_warp_scales:
-                fl = F.avg_pool2d(flow, 2 ** l) / 2 ** l
-                vl = -F.max_pool2d(-vis.round(), 2 ** l)
+                fl = F.avg_pool2d(flow, 2**l) / 2**l
+                vl = -F.max_pool2d(-vis.round(), 2**l)
                 xw = ref_warp(x, fl)
                 ha.append(ref_res(sd, f"enca_{l}_vis_{i}", xw, torch.cat([xw * (vl == 0), xw * (vl == 1)], 1)))
             else:
@@ -294,8 +342,9 @@ def ref_generator(sd, cfg, x_p, x_a, s_seg, d_seg, flow, vis):
             a = torch.cat([hp.pop(), ha.pop()], 1)
             a = F.conv2d(F.relu(ref_ace(sd, f"{k}.conv_a_norm", a, d_seg, codes)), _sn_weight(sd, f"{k}.conv_a"))
             r = torch.cat([x, a], 1)
-            x = x + F.conv2d(F.relu(ref_ace(sd, f"{k}.conv_norm", r, d_seg, codes)), _sn_weight(sd, f"{k}.conv"),
-                             padding=1)
+            x = x + F.conv2d(
+                F.relu(ref_ace(sd, f"{k}.conv_norm", r, d_seg, codes)), _sn_weight(sd, f"{k}.conv"), padding=1
+            )
     return torch.tanh(_conv(sd, "dec_output.1", F.pad(x, (3, 3, 3, 3), mode="reflect")))
 
 
@@ -309,9 +358,10 @@ def test_generator_computes_the_official_function(feat_warp):
     g = torch.Generator().manual_seed(4)
     labels = torch.randint(0, 11, (2, 2, h // 4, w // 4), generator=g)
     labels[:, :, 0, 0] = 0
-    labels[0, 0] = torch.where(labels[0, 0] == 5, 0, labels[0, 0])        # region 5 empty in one source
-    segs = F.interpolate(F.one_hot(labels, 11).permute(0, 1, 4, 2, 3).float().flatten(0, 1), size=(h, w),
-                         mode="nearest").view(2, 2, 11, h, w)
+    labels[0, 0] = torch.where(labels[0, 0] == 5, 0, labels[0, 0])  # region 5 empty in one source
+    segs = F.interpolate(
+        F.one_hot(labels, 11).permute(0, 1, 4, 2, 3).float().flatten(0, 1), size=(h, w), mode="nearest"
+    ).view(2, 2, 11, h, w)
     s_seg, d_seg = segs[:, 0], segs[:, 1]
     x_p = (torch.rand(2, 18, h, w, generator=g) > 0.9).float()
     x_a = torch.rand(2, 3, h, w, generator=g) * 2 - 1
@@ -319,10 +369,9 @@ def test_generator_computes_the_official_function(feat_warp):
     vis = torch.randint(0, 3, (2, 1, h, w), generator=g).float()
     with torch.no_grad():
         out = G(x_p, x_a, s_seg, d_seg, flow if feat_warp else None, vis if feat_warp else None)
-        ref = ref_generator(G.state_dict(), b.config, x_p, x_a, s_seg, d_seg,
-                            flow if feat_warp else None, vis)
+        ref = ref_generator(G.state_dict(), b.config, x_p, x_a, s_seg, d_seg, flow if feat_warp else None, vis)
     assert out.shape == (2, 3, h, w) and out.abs().max() <= 1
-    assert out.std() > 0.05                                              # not a degenerate output
+    assert out.std() > 0.05  # not a degenerate output
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
 
 
@@ -347,7 +396,7 @@ def test_ace_blends_both_branches_equally_at_init():
         out = ace(x, seg, codes)
         torch.testing.assert_close(out, n * (1 + 0.5 * g_s + 0.5 * g_p) + 0.5 * b_s + 0.5 * b_p)
         ace.blending_gamma.fill_(30.0)
-        ace.blending_beta.fill_(-30.0)                                   # style gamma, SPADE beta
+        ace.blending_beta.fill_(-30.0)  # style gamma, SPADE beta
         torch.testing.assert_close(ace(x, seg, codes), n * (1 + g_s) + b_p, atol=1e-5, rtol=1e-5)
     # Noise: learned per-channel scale of one N(0,1) map per pixel, in training forwards only.
     ace.noise_var.data.fill_(0.0)
@@ -365,10 +414,10 @@ def test_region_pooling_matches_a_loop_reference():
     g = torch.Generator().manual_seed(0)
     codes = torch.randn(3, 5, 6, 4, generator=g)
     labels = torch.randint(0, 7, (3, 12, 8), generator=g)
-    labels[1][labels[1] == 4] = 0                                        # an empty region
+    labels[1][labels[1] == 4] = 0  # an empty region
     seg = F.one_hot(labels, 7).permute(0, 3, 1, 2).float()
-    pooled = spgnet.region_average(codes, seg)                           # seg resized 12x8 -> 6x4
-    small = labels[:, ::2, ::2]                                          # nearest = even rows/cols
+    pooled = spgnet.region_average(codes, seg)  # seg resized 12x8 -> 6x4
+    small = labels[:, ::2, ::2]  # nearest = even rows/cols
     for i in range(3):
         for j in range(7):
             mask = small[i] == j
@@ -399,12 +448,12 @@ def test_region_maps_are_one_hot_with_documented_priority():
     assert seg.shape == (3, 11, H, W) and torch.equal(seg.sum(1), torch.ones(3, H, W))
     labels = seg.argmax(1)
     names = spgnet.REGION_NAMES
-    assert set(labels.unique().tolist()) == set(range(11))                # every part drawn
+    assert set(labels.unique().tolist()) == set(range(11))  # every part drawn
     # The torso quad covers the midpoint between hips and shoulders; the head its joints.
     mid = (kps[0, JOINT_INDEX["Rhip"]] + kps[0, JOINT_INDEX["Lsho"]]) // 2
     assert names[labels[0, mid[0], mid[1]]] == "torso"
     assert names[labels[0, kps[0, 0, 0], kps[0, 0, 1]]] == "head"
-    assert labels[0, 0, 0] == 0 and labels[0, H - 1, W - 1] == 0          # background
+    assert labels[0, 0, 0] == 0 and labels[0, H - 1, W - 1] == 0  # background
     # Where the moved forearm crosses the torso quad, the forearm wins.
     torso = spgnet.torso_quads(kps[1:2], (H, W))[0]
     forearm = spgnet.part_masks(kps[1:2], (H, W))[0, names.index("Relb-Rwri") - 1].bool()
@@ -417,7 +466,7 @@ def test_region_maps_are_one_hot_with_documented_priority():
 
 def test_translation_flow_moves_pixels_and_marks_background():
     tgt = walking_kps(2, seed=7)
-    src = tgt + torch.tensor([5, -3])                                    # source = target moved (dy, dx)
+    src = tgt + torch.tensor([5, -3])  # source = target moved (dy, dx)
     labels = spgnet.region_labels(tgt, (H, W))
     flow, vis = spgnet.part_flow(src, tgt, labels)
     body = labels > 0
@@ -443,9 +492,9 @@ def test_translation_flow_moves_pixels_and_marks_background():
 def test_warp_is_align_corners_true():
     x = torch.rand(1, 2, 6, 5)
     torch.testing.assert_close(spgnet.warp(x, torch.zeros(1, 2, 6, 5)), x, atol=1e-6, rtol=0)  # identity
-    shifted = spgnet.warp(x, torch.ones(1, 2, 6, 5))                      # sample (x+1, y+1)
+    shifted = spgnet.warp(x, torch.ones(1, 2, 6, 5))  # sample (x+1, y+1)
     torch.testing.assert_close(shifted[..., :-1, :-1], x[..., 1:, 1:])
-    assert (shifted[..., -1, :] == 0).all()                              # zero padding outside
+    assert (shifted[..., -1, :] == 0).all()  # zero padding outside
 
 
 def test_feat_warp_off_runs_without_flow():
@@ -458,14 +507,16 @@ def test_feat_warp_off_runs_without_flow():
     out = b.generate(batch["src_img"], batch["src_kps"], batch["tgt_kps"])
     out.mean().backward()
     assert out.shape == (2, 3, 32, 16)
-    assert G.enca_0_vis_0.conv[0].weight.grad is None                    # built, unused (as officially)
+    assert G.enca_0_vis_0.conv[0].weight.grad is None  # built, unused (as officially)
     assert G.enca_0_res_0.conv[0].weight.grad is not None
     on = tiny_bundle(feat_warp=True)
     on.nets.eval()
     b.nets.eval()
     with torch.no_grad():
-        assert not torch.allclose(on.generate(batch["src_img"], batch["src_kps"], batch["tgt_kps"]),
-                                  b.generate(batch["src_img"], batch["src_kps"], batch["tgt_kps"]))
+        assert not torch.allclose(
+            on.generate(batch["src_img"], batch["src_kps"], batch["tgt_kps"]),
+            b.generate(batch["src_img"], batch["src_kps"], batch["tgt_kps"]),
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -482,7 +533,7 @@ def test_target_augmentation_matches_the_official_matrix():
     # Border replicated: the 3 new columns repeat input column 0, the 2 new rows input row 31.
     torch.testing.assert_close(out[0][:, :-2, :3], img[0][:, 2:, :1].expand(3, 30, 3), atol=1e-5, rtol=0)
     torch.testing.assert_close(out[0][:, -2:, 3:], img[0][:, 31:, :-3].expand(3, 2, 13), atol=1e-5, rtol=0)
-    torch.testing.assert_close(out[1], img[1], atol=1e-5, rtol=0)        # identity
+    torch.testing.assert_close(out[1], img[1], atol=1e-5, rtol=0)  # identity
     shifted = kps[0] + torch.tensor([-2, 3])
     inside = (shifted[:, 0] >= 0) & (shifted[:, 1] < 16)
     assert torch.equal(moved[0][inside], shifted[inside]) and (moved[0][~inside] == -1).all()
@@ -496,10 +547,10 @@ def test_target_augmentation_matches_the_official_matrix():
     # Draws: s = 1.2^U(-1,1), shifts in [-10, 10) (checked through the keypoint of a fixed point).
     torch.manual_seed(0)
     centre = torch.full((1, 18, 2), -1)
-    centre[0, 0] = torch.tensor([32, 32])           # (y, x) = (W/2, H/2): the scale centre
+    centre[0, 0] = torch.tensor([32, 32])  # (y, x) = (W/2, H/2): the scale centre
     big = torch.zeros(400, 3, 64, 64)
     _, moved = spgnet.augment_target(big, centre.expand(400, 18, 2))
-    d = moved[:, 0] - torch.tensor([32, 32])        # a pure shift there: (dy, dx)
+    d = moved[:, 0] - torch.tensor([32, 32])  # a pure shift there: (dy, dx)
     assert d.min() == -10 and d.max() == 9 and len(d.unique()) > 15
 
 
@@ -563,7 +614,7 @@ def test_loss_terms_follow_the_official_weights():
     opts = impl.make_optimizers(nets, cfg)
     ctx = impl.make_context(nets, cfg, seed=0)
     batch = tiny_batch(seed=5)
-    nets.eval()                                                          # running stats, no noise
+    nets.eval()  # running stats, no noise
     D = nets["D"]
     with torch.no_grad():
         fake = b.generate(batch["src_img"], batch["src_kps"], batch["tgt_kps"])
@@ -574,7 +625,7 @@ def test_loss_terms_follow_the_official_weights():
         d_loss = 0.5 * 0.5 * (bce(p_real, torch.ones_like(p_real)) + bce(p_fake, torch.zeros_like(p_fake)))
         l1 = 2.0 * (fake - batch["tgt_img"]).abs().mean()
     out = impl.train_step(nets, opts, batch, ctx)
-    with torch.no_grad():                                                # G's GAN term: the updated D
+    with torch.no_grad():  # G's GAN term: the updated D
         p_new = D(torch.cat([batch["src_img"], fake, joints], 1))
         gan = 0.5 * bce(p_new, torch.ones_like(p_new))
     assert out["D"] == pytest.approx(d_loss.item(), rel=1e-5)
@@ -616,7 +667,10 @@ def test_missing_vgg_and_content_loss(tmp_path, monkeypatch):
     ctx = impl.make_context(b.nets, cfg, vgg_weights=str(path))
     loss = ctx.losses["content"]
     x, y = torch.rand(1, 3, 32, 16) * 2 - 1, torch.rand(1, 3, 32, 16) * 2 - 1
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean, std = (
+        torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+    )
     norm = lambda t: ((t + 1) / 2 - mean) / std
     with torch.no_grad():  # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 = features[:2], [:7], [:12], [:21], [:30]
         want = sum(0.125 * (reference[:n](norm(x)) - reference[:n](norm(y))).abs().mean() for n in (2, 7, 12, 21, 30))
@@ -640,7 +694,7 @@ def test_generate_checkpoint_round_trip_and_transfer(tmp_path):
         out = b.generate(batch["src_img"], batch["src_kps"], batch["tgt_kps"])
         again = b.generate(batch["src_img"], batch["src_kps"], batch["tgt_kps"])
     assert out.shape == (3, 3, 32, 16) and out.dtype == torch.float32 and out.abs().max() <= 1
-    assert torch.equal(out, again)                                       # no ACE noise in eval mode
+    assert torch.equal(out, again)  # no ACE noise in eval mode
     path = save(tmp_path / "spg.pt", b, iteration=3)
     loaded = load(path)
     assert loaded.method == "spgnet" and loaded.config == b.config
@@ -650,8 +704,9 @@ def test_generate_checkpoint_round_trip_and_transfer(tmp_path):
     fakes = transfer(loaded, uint8, batch["src_kps"].numpy(), batch["tgt_kps"].numpy(), batch_size=2)
     assert fakes.shape == (3, 32, 16, 3) and fakes.dtype == np.uint8
     with torch.inference_mode():
-        direct = loaded.generate(torch.from_numpy(uint8).permute(0, 3, 1, 2).float() / 127.5 - 1,
-                                 batch["src_kps"], batch["tgt_kps"])
+        direct = loaded.generate(
+            torch.from_numpy(uint8).permute(0, 3, 1, 2).float() / 127.5 - 1, batch["src_kps"], batch["tgt_kps"]
+        )
     want = ((direct.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
     assert np.abs(fakes.astype(int) - want.astype(int)).max() <= 1
 

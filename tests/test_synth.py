@@ -7,15 +7,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from augment import synth
 from augment.keypoints import (
-    ANNOTATION_FILES, JOINT_INDEX, MISSING, PAIRS_FILES, build_pairs, joints_present, match_images,
-    read_annotations, read_dataset_annotations, read_pairs,
+    ANNOTATION_FILES,
+    JOINT_INDEX,
+    MISSING,
+    PAIRS_FILES,
+    build_pairs,
+    joints_present,
+    match_images,
+    read_annotations,
+    read_dataset_annotations,
+    read_pairs,
 )
 from augment.market import MARKET_DIRS, ImageRecord, parse_market_name, read_market
-from augment import synth
 from augment.synth import (
-    GARMENT_PALETTE, SynthConfig, default_pose, difficulty_knobs, make_camera, render_dataset,
-    render_person, render_sample, sample_identity, sample_pose,
+    GARMENT_PALETTE,
+    SynthConfig,
+    default_pose,
+    difficulty_knobs,
+    make_camera,
+    render_dataset,
+    render_person,
+    render_sample,
+    sample_identity,
+    sample_pose,
 )
 
 J = JOINT_INDEX
@@ -143,8 +159,10 @@ def test_junk_and_distractors_in_gallery_only(tiny_market, tiny_market_config):
 def test_annotations_cover_exactly_the_files(tiny_market):
     train = read_annotations(tiny_market / ANNOTATION_FILES["train"], strict=True)
     test = read_annotations(tiny_market / ANNOTATION_FILES["test"], strict=True)
-    for ann, records in ((train, file_records(tiny_market, "train")),
-                         (test, file_records(tiny_market, "gallery") + file_records(tiny_market, "query"))):
+    for ann, records in (
+        (train, file_records(tiny_market, "train")),
+        (test, file_records(tiny_market, "gallery") + file_records(tiny_market, "query")),
+    ):
         kept, report = match_images(ann, records, strict=True)
         assert len(kept) == len(records) == len(ann) and report.total() == 0
     # Through the reader (which skips junk), every indexed image has a row.
@@ -291,10 +309,15 @@ def test_share_prob_and_palette_size_control_difficulty():
         difficulty_knobs(1.5)
 
 
-@pytest.mark.parametrize("bad, flag", [(dict(images_per_id=(3, 5)), "--images-per-id"),
-                                       (dict(palette_size=0), "--palette-size"),
-                                       (dict(share_prob=1.5), "--share-prob"),
-                                       (dict(cameras=7), "--cameras")])
+@pytest.mark.parametrize(
+    "bad, flag",
+    [
+        (dict(images_per_id=(3, 5)), "--images-per-id"),
+        (dict(palette_size=0), "--palette-size"),
+        (dict(share_prob=1.5), "--share-prob"),
+        (dict(cameras=7), "--cameras"),
+    ],
+)
 def test_bad_config_names_the_flag(bad, flag):
     with pytest.raises(ValueError, match=flag):
         SynthConfig(**bad)
@@ -313,8 +336,9 @@ def test_refuses_foreign_or_different_directory(tmp_path):
     render_dataset(cfg, foreign, overwrite=True, preview=False, log=None)
     assert (foreign / "notes.txt").read_text() == "mine" and (foreign / "bounding_box_train").is_dir()
     with pytest.raises(FileExistsError, match="different config.*seed=0->5"):
-        render_dataset(SynthConfig.tiny(seed=5, train_ids=2, test_ids=2, junk_images=0, distractor_images=0),
-                       foreign, log=None)
+        render_dataset(
+            SynthConfig.tiny(seed=5, train_ids=2, test_ids=2, junk_images=0, distractor_images=0), foreign, log=None
+        )
     before = all_files(foreign)
     render_dataset(cfg, foreign, preview=False, log=None)  # same config: rendered again, identical
     assert all_files(foreign) == before
@@ -322,8 +346,25 @@ def test_refuses_foreign_or_different_directory(tmp_path):
 
 def test_cli_prints_statistics(tmp_path, capsys):
     out = tmp_path / "cli"
-    rc = synth.main(["--out", str(out), "--train-ids", "3", "--test-ids", "3", "--images-per-id", "4", "5",
-                     "--junk", "2", "--distractors", "1", "--difficulty", "1"])
+    rc = synth.main(
+        [
+            "--out",
+            str(out),
+            "--train-ids",
+            "3",
+            "--test-ids",
+            "3",
+            "--images-per-id",
+            "4",
+            "5",
+            "--junk",
+            "2",
+            "--distractors",
+            "1",
+            "--difficulty",
+            "1",
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0
     assert "images/s" in text and "images without all four torso joints" in text and "pairs: train" in text

@@ -12,14 +12,21 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from test_generator_data import make_tiny_root
 
 from generators.checkpoint import load, read_checkpoint
 from generators.losses import MissingWeightsError
 from generators.train import (
-    INTERRUPTED_EXIT, IterationInfo, RunConfig, UsageError, cpu_supports_bf16, main, render_skeleton, resolve_amp,
+    INTERRUPTED_EXIT,
+    IterationInfo,
+    RunConfig,
+    UsageError,
+    cpu_supports_bf16,
+    main,
+    render_skeleton,
+    resolve_amp,
     train,
 )
-from test_generator_data import make_tiny_root
 
 TINY = {"ngf": "4", "n_blocks": "1", "ndf": "4", "d_blocks": "1", "pool_size": "3"}
 TINY_ARGS = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
@@ -31,8 +38,19 @@ def root(tmp_path_factory):
 
 
 def tiny_run(root: Path, out: Path, **kw) -> RunConfig:
-    base = dict(out=out, data=root, method="patn", preset="synth", iterations=6, batch_size=2, checkpoint_every=3,
-                sample_every=3, overrides=dict(TINY), progress=False, num_samples=2)
+    base = dict(
+        out=out,
+        data=root,
+        method="patn",
+        preset="synth",
+        iterations=6,
+        batch_size=2,
+        checkpoint_every=3,
+        sample_every=3,
+        overrides=dict(TINY),
+        progress=False,
+        num_samples=2,
+    )
     base.update(kw)
     return RunConfig(**base)
 
@@ -41,6 +59,7 @@ def stop_at(iteration: int):
     def hook(info: IterationInfo):
         if info.iteration == iteration:
             raise KeyboardInterrupt
+
     return hook
 
 
@@ -55,8 +74,10 @@ def all_tensors(data: dict):
     return out
 
 
-@pytest.mark.parametrize("amp", ["off", pytest.param("bf16", marks=pytest.mark.skipif(
-    not cpu_supports_bf16(), reason="CPU without native bf16"))])
+@pytest.mark.parametrize(
+    "amp",
+    ["off", pytest.param("bf16", marks=pytest.mark.skipif(not cpu_supports_bf16(), reason="CPU without native bf16"))],
+)
 def test_resume_is_bit_exact(root, tmp_path, amp):
     straight = train(tiny_run(root, tmp_path / "a", amp=amp), log=lambda s: None)
     assert not straight.interrupted and straight.iteration == 6 and straight.amp == amp.replace("off", "fp32")
@@ -65,8 +86,9 @@ def test_resume_is_bit_exact(root, tmp_path, amp):
     assert first.interrupted and first.iteration == 4
     assert read_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")["iteration"] == 4
     # no --data: the resumed run reads the data folder recorded in the checkpoint
-    resumed = train(RunConfig(out=tmp_path / "b", resume=True, amp=amp, progress=False, num_samples=2),
-                    log=lambda s: None)
+    resumed = train(
+        RunConfig(out=tmp_path / "b", resume=True, amp=amp, progress=False, num_samples=2), log=lambda s: None
+    )
     assert resumed.start_iteration == 4 and resumed.iteration == 6 and not resumed.interrupted
 
     a = read_checkpoint(tmp_path / "a" / "checkpoints" / "latest.pt")
@@ -97,9 +119,25 @@ def test_resume_sensitive_to_seed(root, tmp_path):
 
 def test_keyboard_interrupt_leaves_valid_checkpoint(root, tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["--data", str(root), "--out", str(out), "--iterations", "6", "--batch-size", "2",
-               "--checkpoint-every", "100", "--sample-every", "100", "--no-progress", *TINY_ARGS],
-              hooks=[stop_at(2)])
+    rc = main(
+        [
+            "--data",
+            str(root),
+            "--out",
+            str(out),
+            "--iterations",
+            "6",
+            "--batch-size",
+            "2",
+            "--checkpoint-every",
+            "100",
+            "--sample-every",
+            "100",
+            "--no-progress",
+            *TINY_ARGS,
+        ],
+        hooks=[stop_at(2)],
+    )
     assert rc == INTERRUPTED_EXIT
     text = capsys.readouterr().out
     assert "interrupted" in text and f"--out {out} --resume" in text
@@ -120,8 +158,9 @@ def test_signal_stops_after_the_iteration(root, tmp_path, signum):
         if info.iteration == 3:
             os.kill(os.getpid(), signum)  # handled: the loop stops after iteration 3
 
-    report = train(tiny_run(root, tmp_path / "run", checkpoint_every=100, sample_every=100), hooks=[hook],
-                   log=lambda s: None)
+    report = train(
+        tiny_run(root, tmp_path / "run", checkpoint_every=100, sample_every=100), hooks=[hook], log=lambda s: None
+    )
     assert report.interrupted and report.iteration == 3
     assert read_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["iteration"] == 3
     assert signal.getsignal(signum) is before  # handlers restored
@@ -147,14 +186,25 @@ def test_missing_vgg_stops_before_anything_is_built(root, tmp_path, monkeypatch,
         main(["--data", str(root), "--out", str(tmp_path / "cli"), "--preset", "market", "--no-progress"])
     assert exit_.value.code == 2 and "vgg19-dcbb9e9d.pth" in capsys.readouterr().err
     monkeypatch.undo()
-    report = train(tiny_run(root, tmp_path / "ok", iterations=1, no_perceptual=True,
-                            overrides={**TINY, "perceptual": "true"}), log=lambda s: None)
+    report = train(
+        tiny_run(root, tmp_path / "ok", iterations=1, no_perceptual=True, overrides={**TINY, "perceptual": "true"}),
+        log=lambda s: None,
+    )
     assert report.iteration == 1
 
 
 def test_training_lowers_the_l1_loss(root, tmp_path):
-    report = train(tiny_run(root, tmp_path / "run", iterations=40, checkpoint_every=40, sample_every=40,
-                            overrides={**TINY, "train.lr": "0.002"}), log=lambda s: None)
+    report = train(
+        tiny_run(
+            root,
+            tmp_path / "run",
+            iterations=40,
+            checkpoint_every=40,
+            sample_every=40,
+            overrides={**TINY, "train.lr": "0.002"},
+        ),
+        log=lambda s: None,
+    )
     l1 = [json.loads(line)["L1"] for line in open(report.log)]
     assert len(l1) == 40
     assert np.mean(l1[-5:]) < 0.8 * np.mean(l1[:5])
@@ -162,9 +212,36 @@ def test_training_lowers_the_l1_loss(root, tmp_path):
 
 def test_cli_smoke_outputs(root, tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["--method", "patn", "--preset", "synth", "--data", str(root), "--out", str(out), "--iterations", "6",
-               "--batch-size", "2", "--checkpoint-every", "3", "--sample-every", "3", "--num-samples", "3",
-               "--seed", "5", "--amp", "off", "--device", "cpu", "--no-progress", *TINY_ARGS])
+    rc = main(
+        [
+            "--method",
+            "patn",
+            "--preset",
+            "synth",
+            "--data",
+            str(root),
+            "--out",
+            str(out),
+            "--iterations",
+            "6",
+            "--batch-size",
+            "2",
+            "--checkpoint-every",
+            "3",
+            "--sample-every",
+            "3",
+            "--num-samples",
+            "3",
+            "--seed",
+            "5",
+            "--amp",
+            "off",
+            "--device",
+            "cpu",
+            "--no-progress",
+            *TINY_ARGS,
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     for word in ("finished", "images/s", "final losses", "checkpoint:", "samples:", "log:"):
@@ -189,18 +266,21 @@ def test_cli_smoke_outputs(root, tmp_path, capsys):
     assert "pass --resume" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, flag", [
-    (["--workers", "0"], "--workers"),
-    (["--amp", "fp16", "--device", "cpu"], "--amp"),
-    (["--amp", "half"], "--amp"),
-    (["--iterations", "0"], "--iterations"),
-    (["--set", "no_such_field=1"], "--set"),
-    (["--set", "ngf"], "--set"),
-    (["--method", "nope"], "--method"),
-    (["--preset", "nope"], "--preset"),
-    (["--resume"], "--resume"),
-    (["--vgg-weights", "/no/such/file.pth"], "--vgg-weights"),
-])
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["--workers", "0"], "--workers"),
+        (["--amp", "fp16", "--device", "cpu"], "--amp"),
+        (["--amp", "half"], "--amp"),
+        (["--iterations", "0"], "--iterations"),
+        (["--set", "no_such_field=1"], "--set"),
+        (["--set", "ngf"], "--set"),
+        (["--method", "nope"], "--method"),
+        (["--preset", "nope"], "--preset"),
+        (["--resume"], "--resume"),
+        (["--vgg-weights", "/no/such/file.pth"], "--vgg-weights"),
+    ],
+)
 def test_flag_errors_name_the_flag(root, tmp_path, capsys, argv, flag):
     with pytest.raises(SystemExit) as e:
         main(["--data", str(root), "--out", str(tmp_path / "run"), "--no-progress", *argv])
@@ -228,6 +308,7 @@ def test_cuda_flags_on_a_cpu_machine():
         pytest.skip("needs a machine without CUDA")
     with pytest.raises(UsageError, match="--device"):
         from generators.train import resolve_device
+
         resolve_device("cuda")
     # CPU auto: bf16 exactly where the CPU has native bf16, else fp32
     assert resolve_amp("auto", torch.device("cpu")) == (torch.bfloat16 if cpu_supports_bf16() else None)
@@ -236,7 +317,7 @@ def test_cuda_flags_on_a_cpu_machine():
 
 def test_skeleton_drawing():
     kps = np.full((18, 2), -1)
-    kps[1] = (5, 8)   # neck
+    kps[1] = (5, 8)  # neck
     kps[2] = (10, 4)  # Rsho
     img = render_skeleton(kps, (32, 16))
     assert img.shape == (32, 16, 3) and img.dtype == np.uint8
@@ -250,8 +331,23 @@ def test_trains_on_the_embedded_dataset(tiny_market, tmp_path):
     from generators.inference import Transferer
 
     out = tmp_path / "run"
-    assert main(["--data", str(tiny_market), "--out", str(out), "--iterations", "2", "--batch-size", "2",
-                 "--no-progress", *TINY_ARGS]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(tiny_market),
+                "--out",
+                str(out),
+                "--iterations",
+                "2",
+                "--batch-size",
+                "2",
+                "--no-progress",
+                *TINY_ARGS,
+            ]
+        )
+        == 0
+    )
     latest = out / "checkpoints" / "latest.pt"
     assert read_checkpoint(latest)["dataset_fingerprint"] == read_market(tiny_market).fingerprint()
     assert cv2.imread(str(out / "samples" / "iter_000002.png")).shape == (6 * 128 + 5 * 2, 5 * 64 + 4 * 2, 3)
@@ -281,8 +377,9 @@ def test_interrupt_inside_a_step_keeps_the_last_checkpoint(root, tmp_path, monke
     assert read_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["iteration"] == 2
     assert not (tmp_path / "run" / "checkpoints" / "iter_000003.pt").exists()
     monkeypatch.undo()
-    resumed = train(RunConfig(out=tmp_path / "run", data=root, resume=True, progress=False, num_samples=2),
-                    log=lambda s: None)
+    resumed = train(
+        RunConfig(out=tmp_path / "run", data=root, resume=True, progress=False, num_samples=2), log=lambda s: None
+    )
     assert resumed.iteration == 6
     assert [json.loads(line)["iteration"] for line in open(resumed.log)] == [1, 2, 3, 4, 5, 6]
 
@@ -296,8 +393,8 @@ def test_bad_image_mid_run_keeps_completed_iterations(tmp_path, monkeypatch):
             for f in (root / "bounding_box_train").iterdir():
                 f.write_bytes(b"broken")
 
-    from augment.market import DatasetError
     import generators.data as data_mod
+    from augment.market import DatasetError
 
     monkeypatch.setattr(data_mod, "CACHE_AUTO_LIMIT_BYTES", 0)  # no cache: the broken files are read again
     with pytest.raises(DatasetError, match="cannot decode image"):

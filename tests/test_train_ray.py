@@ -26,17 +26,24 @@ import json
 from pathlib import Path
 
 import pytest
+from test_generator_data import make_tiny_root
 from torch import nn
 
 from cluster.train_ray import ShardedBatches, WorkerPlan, plan_workers, rank_seed, train_on_ray
 from generators.checkpoint import load, read_checkpoint
 from generators.data import PairSampler
 from generators.train import RunConfig, UsageError, main, train
-from test_generator_data import make_tiny_root
 
 # instance norm, no dropout: the configuration where 2 workers must equal 1 process (see above)
-EXACT = {"ngf": "4", "n_blocks": "1", "ndf": "4", "d_blocks": "1", "norm": "instance", "dropout": "false",
-         "d_dropout": "false"}
+EXACT = {
+    "ngf": "4",
+    "n_blocks": "1",
+    "ndf": "4",
+    "d_blocks": "1",
+    "norm": "instance",
+    "dropout": "false",
+    "d_dropout": "false",
+}
 ITERATIONS, BATCH, LR = 3, 4, 2e-4
 
 
@@ -46,9 +53,21 @@ def root(tmp_path_factory):
 
 
 def run_config(root: Path, out: Path, workers: int, **kw) -> RunConfig:
-    base = dict(out=out, data=root, method="patn", preset="synth", iterations=ITERATIONS, batch_size=BATCH,
-                checkpoint_every=ITERATIONS, sample_every=ITERATIONS, overrides=dict(EXACT), progress=False,
-                num_samples=2, amp="off", workers=workers)
+    base = dict(
+        out=out,
+        data=root,
+        method="patn",
+        preset="synth",
+        iterations=ITERATIONS,
+        batch_size=BATCH,
+        checkpoint_every=ITERATIONS,
+        sample_every=ITERATIONS,
+        overrides=dict(EXACT),
+        progress=False,
+        num_samples=2,
+        amp="off",
+        workers=workers,
+    )
     base.update(kw)
     return RunConfig(**base)
 
@@ -57,8 +76,9 @@ def run_config(root: Path, out: Path, workers: int, **kw) -> RunConfig:
 def test_shards_partition_each_global_batch_and_advance_the_shared_position():
     world = 3
     one = PairSampler(num_pairs=11, seed=5, batch_size=6, epoch_size=8)  # batches straddle epochs
-    shards = [ShardedBatches(PairSampler(num_pairs=11, seed=5, batch_size=6, epoch_size=8), r, world)
-              for r in range(world)]
+    shards = [
+        ShardedBatches(PairSampler(num_pairs=11, seed=5, batch_size=6, epoch_size=8), r, world) for r in range(world)
+    ]
     for _ in range(4):
         full = next(iter(one))
         parts = [next(iter(s)) for s in shards]
@@ -114,8 +134,11 @@ def biases_feeding_instance_norm(net: nn.Module) -> set[str]:
         if isinstance(module, nn.Sequential):
             children = list(module.named_children())
             for (name, layer), (_, following) in zip(children, children[1:]):
-                if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(following, nn.InstanceNorm2d) \
-                        and layer.bias is not None:
+                if (
+                    isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d))
+                    and isinstance(following, nn.InstanceNorm2d)
+                    and layer.bias is not None
+                ):
                     names.add(f"{prefix}.{name}.bias" if prefix else f"{name}.bias")
     return names
 
@@ -163,6 +186,20 @@ def test_two_ray_workers_train_like_one_process(local_ray, root, tmp_path, monke
     # augment.run uses the multi-worker checkpoint unchanged
     from augment.run import run
 
-    summary = run(["--method", "patn", "--data", str(root), "--checkpoint", str(tmp_path / "two" / "checkpoints" /
-                   "latest.pt"), "--portion", "0.5", "--executor", "local", "--out", str(tmp_path / "aug")])
+    summary = run(
+        [
+            "--method",
+            "patn",
+            "--data",
+            str(root),
+            "--checkpoint",
+            str(tmp_path / "two" / "checkpoints" / "latest.pt"),
+            "--portion",
+            "0.5",
+            "--executor",
+            "local",
+            "--out",
+            str(tmp_path / "aug"),
+        ]
+    )
     assert summary["generated_this_run"] > 0 and summary["rows"].get("generated_failed", 0) == 0
