@@ -27,11 +27,12 @@ import threading
 import time
 from pathlib import Path
 
+from augment.data.keypoints import find_keypoint_file, read_annotations
+from augment.data.market import read_market
 from augment.execute import decode_stage, make_payloads
-from augment.keypoints import find_keypoint_file, read_annotations
-from augment.market import read_market
 from augment.plan import PlanSpec, TrainIndex, make_plan
-from augment.run import DEFAULT_DATA, ensure_embedded_dataset
+from augment.synth import DEFAULT_OUT as DEFAULT_DATA
+from augment.synth import embedded_dataset
 
 
 def tree_rss(pid: int) -> int:
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
         if e not in ("local", "ray"):
             raise SystemExit(f"error: --executors: unknown executor {e!r} (local, ray)")
 
-    data = a.data or ensure_embedded_dataset(DEFAULT_DATA)
+    data = a.data or embedded_dataset()
     tmp = Path(tempfile.mkdtemp(prefix="augment-bench-"))
     ckpt = a.checkpoint or make_checkpoint(a.method, a.preset, tmp)
     device = None if a.device == "auto" else a.device

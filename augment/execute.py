@@ -30,9 +30,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from augment.imageio import encode_image, read_rgb, sha256_bytes, sha256_file, write_atomic
-from augment.keypoints import NUM_JOINTS, Annotations, write_annotations
-from augment.market import MARKET_DIRS, DatasetError, MarketDataset, place_file
+from augment.data.atomic import atomic_path, write_atomic
+from augment.data.imageio import encode_image, read_rgb, sha256_bytes, sha256_file
+from augment.data.keypoints import NUM_JOINTS, Annotations, write_annotations
+from augment.data.market import MARKET_DIRS, DatasetError, MarketDataset, place_file
 from augment.plan import GENERATED, REAL, Plan, write_plan
 
 # Test hook (crash injection): exit the process abruptly, as SIGKILL would, after this many
@@ -265,9 +266,8 @@ def write_stage(payload: dict, out_root: str | os.PathLike) -> pd.DataFrame:
     records["generated_at"] = float(payload.get("generated_at", now))
     records["finished_at"] = now
     shard = layout.shards_dir / f"{sha256_bytes(payload['batch_id'].encode())[:16]}-{int(now * 1e6)}.parquet"
-    tmp = shard.with_name(f".{shard.name}.tmp")
-    pq.write_table(pa.Table.from_pandas(records, preserve_index=False), tmp)
-    os.replace(tmp, shard)
+    with atomic_path(shard) as tmp:
+        pq.write_table(pa.Table.from_pandas(records, preserve_index=False), tmp)
     return records
 
 
@@ -307,9 +307,8 @@ def build_manifest(plan: Plan, records: pd.DataFrame, identity: RunIdentity) -> 
 
 
 def write_manifest(manifest: pd.DataFrame, layout: OutputLayout) -> Path:
-    tmp = layout.manifest_path.with_name(".manifest.parquet.tmp")
-    pq.write_table(pa.Table.from_pandas(manifest, preserve_index=False), tmp)
-    os.replace(tmp, layout.manifest_path)
+    with atomic_path(layout.manifest_path) as tmp:
+        pq.write_table(pa.Table.from_pandas(manifest, preserve_index=False), tmp)
     return layout.manifest_path
 
 

@@ -40,8 +40,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from augment.keypoints import NUM_JOINTS, Annotations, joints_present
-from augment.market import MarketDataset, parse_market_name
+from augment.data.atomic import atomic_path
+from augment.data.keypoints import NUM_JOINTS, Annotations, joints_present
+from augment.data.market import MarketDataset, parse_market_name
 
 PLAN_COLUMNS = [
     "output_name",
@@ -334,9 +335,8 @@ def write_plan(plan: Plan, path: str | Path) -> Path:
     meta = dict(table.schema.metadata or {})
     meta[PLAN_SCHEMA_KEY] = json.dumps({"spec": asdict(plan.spec), "summary": plan.summary}).encode()
     table = table.replace_schema_metadata(meta)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
     return path
 
 

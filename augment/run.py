@@ -31,6 +31,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from augment.data.atomic import write_atomic
+from augment.data.keypoints import find_keypoint_file, read_annotations
+from augment.data.market import DatasetError, read_market
 from augment.execute import (
     FAILED,
     GenerateStage,
@@ -48,12 +51,10 @@ from augment.execute import (
     write_stage,
     write_train_annotations,
 )
-from augment.imageio import write_atomic
-from augment.keypoints import find_keypoint_file, read_annotations
-from augment.market import DatasetError, read_market
 from augment.plan import REAL, PlanSpec, TrainIndex, make_plan, write_plan
+from augment.synth import DEFAULT_OUT as DEFAULT_DATA
+from augment.synth import embedded_dataset
 
-DEFAULT_DATA = Path("data/synth-market")
 DEFAULT_RUNS = Path("runs")
 
 
@@ -158,18 +159,6 @@ def spec_from_args(a: argparse.Namespace) -> PlanSpec:
     return PlanSpec("poses", per_image=a.poses_per_image, method=a.method, seed=a.seed)
 
 
-def ensure_embedded_dataset(root: Path) -> Path:
-    """The embedded dataset at ``root``: a finished rendering (of any config) is used as it is;
-    otherwise the default config is rendered there first."""
-    from augment.synth import SynthConfig, ensure_dataset, is_complete, previous_config
-
-    prev = previous_config(root)
-    if prev is not None and is_complete(root, prev):
-        return root
-    print(f"[augment] embedded dataset not found at {root}: rendering it (python -m augment.synth)")
-    return ensure_dataset(root, SynthConfig())
-
-
 def ensure_embedded_checkpoint(method: str, data: Path, iterations: int | None) -> Path:
     ckpt = DEFAULT_RUNS / "generators" / f"{method}-synth" / "checkpoints" / "latest.pt"
     if ckpt.is_file():
@@ -238,7 +227,7 @@ def run(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
 
     # data and keypoints: all checked before any work
-    data = a.data if a.data is not None else ensure_embedded_dataset(DEFAULT_DATA)
+    data = a.data if a.data is not None else embedded_dataset()
     dataset = read_market(data)
     annotations = read_annotations(find_keypoint_file(data, "annotation", "train", a.keypoints))
     index = TrainIndex.from_dataset(dataset, annotations)

@@ -119,13 +119,13 @@ def measure_service(
 ) -> dict:
     """Images/s of augment.run per executor (``local``, ``ray:N``) and of the model alone."""
     from augment.bench import make_checkpoint, model_only_rate, run_measured
+    from augment.data.keypoints import find_keypoint_file, read_annotations
+    from augment.data.market import read_market
     from augment.execute import make_payloads
-    from augment.keypoints import find_keypoint_file, read_annotations
-    from augment.market import read_market
     from augment.plan import PlanSpec, TrainIndex, make_plan
-    from augment.run import DEFAULT_DATA, ensure_embedded_dataset
+    from augment.synth import embedded_dataset
 
-    data = data or ensure_embedded_dataset(DEFAULT_DATA)
+    data = data or embedded_dataset()
     tmp = Path(tempfile.mkdtemp(prefix="capacity-"))
     try:
         ckpt = make_checkpoint("patn", "synth", tmp)
@@ -465,7 +465,7 @@ def machine_info() -> str:
 
     import torch
 
-    from generators.train import cpu_supports_bf16
+    from augment.runtime import cpu_supports_bf16
 
     cpu = platform.processor() or "cpu"
     try:
@@ -541,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise SystemExit(f"error: --reid-models: unknown {unknown}; known: {sorted(get_recipe('openreid').models)}")
     precision = a.precision
     if precision == "auto":
-        from generators.train import cpu_supports_bf16
+        from augment.runtime import cpu_supports_bf16
 
         precision = "bf16" if cpu_supports_bf16() else "fp32"
 

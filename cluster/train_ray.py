@@ -67,8 +67,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Sampler
 
+from augment.runtime import UsageError
 from generators.data import PairSampler
-from generators.train import RunConfig, RunPaths, SingleProcess, TrainReport, UsageError
+from generators.train import RunConfig, RunPaths, SingleProcess, TrainReport
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -190,7 +191,7 @@ class RayTrainWorkers(SingleProcess):
         return ShardedBatches(sampler, self.rank, self.world_size)
 
     def start(self, nets, ctx, *, seed: int, iteration: int) -> None:
-        from generators.train import seed_everything
+        from augment.runtime import seed_everything
 
         with torch.no_grad():  # identical starting weights everywhere (DDP broadcasts at construction too)
             for t in [*nets.parameters(), *nets.buffers()]:
@@ -331,11 +332,11 @@ def resolve_schedule(run: RunConfig):
 
 def absolute_paths(run: RunConfig) -> RunConfig:
     """Paths every worker can use whatever its working directory (the default dataset rendered first)."""
-    from generators.train import ensure_embedded_dataset
+    from augment.synth import embedded_dataset
 
     data = run.data
     if data is None and not run.resume:
-        data = ensure_embedded_dataset()
+        data = embedded_dataset()
 
     def fix(p):
         return None if p is None else Path(p).expanduser().resolve()
@@ -402,7 +403,7 @@ def train_on_ray(
     worker starts; errors are the single-process ones (UsageError naming the flag, DatasetError,
     CheckpointError, MissingWeightsError), also when raised inside a worker.
     """
-    from augment.market import DatasetError
+    from augment.data.market import DatasetError
     from generators.checkpoint import CheckpointError
     from generators.losses import MissingWeightsError
 

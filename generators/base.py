@@ -33,14 +33,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-
-class UsageError(ValueError):
-    """A bad command-line value; the message names the flag."""
-
-    def __init__(self, flag: str, message: str):
-        self.flag = flag
-        super().__init__(f"{flag}: {message}")
-
+from augment.runtime import UsageError  # noqa: F401  (re-exported: generators' flag errors)
 
 # ----------------------------------------------------------------------------------------------
 # Training schedule and learning rate

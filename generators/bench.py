@@ -52,7 +52,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from generators.base import METHODS, Bundle, UsageError, build, count_flops, count_parameters, load_builtin_methods
+from augment.runtime import UsageError, bf16_is_native, resolve_device
+from generators.base import METHODS, Bundle, build, count_flops, count_parameters, load_builtin_methods
 
 # Agreement with eager fp32 on [-1,1] outputs (1 grey level = 2/255 = 0.0078): (max, mean) |diff|.
 # fp32 variants differ in summation order only. Under bf16 (8 significant bits) the spread-weight
@@ -94,11 +95,9 @@ EAGER = Variant(channels_last=False, amp=None, compiled=False)
 
 def native_amp(device: torch.device) -> torch.dtype | None:
     """The autocast dtype the fast path uses on ``device`` (None: fp32)."""
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    from generators.train import cpu_supports_bf16
-
-    return torch.bfloat16 if cpu_supports_bf16() else None
+    if bf16_is_native(device):
+        return torch.bfloat16
+    return torch.float16 if device.type == "cuda" else None
 
 
 def variants_for(device: torch.device, compile: bool) -> list[Variant]:
@@ -434,12 +433,7 @@ def bench_method(
 def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     """Bench every method of ``cfg``; returns (and writes) the JSON report."""
     cfg.validate()
-    if cfg.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UsageError("--device", "cuda asked for but torch sees no CUDA device")
-        device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     if device.type == "cuda":

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from augment.data.atomic import atomic_path
 from generators.base import Bundle, build, get_method
 
 FORMAT = "poseaug-generator/1"
@@ -123,16 +124,10 @@ def save(
         "content_hash": weights_hash(nets),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
     return path
 
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from augment.imageio import encode_image, read_rgb, write_atomic
+from augment.data.atomic import write_atomic
+from augment.data.imageio import encode_image, read_rgb
 from generators.evaluate import GRID_GAP, METRICS, grid_image
 
 STRIP_PANELS = 5  # the official strip: source | source pose | target | target pose | generated

@@ -1,7 +1,7 @@
 """Training and evaluation pairs for the pose-transfer generators.
 
-A dataset root in Market-1501 layout (:func:`augment.market.read_market`) plus the community
-files (:mod:`augment.keypoints`): annotation CSVs (train and test, merged) and a pairs CSV
+A dataset root in Market-1501 layout (:func:`augment.data.market.read_market`) plus the community
+files (:mod:`augment.data.keypoints`): annotation CSVs (train and test, merged) and a pairs CSV
 (``market-pairs-train.csv`` for training, ``market-pairs-test.csv`` for evaluation), found in
 ``keypoints_dir`` or the root.
 
@@ -40,8 +40,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from augment.imageio import read_rgb, sha256_file
-from augment.keypoints import (
+from augment.data.imageio import read_rgb, sha256_file
+from augment.data.keypoints import (
     IMAGE_SIZE,
     Annotations,
     find_keypoint_file,
@@ -49,7 +49,7 @@ from augment.keypoints import (
     read_dataset_annotations,
     read_pairs,
 )
-from augment.market import DatasetError, MarketDataset, SkipCounter, read_market
+from augment.data.market import DatasetError, MarketDataset, SkipCounter, read_market
 
 # Official PATN: each training "epoch" is 4,000 random pairs (KeyDataset.__len__ in phase train).
 OFFICIAL_EPOCH_PAIRS = 4000

@@ -8,10 +8,10 @@ keras-contrib's InstanceNormalization. Spec: shared/specs/generators.md section 
 
 Inputs (B = batch, 128x64 on Market; H, W divisible by 2**(len(enc_filters) - 1) = 32)
     P1 source image (B,3,H,W) in [-1,1]; P2 target image; BP1 / BP2 source / target heatmaps
-    (B,18,H,W), exp(-d^2 / (2 * 6^2)) (augment.pose.heatmaps, official cords_to_map);
-    affines (B,10,2,3): augment.pose.part_affines(src_kps, tgt_kps), backward target (x,y) ->
+    (B,18,H,W), exp(-d^2 / (2 * 6^2)) (augment.data.pose.heatmaps, official cords_to_map);
+    affines (B,10,2,3): augment.data.pose.part_affines(src_kps, tgt_kps), backward target (x,y) ->
     source (x,y) in full-resolution pixels, "no point" (+1000 shift) for unusable parts;
-    masks (B,10,H,W): augment.pose.part_masks(tgt_kps), target frame (torso = whole image).
+    masks (B,10,H,W): augment.data.pose.part_masks(tgt_kps), target frame (torso = whole image).
 
 Normalisation (:class:`KerasInstanceNorm`, every "IN" below): keras-contrib
 ``InstanceNormalization()`` with its default axis=None: per sample ONE mean and ONE (population)
@@ -430,8 +430,8 @@ def pose_inputs(
 ) -> dict[str, torch.Tensor]:
     """The generator's conditions built on ``device`` from (B,18,2) (y,x) keypoints (-1 missing):
     src_pose / tgt_pose (B,18,H,W) heatmaps and, for warp_skip 'mask', affines (B,10,2,3) and
-    masks (B,10,H,W) float32 (augment.pose, vectorised; fp32/fp64 whatever autocast is on)."""
-    from augment.pose import heatmaps, part_affines, part_masks  # the data layer's encoders
+    masks (B,10,H,W) float32 (augment.data.pose, vectorised; fp32/fp64 whatever autocast is on)."""
+    from augment.data.pose import heatmaps, part_affines, part_masks  # the data layer's encoders
 
     h, w = int(size[0]), int(size[1])
     src = torch.as_tensor(src_kps).to(device)

@@ -7,7 +7,7 @@
 For every test pair (``market-pairs-test.csv``: 12,000 on Market-1501) the generator turns the
 source image into the target pose; the result is scored against the target image with the
 official PATN / Deformable GAN metrics (:mod:`generators.metrics`): SSIM, mask-SSIM (target pose
-mask, ``augment.pose.pose_mask_eval``), L1 and PSNR. The same pairs are ALWAYS also scored for the
+mask, ``augment.data.pose.pose_mask_eval``), L1 and PSNR. The same pairs are ALWAYS also scored for the
 copy-source baseline (output = the source image unchanged), so every figure has a floor: a
 generator must beat handing back its input.
 
@@ -49,7 +49,6 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -60,16 +59,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from augment.imageio import encode_image, write_atomic
-from augment.market import DatasetError
-from augment.pose import pose_mask_eval
-from generators.base import UsageError
+from augment.data.atomic import atomic_path, write_atomic
+from augment.data.imageio import encode_image
+from augment.data.market import DatasetError
+from augment.data.pose import pose_mask_eval
+from augment.runtime import UsageError, bf16_is_native, resolve_device
+from augment.synth import DEFAULT_OUT as DEFAULT_DATA
+from augment.synth import embedded_dataset
 from generators.checkpoint import CheckpointError, bundle_from_checkpoint, read_checkpoint
 from generators.data import PairDataset, load_pairs
 from generators.inference import Transferer, model_to_uint8, uint8_to_model
 from generators.metrics import pair_metrics, single_thread, summarise
 
-DEFAULT_DATA = Path("data/synth-market")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 METRICS = ("ssim", "mask_ssim", "l1", "psnr")
 METRIC_LABELS = {"ssim": "SSIM", "mask_ssim": "mask-SSIM", "l1": "L1 [0,1]", "psnr": "PSNR dB"}
@@ -229,21 +230,11 @@ def default_out(checkpoint: Path) -> Path:
     return checkpoint.parent / f"eval-{checkpoint.stem}"
 
 
-def resolve_device(choice: str) -> torch.device:
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device", "cuda asked for but torch sees no CUDA device (use --device cpu)")
-    return torch.device(choice)
-
-
 def resolve_precision(choice: str, device: torch.device) -> str | None:
     """The Transferer dtype for ``--precision`` (None = fp32)."""
-    from generators.train import cpu_supports_bf16
-
     if choice == "fp32":
         return None
-    native_bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_supports_bf16()
+    native_bf16 = bf16_is_native(device)
     if choice == "auto":
         if native_bf16:
             return "bf16"
@@ -269,13 +260,7 @@ def target_masks(table, targets: np.ndarray, device: torch.device, chunk: int = 
 
 
 def _ensure_data(cfg: EvalConfig, log: Callable[[str], None]) -> Path:
-    if cfg.data is not None:
-        return Path(cfg.data)
-    from augment.synth import SynthConfig, ensure_dataset, is_complete
-
-    if not is_complete(DEFAULT_DATA, SynthConfig()):
-        log(f"[eval] embedded dataset not found at {DEFAULT_DATA}: rendering it (python -m augment.synth)")
-    return ensure_dataset(DEFAULT_DATA)
+    return Path(cfg.data) if cfg.data is not None else embedded_dataset(log=log)
 
 
 def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> EvalReport:
@@ -439,15 +424,13 @@ def _json_safe(obj):
 def _write_outputs(report: EvalReport, table, grid_rows: dict[int, list[np.ndarray]]) -> None:
     out = report.out
     write_atomic(out / "metrics.json", (json.dumps(_json_safe(report.info), indent=1) + "\n").encode())
-    tmp = out / f".pairs.csv.tmp{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(out / "pairs.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         columns = list(report.per_pair)
         writer.writerow(["pair", "line", "from", "to", *columns])
         for i in range(report.n_pairs):
             src, tgt = table.pair_names(i)
             writer.writerow([i, int(table.lines[i]), src, tgt, *(repr(float(report.per_pair[c][i])) for c in columns)])
-    os.replace(tmp, out / "pairs.csv")
     if grid_rows:
         grid = grid_image([grid_rows[r] for r in sorted(grid_rows)])
         write_atomic(out / "grid.png", encode_image(grid, ".png"))

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from augment.runtime import resolve_device
 from generators.base import Bundle
 
 DTYPES = {
@@ -68,10 +69,6 @@ def resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype | None:
     return amp
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _model_device(bundle: Bundle) -> torch.device:
     for p in bundle.nets.parameters():
         return p.device
@@ -100,7 +97,7 @@ class Transferer:
         if isinstance(model, (str, os.PathLike)):
             from generators.checkpoint import load
 
-            self.device = torch.device(device) if device is not None else default_device()
+            self.device = resolve_device(device)
             model = load(Path(model), device=self.device)
         elif isinstance(model, Bundle):
             self.device = torch.device(device) if device is not None else _model_device(model)

@@ -30,7 +30,7 @@ noise) when every window of the reference varies, and NaN (0/0) when some window
 is flat; this code returns exactly that 0 or NaN (callers count NaN pairs).
 
 mask-SSIM (official ``create_masked_image``): both images multiplied by the target-pose mask
-(``augment.pose.pose_mask_eval(target_keypoints)``, uint8 * bool stays uint8), then SSIM with the
+(``augment.data.pose.pose_mask_eval(target_keypoints)``, uint8 * bool stays uint8), then SSIM with the
 data range of the masked generated image.
 
 L1: mean |generated - reference| / 255, in [0,1] image units. The official ``l1_score`` works in

@@ -7,7 +7,7 @@ Also here: the paper's ablation baseline ``resnet`` (PATBs replaced by plain res
 Inputs (B = batch, 128x64 on Market; any H, W divisible by 2**n_downsampling)
     P1  source image (B,3,H,W) in [-1,1]          P2  target image (B,3,H,W)
     BP1 source heatmaps (B,18,H,W)                BP2 target heatmaps (B,18,H,W)
-    heatmaps: exp(-d^2 / (2 * 6^2)) per joint at full resolution (augment.pose.heatmaps).
+    heatmaps: exp(-d^2 / (2 * 6^2)) per joint at full resolution (augment.data.pose.heatmaps).
 
 Generator (``PATNGenerator``; ngf = 64, 2 downsamplings, 9 PATBs on Market)
     stream1_down (appearance, P1, 3ch) and stream2_down (pose, cat(BP1, BP2), 36ch), separate:
@@ -104,7 +104,7 @@ from generators.base import Method, StepContext, TrainSchedule, register_method
 from generators.blocks import ResnetBlock, check_divisible, conv_bias, frozen, init_weights, norm_layer, pad_layers
 from generators.losses import ImagePool, PerceptualL1, bce_gan_loss, load_vgg19_features
 
-NUM_JOINTS = 18  # COCO-18 (augment.keypoints.JOINTS)
+NUM_JOINTS = 18  # COCO-18 (augment.data.keypoints.JOINTS)
 
 # ----------------------------------------------------------------------------------------------
 # Config and presets
@@ -411,7 +411,7 @@ def load_official_checkpoints(
 
 def pose_heatmaps(kps, size: tuple[int, int], sigma: float, device: torch.device) -> torch.Tensor:
     """(B,18,2) (y,x) keypoints, -1 missing -> (B,18,H,W) float32 Gaussian maps on ``device``."""
-    from augment.pose import heatmaps  # the data layer's encoder (imported on first use)
+    from augment.data.pose import heatmaps  # the data layer's encoder (imported on first use)
 
     kps = torch.as_tensor(kps).to(device)
     return heatmaps(kps, size=(int(size[0]), int(size[1])), sigma=sigma)  # denormal-free

@@ -8,8 +8,8 @@ generators.md section 1.
 Inputs (B = batch, 128x64 on Market)
     IA  source image (B,3,H,W) in [-1,1]        IB  target image (B,3,H,W) in [-1,1]
     PB  target pose (B,18,H,W): solid disks d^2 <= 4^2 per joint, rescaled to {-1,+1}
-        (``poses*2-1``; a missing joint is an all -1 map): augment.pose.pg2_pose_maps.
-    M   target pose mask (B,1,H,W) in {0,1} (``_getPoseMask``, r4): augment.pose.pose_mask_pg2.
+        (``poses*2-1``; a missing joint is an all -1 map): augment.data.pose.pg2_pose_maps.
+    M   target pose mask (B,1,H,W) in {0,1} (``_getPoseMask``, r4): augment.data.pose.pose_mask_pg2.
 
 Stage-I generator G1 (``GeneratorCNN_Pose_UAEAfterResidual``; N = log2(H) - 2 = 5 blocks,
 n = 128, z = 64). ReLU everywhere (``build_model`` passes tf.nn.relu, overriding ELU), no
@@ -102,7 +102,7 @@ from generators.base import Method, StepContext, TrainSchedule, lr_lambda, regis
 from generators.blocks import frozen
 from generators.losses import bce_gan_loss
 
-NUM_JOINTS = 18  # COCO-18 (augment.keypoints.JOINTS)
+NUM_JOINTS = 18  # COCO-18 (augment.data.keypoints.JOINTS)
 LEAK = 0.2  # wgan_gp.LeakyReLU default alpha
 
 # ----------------------------------------------------------------------------------------------
@@ -391,14 +391,14 @@ class DCGANDiscriminator(nn.Module):
 
 def target_pose_maps(kps, size, radius: int, device: torch.device) -> torch.Tensor:
     """(B,18,2) (y,x) keypoints, -1 missing -> (B,18,H,W) {-1,+1} disk maps on ``device``."""
-    from augment.pose import pg2_pose_maps  # the data layer's encoder (imported on first use)
+    from augment.data.pose import pg2_pose_maps  # the data layer's encoder (imported on first use)
 
     return pg2_pose_maps(torch.as_tensor(kps).to(device), size=(int(size[0]), int(size[1])), radius=radius)
 
 
 def target_pose_mask(kps, size, radius: int, device: torch.device) -> torch.Tensor:
     """(B,18,2) keypoints -> PG2 training mask M (B,1,H,W) {0,1} on ``device``."""
-    from augment.pose import pose_mask_pg2
+    from augment.data.pose import pose_mask_pg2
 
     return pose_mask_pg2(torch.as_tensor(kps).to(device), size=(int(size[0]), int(size[1])), radius=radius).unsqueeze(1)
 

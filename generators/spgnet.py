@@ -15,13 +15,13 @@ regenerated here, so (spec "Recommended variant"):
 
 - Change 1, regions. R = 11 one-hot part maps rendered from the keypoints
   (:func:`pose_regions`), in channel order :data:`REGION_NAMES`: 0 background, 1 torso (the quad
-  Rhip-Lhip-Lsho-Rsho, filled by the crossing rule of ``augment.pose``), 2 head (Deformable GAN's
-  head box, ``augment.pose.part_masks``), 3-10 the 8 Deformable GAN limb rectangles (mask
+  Rhip-Lhip-Lsho-Rsho, filled by the crossing rule of ``augment.data.pose``), 2 head (Deformable GAN's
+  head box, ``augment.data.pose.part_masks``), 3-10 the 8 Deformable GAN limb rectangles (mask
   version, lower limbs extended 0.5). Where parts overlap, the first of :data:`REGION_PRIORITY`
   wins: forearms, upper arms, torso, head, lower legs, upper legs (right before left); pixels of
   no part are background. The source map pools the style codes, the target map drives every ACE.
 - Change 2, flow. A dense backward flow from Deformable GAN's 10 part affines
-  (``augment.pose.part_affines``: target (x, y) -> source (x, y)): each target pixel of region r
+  (``augment.data.pose.part_affines``: target (x, y) -> source (x, y)): each target pixel of region r
   >= 1 uses the affine of part r-1, flow = A(x, y) - (x, y) in pixels (channel 0 = x, 1 = y, the
   official ``flow_2to1`` convention: the warped feature at (x, y) samples the source at
   (x, y) + flow). Visibility: 0 inside a part with a valid affine, 1 inside a part whose affine is
@@ -33,7 +33,7 @@ regenerated here, so (spec "Recommended variant"):
   features feed the skips directly (the visibility blocks stay in the network, unused, as there).
 
 Inputs of G (B = batch, H x W = 128 x 64)
-    x_p    target joints (B,18,H,W): binary disks of radius 4 (augment.pose.joint_disks).
+    x_p    target joints (B,18,H,W): binary disks of radius 4 (augment.data.pose.joint_disks).
     x_a    source image (B,3,H,W) in [-1,1].
     s_seg, d_seg  one-hot region maps of source and target (B,R,H,W).
     flow (B,2,H,W) pixels, vis (B,1,H,W) in {0,1,2}, or None (no warping).
@@ -140,8 +140,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
-from augment.keypoints import JOINT_INDEX, NUM_JOINTS
-from augment.pose import (
+from augment.data.keypoints import JOINT_INDEX, NUM_JOINTS
+from augment.data.pose import (
     LIMBS,
     TORSO_POINTS,
     fill_polygons,
@@ -185,7 +185,7 @@ VARIANT_NOTE = (
 # ----------------------------------------------------------------------------------------------
 
 LIMB_NAMES = tuple(f"{a}-{b}" for a, b in LIMBS)
-# Channel r >= 1 is Deformable GAN part r - 1 (augment.pose.PART_NAMES order).
+# Channel r >= 1 is Deformable GAN part r - 1 (augment.data.pose.PART_NAMES order).
 REGION_NAMES = ("background", "torso", "head") + LIMB_NAMES
 NUM_REGIONS = len(REGION_NAMES)  # 11
 OFFICIAL_REGIONS = 20  # CIHP classes of the official model
@@ -208,7 +208,7 @@ VIS_VISIBLE, VIS_NO_CORRESPONDENCE, VIS_BACKGROUND = 0, 1, 2
 
 def torso_quads(kps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(N,18,2) (y,x) int keypoints -> (N,H,W) bool: pixel centres inside the quad Rhip, Lhip,
-    Lsho, Rsho (even-odd crossing rule of augment.pose); empty unless all four are present."""
+    Lsho, Rsho (even-odd crossing rule of augment.data.pose); empty unless all four are present."""
     h, w = size
     ids = torch.tensor([JOINT_INDEX[n] for n in TORSO_POINTS], device=kps.device)
     corners = kps[:, ids].double()  # (N,4,2) (y,x)

@@ -47,16 +47,14 @@ checkpoints, samples and log. Ray is started privately unless ``--address`` / ``
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
-import random
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,11 +62,23 @@ import cv2
 import numpy as np
 import torch
 
-from augment.imageio import encode_image, write_atomic
-from augment.keypoints import JOINTS, find_keypoint_file, read_dataset_annotations
-from augment.market import DatasetError, read_market
-from augment.pose import CONNECTIONS
-from generators.base import Bundle, UsageError, apply_overrides, build, get_method, parse_override
+from augment.data.atomic import write_atomic
+from augment.data.imageio import encode_image
+from augment.data.keypoints import JOINTS, find_keypoint_file, read_dataset_annotations
+from augment.data.market import DatasetError, place_file, read_market
+from augment.data.pose import CONNECTIONS
+from augment.runtime import (
+    UsageError,
+    amp_name,
+    deterministic_kernels,
+    resolve_amp,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+from augment.synth import embedded_dataset
+from generators.base import Bundle, apply_overrides, build, get_method, parse_override
 from generators.checkpoint import CheckpointError, bundle_from_checkpoint, read_checkpoint, save
 from generators.data import (
     OFFICIAL_EPOCH_PAIRS,
@@ -81,7 +91,6 @@ from generators.data import (
 from generators.inference import model_to_uint8
 from generators.losses import MissingWeightsError, default_vgg19_path
 
-DEFAULT_DATA = Path("data/synth-market")  # augment.synth's default output
 DEFAULT_METHOD = "patn"
 DEFAULT_PRESET = "synth"
 DEVICES = ("auto", "cpu", "cuda")
@@ -254,112 +263,6 @@ class SingleProcess:
     def reduce_losses(self, losses: dict[str, float]) -> dict[str, float]:
         """The losses to log for a step (one process: its own)."""
         return losses
-
-
-# ---------------------------------------------------------------------------------------------
-# device, precision, determinism
-
-
-def cpu_supports_bf16() -> bool:
-    """Native bf16 arithmetic on this CPU (AVX512-BF16 or AMX tiles)."""
-    capability = torch.backends.cpu.get_cpu_capability()
-    if "AMX" in capability or "BF16" in capability:
-        return True
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
-
-
-def resolve_device(choice: str) -> torch.device:
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device", "cuda asked for but torch sees no CUDA device (use --device cpu)")
-    return torch.device(choice)
-
-
-def resolve_amp(choice: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``--amp`` on ``device`` (None = fp32); see the module docstring."""
-    if choice == "off":
-        return None
-    if device.type == "cuda":
-        if choice == "fp16":
-            return torch.float16
-        if choice == "bf16":
-            if not torch.cuda.is_bf16_supported():
-                raise UsageError("--amp", "bf16 asked for but this GPU does not support it (use fp16 or off)")
-            return torch.bfloat16
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if choice == "fp16":
-        raise UsageError("--amp", "fp16 mixed precision is for CUDA; on CPU use bf16 or off")
-    if choice == "bf16":
-        if not cpu_supports_bf16():
-            raise UsageError(
-                "--amp",
-                f"bf16 asked for but this CPU ({torch.backends.cpu.get_cpu_capability()}) "
-                "has no native bf16 (AVX512-BF16/AMX); use --amp off",
-            )
-        return torch.bfloat16
-    return torch.bfloat16 if cpu_supports_bf16() else None  # auto on CPU (see the module docstring)
-
-
-def amp_name(dtype: torch.dtype | None) -> str:
-    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-
-
-@contextlib.contextmanager
-def deterministic_kernels(enabled: bool) -> Iterator[None]:
-    """torch.use_deterministic_algorithms for the run's duration (restored afterwards)."""
-    previous = torch.are_deterministic_algorithms_enabled()
-    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    if enabled:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
-
-
-# ---------------------------------------------------------------------------------------------
-# RNG state (plain types only: the checkpoint loads with weights_only=True)
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)  # CPU and every CUDA device
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-def rng_state(device: torch.device) -> dict:
-    np_state = np.random.get_state(legacy=False)
-    py_version, py_state, py_gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": list(torch.cuda.get_rng_state_all()) if device.type == "cuda" else [],
-        "numpy": {
-            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-            "pos": int(np_state["state"]["pos"]),
-            "has_gauss": int(np_state["has_gauss"]),
-            "gauss": float(np_state["gauss"]),
-        },
-        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
-    }
-
-
-def set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
-    n = state["numpy"]
-    np.random.set_state(
-        {
-            "bit_generator": "MT19937",
-            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
-            "has_gauss": n["has_gauss"],
-            "gauss": n["gauss"],
-        }
-    )
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -612,7 +515,7 @@ def train(
     elif stored_run.get("data"):  # resuming: the data the run trained on
         data_root = Path(stored_run["data"])
     else:
-        data_root = ensure_embedded_dataset(log)
+        data_root = embedded_dataset(log=log)
     dataset = read_market(data_root)
     annotations = read_dataset_annotations(data_root, keypoints_dir)
     train_table = load_pairs(data_root, "train", keypoints_dir=keypoints_dir, dataset=dataset, annotations=annotations)
@@ -862,27 +765,7 @@ def train(
 
 def _link_latest(path: Path, latest: Path) -> None:
     """Point ``latest`` at ``path`` atomically (hard link, copy where links are impossible)."""
-    tmp = latest.with_name(f".{latest.name}.tmp{os.getpid()}")
-    if tmp.exists():
-        tmp.unlink()
-    try:
-        os.link(path, tmp)
-    except OSError:
-        import shutil
-
-        shutil.copyfile(path, tmp)
-    os.replace(tmp, latest)
-
-
-def ensure_embedded_dataset(log: Callable[[str], None] = print) -> Path:
-    """The embedded dataset (``data/synth-market``), rendered first if absent."""
-    root = DEFAULT_DATA
-    if not (root / "bounding_box_train").is_dir():
-        from augment.synth import SynthConfig, render_dataset
-
-        log(f"[train] embedded dataset not found at {root}: rendering it (python -m augment.synth)")
-        render_dataset(SynthConfig(), root)
-    return root
+    place_file(path, latest, "hardlink")
 
 
 # ---------------------------------------------------------------------------------------------

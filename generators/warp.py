@@ -9,9 +9,9 @@ Source: AliaksandrSiarohin/pose-gan @ 8693ec4, pose_transform.py (``AffineTransf
 ``affines`` are backward maps in FULL-RESOLUTION pixel coordinates of the H x W image: row
 ``[[a0, a1, a2], [b0, b1, b2]]`` sends a target (output) point (x, y) to the source (input) point
 (a0 x + a1 y + a2, b0 x + b1 y + b2); x is the column and y the row index, pixel (i, j) sits at
-(x, y) = (j, i) (pixel centres on integers). ``augment.pose.part_affines`` makes them for the
+(x, y) = (j, i) (pixel centres on integers). ``augment.data.pose.part_affines`` makes them for the
 10 Deformable-GAN body parts; its "no point" transform (translation +1000) samples nothing.
-``masks`` are the target-frame part masks at full resolution (``augment.pose.part_masks``).
+``masks`` are the target-frame part masks at full resolution (``augment.data.pose.part_masks``).
 
 What the official layer does, and what this does identically, for a feature map of h x w:
 

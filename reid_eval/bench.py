@@ -56,10 +56,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from augment.market import DatasetError
+from augment.data.market import DatasetError
+from augment.runtime import UsageError, bf16_is_native, resolve_device
 from reid_eval import published
-from reid_eval.recipes import MODEL_NAMES, RECIPES, cpu_supports_bf16
-from reid_eval.train import UsageError
+from reid_eval.recipes import MODEL_NAMES, RECIPES
 
 __all__ = [
     "BenchError",
@@ -224,11 +224,7 @@ def build_grid(opts: BenchOptions) -> list[Cell]:
 def _gen_precision(choice: str, device: str) -> str:
     if choice != "auto":
         return choice
-    import torch
-
-    if device != "cpu" and torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_supports_bf16() else "fp32"
+    return "bf16" if bf16_is_native(resolve_device(device)) else "fp32"
 
 
 def _build_set(cell: Cell, opts: BenchOptions) -> tuple[Path, float]:
@@ -355,11 +351,9 @@ class _Pending:
 
 
 def _jobs(opts: BenchOptions, trainings: int) -> int:
-    import torch
-
     if opts.jobs is not None:
         return max(1, min(opts.jobs, trainings))
-    on_gpu = opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available())
+    on_gpu = resolve_device(opts.device).type == "cuda"
     return 1 if on_gpu else max(1, min(os.cpu_count() or 1, trainings))
 
 

@@ -2,7 +2,7 @@
 
 The training split comes from the folder; query and gallery from the real test split (an augmented folder
 written by ``augment.run`` links its ``query/`` and ``bounding_box_test/`` to the real ones, or pass
-``test_root``). Files are indexed by ``augment.market.read_market``, so the Market-1501 rules are the
+``test_root``). Files are indexed by ``augment.data.market.read_market``, so the Market-1501 rules are the
 project's: train drops junk (-1) and distractors (0000), the gallery keeps distractors and drops junk, the
 query drops both; generated images (``PPPP_cCsS_FFFFFF_BB_<tag>.jpg``) keep their person id and camera.
 
@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from augment.market import DISTRACTOR_PID, JUNK_PID, DatasetError, ImageRecord, fingerprint_records, read_market
+from augment.data.market import DISTRACTOR_PID, JUNK_PID, DatasetError, ImageRecord, fingerprint_records, read_market
 
 __all__ = ["ReidSplits", "load_splits", "register_market_dir", "registered_names", "dataset_class"]
 

@@ -49,6 +49,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from augment.runtime import resolve_device
+
 __all__ = [
     "NoValidQueryError",
     "RankResult",
@@ -115,7 +117,7 @@ def _problem(distmat, q_pids, g_pids, q_camids, g_camids, device) -> _Problem:
         if torch.is_tensor(distmat):
             device = distmat.device
         else:
-            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            device = resolve_device("auto")
     return _Problem(
         distmat=distmat,
         q_pids=_integer_vector("q_pids", q_pids, num_q, "rows (queries)"),

@@ -38,7 +38,7 @@ from typing import Literal
 
 import torch
 
-from generators.train import cpu_supports_bf16  # one probe for the whole project (AMX / AVX512-BF16)
+from augment.runtime import bf16_is_native
 
 __all__ = [
     "ModelRecipe",
@@ -49,7 +49,6 @@ __all__ = [
     "RandomSizedRectCrop",
     "TRAIN_TRANSFORMS",
     "build_transforms",
-    "cpu_supports_bf16",
     "resolve_precision",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -285,7 +284,7 @@ def resolve_precision(choice: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype (None = fp32) for ``choice`` in auto | fp32 | bf16 on ``device``."""
     if choice not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {choice!r}")
-    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_supports_bf16()
+    native = bf16_is_native(device)
     if choice == "bf16" and not native:
         raise ValueError(f"--precision bf16: {device.type} has no native bf16 here; use --precision fp32")
     return torch.bfloat16 if choice == "bf16" or (choice == "auto" and native) else None

@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import platform
-import random
 import sys
 import time
 from collections.abc import Sequence
@@ -38,7 +37,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from augment.market import DatasetError
+from augment.data.atomic import atomic_path, write_json_atomic
+from augment.data.market import DatasetError
+from augment.runtime import UsageError, resolve_device, rng_state, seed_everything, set_rng_state
 from reid_eval import compat
 from reid_eval.datasets import ReidSplits, load_splits, register_market_dir
 from reid_eval.models import MODEL_SPECS, MissingPretrainedWeightsError
@@ -62,10 +63,6 @@ CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "train.log"
 DEFAULT_RUNS = Path("runs/reid")
 CMC_KEEP = 20  # CMC ranks stored in metrics.json
-
-
-class UsageError(ValueError):
-    """A bad option; the message names the flag."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +118,7 @@ class TrainOptions:
         ]
         for ok, flag, message in checks:
             if not ok:
-                raise UsageError(f"{flag} {message}")
+                raise UsageError(flag, message)
 
 
 def default_out(opts: TrainOptions) -> Path:
@@ -220,22 +217,8 @@ def _logging_to(path: Path):
             yield
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def _resolve_device(choice: str) -> torch.device:
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(choice)
-
-
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, default=_json_default))
-    os.replace(tmp, path)
+    write_json_atomic(path, data, default=_json_default)
 
 
 def _json_default(obj):
@@ -249,22 +232,8 @@ def _json_default(obj):
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _pretrained_note(info, pretrained_choice) -> str:
@@ -345,8 +314,9 @@ def _plan(opts: TrainOptions, splits: ReidSplits) -> _Plan:
     model_recipe = recipe.model(opts.model)
     if opts.pretrained == "require" and MODEL_SPECS[model_recipe.architecture].imagenet_file is None:
         raise UsageError(
-            f"--pretrained require: {opts.model} ({model_recipe.architecture}) has no ImageNet weights; "
-            "Open-ReID trains it from scratch (use --pretrained auto)"
+            "--pretrained",
+            f"require: {opts.model} ({model_recipe.architecture}) has no ImageNet weights; "
+            "Open-ReID trains it from scratch (use --pretrained auto)",
         )
     epochs = opts.epochs or model_recipe.epochs
     if opts.epochs is not None and opts.epochs != model_recipe.epochs:
@@ -366,11 +336,11 @@ def _plan(opts: TrainOptions, splits: ReidSplits) -> _Plan:
         print(f"[reid] note: batch size {batch_size} > {num_train} training images: using batch {num_train}")
         batch_size = num_train
     recipe = replace(recipe, batch_size=batch_size)
-    device = _resolve_device(opts.device)
+    device = resolve_device(opts.device)
     try:
         dtype = resolve_precision(recipe.precision, device)
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError("--precision", str(e).removeprefix("--precision ")) from None
     workers = opts.workers if opts.workers is not None else (0 if device.type == "cpu" else min(8, os.cpu_count() or 1))
     return _Plan(opts, recipe, epochs, batch_size, device, dtype, workers, Path(opts.out or default_out(opts)))
 
@@ -390,7 +360,8 @@ def _existing(out: Path, key: dict, overwrite: bool) -> tuple[dict | None, dict 
         if not overwrite:
             diff = sorted(k for k in set(key) | set(previous or {}) if (previous or {}).get(k) != key.get(k))
             raise UsageError(
-                f"--out {out}: holds another run (differs in {', '.join(diff)}); use another --out or pass --overwrite"
+                "--out",
+                f"{out}: holds another run (differs in {', '.join(diff)}); use another --out or pass --overwrite",
             )
         for name in (METRICS_FILE, CHECKPOINT_FILE, LOG_FILE):
             (out / name).unlink(missing_ok=True)
@@ -487,7 +458,7 @@ def _train(plan: _Plan, splits: ReidSplits, key: dict, resume: dict | None) -> d
         torch.set_num_threads(plan.opts.threads)
     if plan.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    _seed_everything(plan.opts.seed)
+    seed_everything(plan.opts.seed)
     name, _ = register_market_dir(splits.train_root, splits.test_root, splits=splits)
     model_recipe = plan.recipe.model(plan.opts.model)
     height, width = model_recipe.input_size
@@ -519,7 +490,7 @@ def _train(plan: _Plan, splits: ReidSplits, key: dict, resume: dict | None) -> d
         model.load_state_dict(resume["state_dict"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
-        _set_rng_state(resume["rng"])
+        set_rng_state(resume["rng"], plan.device)
         start_epoch, history = int(resume["epoch"]), list(resume["meta"]["history"])
         print(f"[reid] resuming {plan.out / CHECKPOINT_FILE} after epoch {start_epoch}/{plan.epochs}")
     meta = {
@@ -564,7 +535,7 @@ def _train(plan: _Plan, splits: ReidSplits, key: dict, resume: dict | None) -> d
                 "rank1": None,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(),
+                "rng": rng_state(plan.device),
                 "meta": meta,
                 "run_key": key,
             },
@@ -587,7 +558,7 @@ def _train(plan: _Plan, splits: ReidSplits, key: dict, resume: dict | None) -> d
             "rank1": float(result["rank1"]),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_state(plan.device),
             "meta": meta,
             "run_key": key,
         },

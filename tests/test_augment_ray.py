@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from augment.imageio import sha256_file
+from augment.data.imageio import sha256_file
 from augment.run import run
 from cluster.ray_executor import FAULT_ENV, actor_resources
 

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from augment.data.imageio import read_rgb, sha256_file
+from augment.data.keypoints import read_annotations
+from augment.data.market import parse_market_name, read_market
 from augment.execute import CRASH_ENV
-from augment.imageio import read_rgb, sha256_file
-from augment.keypoints import read_annotations
-from augment.market import parse_market_name, read_market
 from augment.plan import read_plan
 from augment.run import run
 
@@ -196,7 +196,7 @@ def test_bad_paths_named(tiny_market, tiny_checkpoint, tmp_path):
         )
     with pytest.raises(SystemExit, match="--checkpoint is required"):
         run(["--data", str(tiny_market), "--portion", "0.5", "--out", str(tmp_path / "o")])
-    from augment.market import DatasetError
+    from augment.data.market import DatasetError
 
     with pytest.raises(DatasetError, match="does not exist"):
         run(["--data", str(tmp_path / "missing"), "--portion", "0.5", "--no-generate"])
@@ -204,7 +204,7 @@ def test_bad_paths_named(tiny_market, tiny_checkpoint, tmp_path):
 
 def test_other_plan_in_same_folder_refused(reference_run, tiny_market, tiny_checkpoint):
     out, _ = reference_run
-    from augment.market import DatasetError
+    from augment.data.market import DatasetError
 
     with pytest.raises(DatasetError, match="another plan_hash"):
         run(augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.5", "--seed", "1"))
@@ -239,7 +239,7 @@ def test_unknown_method_and_other_method_checkpoint(tiny_market, tmp_path):
 def test_dataset_without_keypoints_refused(tiny_market, tmp_path):
     import shutil
 
-    from augment.market import DatasetError
+    from augment.data.market import DatasetError
 
     data = tmp_path / "nokp"
     shutil.copytree(tiny_market, data, ignore=shutil.ignore_patterns("*.csv"))

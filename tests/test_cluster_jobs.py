@@ -23,7 +23,7 @@ import ray  # noqa: F401  (puts Ray's vendored psutil on sys.path)
 from ray.job_submission import JobStatus
 from test_local_head import wait_for
 
-from augment.imageio import sha256_file
+from augment.data.imageio import sha256_file
 from augment.run import run
 from cluster import submit
 from cluster.local_head import LocalRayHead

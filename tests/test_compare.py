@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from augment.imageio import encode_image, read_rgb, write_atomic
+from augment.data.atomic import write_atomic
+from augment.data.imageio import encode_image, read_rgb
 from generators.compare import CompareError, compare, main, split_grid
 from generators.evaluate import grid_image
 

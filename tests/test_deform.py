@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from augment.pose import NO_POINT_AFFINE, heatmaps, part_affines, part_masks
+from augment.data.pose import NO_POINT_AFFINE, heatmaps, part_affines, part_masks
 from generators import deform
 from generators.base import apply_overrides, build, count_flops, count_parameters, get_method
 from generators.checkpoint import load, save

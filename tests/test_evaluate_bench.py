@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from augment.imageio import read_rgb
-from augment.keypoints import read_dataset_annotations, read_pairs
-from augment.market import read_market
-from augment.pose import pose_mask_eval
+from augment.data.imageio import read_rgb
+from augment.data.keypoints import read_dataset_annotations, read_pairs
+from augment.data.market import read_market
+from augment.data.pose import pose_mask_eval
 from generators import bench, evaluate
 from generators.base import build, count_parameters
 from generators.checkpoint import save

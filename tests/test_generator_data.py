@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from augment.keypoints import Annotations, build_pairs, read_annotations, write_annotations, write_pairs
-from augment.market import DatasetError
+from augment.data.keypoints import Annotations, build_pairs, read_annotations, write_annotations, write_pairs
+from augment.data.market import DatasetError
 from generators.data import (
     OFFICIAL_EPOCH_PAIRS,
     PairDataset,
@@ -229,7 +229,7 @@ def test_image_size_inferred_and_enforced(tmp_path):
 
 
 def test_embedded_dataset_pairs(tiny_market):
-    from augment.market import read_market
+    from augment.data.market import read_market
 
     for split in ("train", "test"):
         ds = PairDataset(tiny_market, split)

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+from augment.runtime import cpu_supports_bf16
 from generators.base import build
 from generators.checkpoint import save
 from generators.inference import Transferer, model_to_uint8, transfer
-from generators.train import cpu_supports_bf16
 
 SIZE = (32, 16)
 N = 7  # not a multiple of the batch sizes used below

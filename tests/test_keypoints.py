@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from augment.keypoints import (
+from augment.data.keypoints import (
     JOINTS,
     MISSING,
     Annotations,
@@ -19,7 +19,7 @@ from augment.keypoints import (
     write_annotations,
     write_pairs,
 )
-from augment.market import DatasetError, ImageRecord
+from augment.data.market import DatasetError, ImageRecord
 
 HEADER = "name:keypoints_y:keypoints_x\n"
 

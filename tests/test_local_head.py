@@ -140,13 +140,13 @@ def test_trivial_job_round_trip(head, monkeypatch):
 # Runs inside the job: where the project came from, what was uploaded, which cluster Ray attaches to.
 JOB_PROBE = r"""
 import json, os
-import augment.market
+import augment.data.market
 from cluster.ray_executor import actor_resources, ray_session
 files = sorted(os.path.relpath(os.path.join(r, f), ".") for r, ds, fs in os.walk(".") for f in fs
                if "__pycache__" not in r)
 with ray_session(os.environ["RAY_ADDRESS"]) as ray:
-    worker_module = ray.get(ray.remote(lambda: __import__("augment.market").market.__file__).remote())
-    report = {"cwd": os.getcwd(), "module": augment.market.__file__, "files": files,
+    worker_module = ray.get(ray.remote(lambda: __import__("augment.data.market").data.market.__file__).remote())
+    report = {"cwd": os.getcwd(), "module": augment.data.market.__file__, "files": files,
               "env_address": os.environ["RAY_ADDRESS"], "gcs": ray.get_runtime_context().gcs_address,
               "nodes": len(ray.nodes()), "worker_module": worker_module, "auth": os.environ["RAY_AUTH_MODE"],
               "plan": actor_resources(ray.cluster_resources(), None, None)}
@@ -186,7 +186,7 @@ def test_submit_uploads_the_project_and_the_job_attaches_to_its_cluster(head, tm
     # the project ran from the uploaded copy, in the driver and in a worker, not from this checkout
     job_dir = probe["cwd"]
     assert "runtime_resources/working_dir_files" in job_dir
-    assert probe["module"] == f"{job_dir}/augment/market.py" == probe["worker_module"]
+    assert probe["module"] == f"{job_dir}/augment/data/market.py" == probe["worker_module"]
     # exactly what cluster.submit predicts was uploaded: no data, runs, .venv, .git or stray weights
     uploaded = set(probe["files"])
     assert uploaded == submit.uploaded_files(wd)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from augment.market import (
+from augment.data.market import (
     DatasetError,
     MarketName,
     dataset_fingerprint,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from augment.pose import pose_mask_eval
+from augment.data.pose import pose_mask_eval
 from generators import metrics
 from generators.metrics import gaussian_window, l1, mask_ssim, pair_metrics, psnr, ssim, summarise
 

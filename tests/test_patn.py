@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from generator_inputs import random_kps, tiny_batch
 
 import generators
-from augment.pose import heatmaps
+from augment.data.pose import heatmaps
 from generators import patn
 from generators.base import (
     TrainSchedule,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from generator_inputs import random_kps, tiny_batch
 
-from augment.pose import pg2_pose_maps, pose_mask_pg2
+from augment.data.pose import pg2_pose_maps, pose_mask_pg2
 from generators import pg2
 from generators.base import apply_overrides, build, count_flops, count_parameters, get_method
 from generators.checkpoint import load, save

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from augment.keypoints import JOINT_INDEX, MISSING
-from augment.market import MarketName, parse_market_name
+from augment.data.keypoints import JOINT_INDEX, MISSING
+from augment.data.market import MarketName, parse_market_name
 from augment.plan import (
     GENERATED,
     REAL,

@@ -19,9 +19,9 @@ from skimage.measure import grid_points_in_poly
 from skimage.morphology import dilation, erosion, footprint_rectangle
 from skimage.transform import estimate_transform
 
-from augment import pose as P
-from augment.keypoints import JOINT_INDEX as J
-from augment.keypoints import JOINTS
+from augment.data import pose as P
+from augment.data.keypoints import JOINT_INDEX as J
+from augment.data.keypoints import JOINTS
 
 H, W = 128, 64
 SQUARE5 = footprint_rectangle((5, 5))

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from augment.market import DatasetError
+from augment.data.market import DatasetError
 from reid_eval import compat
 from reid_eval.datasets import load_splits, register_market_dir, registered_names
 

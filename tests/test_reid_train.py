@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from augment.market import read_market
+from augment import runtime
+from augment.data.market import read_market
 from reid_eval import compat, recipes, train
 from reid_eval.models import build_reid_model
 from reid_eval.recipes import RECIPES, RandomSizedRectCrop
@@ -87,7 +88,7 @@ def test_bad_options_name_the_flag(tiny_market, tmp_path):
         train.main(["--data", str(tiny_market), "--out", str(tmp_path), "--epochs", "0", *TINY])
     with pytest.raises(SystemExit, match="--batch-size"):
         train.main(["--data", str(tiny_market), "--out", str(tmp_path), "--model", "inception", "--batch-size", "1"])
-    with pytest.raises(SystemExit, match="--pretrained require: inception"):
+    with pytest.raises(SystemExit, match="--pretrained: require: inception"):
         train.main(["--data", str(tiny_market), "--out", str(tmp_path), "--pretrained", "require", *TINY])
     with pytest.raises(SystemExit, match="dataset root does not exist"):
         train.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path)])
@@ -200,11 +201,11 @@ def test_random_sized_rect_crop_area_and_aspect():
 def test_precision_choice(monkeypatch):
     cpu = torch.device("cpu")
     assert recipes.resolve_precision("fp32", cpu) is None
-    monkeypatch.setattr(recipes, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)
     assert recipes.resolve_precision("auto", cpu) is None
     with pytest.raises(ValueError, match="--precision"):
         recipes.resolve_precision("bf16", cpu)
-    monkeypatch.setattr(recipes, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: True)
     assert recipes.resolve_precision("auto", cpu) is torch.bfloat16
 
 

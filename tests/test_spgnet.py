@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 import generators
-from augment.keypoints import JOINT_INDEX
-from augment.pose import joint_disks
+from augment.data.keypoints import JOINT_INDEX
+from augment.data.pose import joint_disks
 from generators import spgnet
 from generators.base import apply_overrides, build, count_flops, count_parameters, get_method
 from generators.checkpoint import load, save

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from augment import synth
-from augment.keypoints import (
+from augment.data.keypoints import (
     ANNOTATION_FILES,
     JOINT_INDEX,
     MISSING,
@@ -20,7 +20,7 @@ from augment.keypoints import (
     read_dataset_annotations,
     read_pairs,
 )
-from augment.market import MARKET_DIRS, ImageRecord, parse_market_name, read_market
+from augment.data.market import MARKET_DIRS, ImageRecord, parse_market_name, read_market
 from augment.synth import (
     GARMENT_PALETTE,
     SynthConfig,

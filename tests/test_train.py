@@ -14,17 +14,15 @@ import pytest
 import torch
 from test_generator_data import make_tiny_root
 
+from augment.runtime import UsageError, cpu_supports_bf16, resolve_amp, resolve_device
 from generators.checkpoint import load, read_checkpoint
 from generators.losses import MissingWeightsError
 from generators.train import (
     INTERRUPTED_EXIT,
     IterationInfo,
     RunConfig,
-    UsageError,
-    cpu_supports_bf16,
     main,
     render_skeleton,
-    resolve_amp,
     train,
 )
 
@@ -307,8 +305,6 @@ def test_cuda_flags_on_a_cpu_machine():
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA")
     with pytest.raises(UsageError, match="--device"):
-        from generators.train import resolve_device
-
         resolve_device("cuda")
     # CPU auto: bf16 exactly where the CPU has native bf16, else fp32
     assert resolve_amp("auto", torch.device("cpu")) == (torch.bfloat16 if cpu_supports_bf16() else None)
@@ -327,7 +323,7 @@ def test_skeleton_drawing():
 
 def test_trains_on_the_embedded_dataset(tiny_market, tmp_path):
     """The real data path end to end: the rendered tiny dataset, 128x64, 2 iterations, then inference."""
-    from augment.market import read_market
+    from augment.data.market import read_market
     from generators.inference import Transferer
 
     out = tmp_path / "run"
@@ -394,7 +390,7 @@ def test_bad_image_mid_run_keeps_completed_iterations(tmp_path, monkeypatch):
                 f.write_bytes(b"broken")
 
     import generators.data as data_mod
-    from augment.market import DatasetError
+    from augment.data.market import DatasetError
 
     monkeypatch.setattr(data_mod, "CACHE_AUTO_LIMIT_BYTES", 0)  # no cache: the broken files are read again
     with pytest.raises(DatasetError, match="cannot decode image"):

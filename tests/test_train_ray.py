@@ -29,10 +29,11 @@ import pytest
 from test_generator_data import make_tiny_root
 from torch import nn
 
+from augment.runtime import UsageError
 from cluster.train_ray import ShardedBatches, WorkerPlan, plan_workers, rank_seed, train_on_ray
 from generators.checkpoint import load, read_checkpoint
 from generators.data import PairSampler
-from generators.train import RunConfig, UsageError, main, train
+from generators.train import RunConfig, main, train
 
 # instance norm, no dropout: the configuration where 2 workers must equal 1 process (see above)
 EXACT = {

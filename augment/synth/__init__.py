@@ -25,7 +25,7 @@ What is rendered
   position jitter, occasional truncation (partly out of frame) and occluders (pole, low
   barrier, a passer-by in front).
 
-Keypoints: COCO-18 order (:data:`augment.keypoints.JOINTS`), (y, x) integers in the 128x64
+Keypoints: COCO-18 order (:data:`augment.data.keypoints.JOINTS`), (y, x) integers in the 128x64
 image (pixel centres; ``round`` of the projected joint), -1 where missing. Right/Left are the
 person's: in a front view the right shoulder is on the image's left. A joint is -1 when
 1. it falls outside the image (truncation) -- rounded x not in [0, 64) or y not in [0, 128);
@@ -46,7 +46,7 @@ least two images per camera. Query holds one image per (test identity, camera); 
 rest, plus ``junk_images`` junk (``-1``: background, body fragment or a tiny off-centre person)
 and ``distractor_images`` distractors (``0000``: one image each of people outside the query set).
 Annotation CSVs cover every image file (train; gallery including junk and distractors, and
-query), as the community files do; the pair files follow :func:`augment.keypoints.build_pairs`.
+query), as the community files do; the pair files follow :func:`augment.data.keypoints.build_pairs`.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from augment.keypoints import (
+from augment.data.keypoints import (
     ANNOTATION_FILES,
     DEFAULT_TEST_PAIRS,
     IMAGE_SIZE,
@@ -82,7 +82,7 @@ from augment.keypoints import (
     write_annotations,
     write_pairs,
 )
-from augment.market import MARKET_DIRS, MarketName, make_market_dirs, read_market
+from augment.data.market import MARKET_DIRS, MarketName, make_market_dirs, read_market
 
 SYNTH_VERSION = 1  # bump when rendering changes: a previous output of "the same config" must match it
 DEFAULT_OUT = Path("data/synth-market")
@@ -1479,6 +1479,18 @@ def ensure_dataset(out: str | os.PathLike = DEFAULT_OUT, config: SynthConfig | N
     return render_dataset(cfg, out, **kw)
 
 
+def embedded_dataset(root: str | os.PathLike = DEFAULT_OUT, log: Callable[[str], None] = print) -> Path:
+    """The embedded dataset every command defaults to, with one rule: a finished rendering at
+    ``root`` (of any config, e.g. a smaller one for a quick look) is used as it is; anything else
+    (absent, or a rendering killed half-way) is rendered afresh there with the default config."""
+    root = Path(root)
+    previous = previous_config(root)
+    if previous is not None and is_complete(root, previous):
+        return root
+    log(f"[data] embedded dataset not found at {root}: rendering it (python -m augment.synth)")
+    return ensure_dataset(root, SynthConfig())
+
+
 def write_keypoint_files(out: Path, results: list[ImageResult]) -> tuple[dict, dict]:
     """The four community CSVs from the rendered keypoints; returns (annotations by split, pair counts)."""
     groups = {
@@ -1732,7 +1744,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from augment.market import DatasetError, ImageRecord, SkipCounter
+from augment.data.atomic import atomic_path
+from augment.data.market import DatasetError, ImageRecord, SkipCounter
 
 JOINTS = (
     "nose",
@@ -192,12 +193,10 @@ def read_annotations(
 def write_annotations(path: str | os.PathLike, annotations: Annotations) -> Path:
     """Write the community annotation CSV (atomically)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         f.write(":".join(ANNOTATION_HEADER) + "\n")
         for name, kp in zip(annotations.names, annotations.coords):
             f.write(f"{name}:{json.dumps(kp[:, 0].tolist())}:{json.dumps(kp[:, 1].tolist())}\n")
-    os.replace(tmp, path)
     return path
 
 

@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from augment.data.atomic import atomic_path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -282,22 +283,19 @@ def make_market_dirs(root: str | os.PathLike) -> dict[str, Path]:
 
 def place_file(src: Path, dst: Path, mode: str = "copy") -> None:
     """Put ``src`` at ``dst`` by ``copy``, ``hardlink`` or ``symlink``; atomic (temporary name, then rename)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    if tmp.exists() or tmp.is_symlink():
-        tmp.unlink()
-    if mode == "copy":
-        shutil.copyfile(src, tmp)
-    elif mode == "hardlink":
-        try:
-            os.link(src, tmp)
-        except OSError:  # other filesystem: fall back to a copy
-            shutil.copyfile(src, tmp)
-    elif mode == "symlink":
-        os.symlink(os.path.abspath(src), tmp)
-    else:
+    if mode not in ("copy", "hardlink", "symlink"):
         raise ValueError(f"unknown placement mode {mode!r} (copy, hardlink, symlink)")
-    os.replace(tmp, dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst) as tmp:
+        if mode == "hardlink":
+            try:
+                os.link(src, tmp)
+            except OSError:  # other filesystem: fall back to a copy
+                shutil.copyfile(src, tmp)
+        elif mode == "symlink":
+            os.symlink(os.path.abspath(src), tmp)
+        else:
+            shutil.copyfile(src, tmp)
 
 
 def write_market(dataset: MarketDataset, out: str | os.PathLike, *, mode: str = "copy") -> Path:

@@ -1,4 +1,4 @@
-"""Image decode/encode and atomic file writes (RGB uint8 HxWx3 everywhere in the project)."""
+"""Image decode/encode and content hashes (RGB uint8 HxWx3 everywhere in the project)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from augment.market import DatasetError
+from augment.data.market import DatasetError
 
 JPEG_QUALITY = 95  # generated images: Market-1501 is JPEG, and torchreid's reader globs *.jpg
 
@@ -30,15 +30,6 @@ def encode_image(rgb: np.ndarray, ext: str = ".jpg", quality: int = JPEG_QUALITY
     if not ok:
         raise ValueError(f"cannot encode image as {ext}")
     return buf.tobytes()
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary name in the same folder, then rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -1,6 +1,6 @@
 """Pose encodings of COCO-18 keypoints, as the official pose-transfer code builds them.
 
-Keypoints are (18, 2) or (N, 18, 2) integers (y, x) in :data:`augment.keypoints.JOINTS` order, -1
+Keypoints are (18, 2) or (N, 18, 2) integers (y, x) in :data:`augment.data.keypoints.JOINTS` order, -1
 where missing (a joint is missing if either coordinate is -1). Every function takes numpy arrays
 (and returns numpy) or torch tensors (and returns torch tensors on the keypoints' device); a single
 pose gives a batch of one. All outputs are batched and channels-first. One torch implementation
@@ -54,7 +54,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from augment.keypoints import IMAGE_SIZE, JOINT_INDEX, MISSING, NUM_JOINTS
+from augment.data.keypoints import IMAGE_SIZE, JOINT_INDEX, MISSING, NUM_JOINTS
 
 Array = np.ndarray | torch.Tensor
 

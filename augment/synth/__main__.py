@@ -1,0 +1,7 @@
+"""``python -m augment.synth``: render the embedded dataset (see augment.synth)."""
+
+import sys
+
+from augment.synth import main
+
+sys.exit(main())
