@@ -1,3 +1,4 @@
+# Long file: the exact CMC/mAP algorithm (input checks, identity index, two ranking passes, public API) reads as one.
 """Fast, exact re-ID ranking metrics: torchreid's Market-1501 CMC/mAP and Open-ReID's CMC variants.
 
 Definitions reproduced (read from the official code, re-implemented here):
@@ -41,7 +42,6 @@ import argparse
 import contextlib
 import functools
 import math
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -327,6 +327,16 @@ def _equal_before(
     return out
 
 
+def _exclusion_rule(problem: _Problem, gallery: _GalleryIndex, exclusion: str):
+    """``is_excluded(query_rows, gallery_cols) -> bool array``: the gallery samples a query never ranks."""
+    g_cam_codes = gallery.g_cams.cpu().numpy()
+    if exclusion == EXCLUDE_SAME_CAMERA:
+        return lambda q_rows, cols: g_cam_codes[cols] == gallery.q_cams[q_rows]
+    return lambda q_rows, cols: (
+        (problem.g_pids[cols] == problem.q_pids[q_rows]) & (g_cam_codes[cols] == gallery.q_cams[q_rows])
+    )
+
+
 @_one_cpu_thread
 def _rank_pass(
     problem: _Problem, gallery: _GalleryIndex, exclusion: str, sort_backend: str, max_chunk_bytes: int
@@ -334,91 +344,99 @@ def _rank_pass(
     """Rank every true match of every query among the kept gallery samples, chunk by chunk of queries."""
     if sort_backend not in SORT_BACKENDS:
         raise ValueError(f"sort_backend must be one of {SORT_BACKENDS}, got {sort_backend!r}")
-    num_q, num_g, dev = problem.num_query, problem.num_gallery, problem.device
+    num_q, num_g = problem.num_query, problem.num_gallery
     first_rank = np.full(num_q, -1, dtype=np.int64)
     ap = np.full(num_q, np.nan)
     ap_sklearn = np.full(num_q, np.nan)
     allshots = np.zeros(num_g)
-    g_cam_codes = gallery.g_cams.cpu().numpy()
-
-    if exclusion == EXCLUDE_SAME_CAMERA:
-
-        def is_excluded(q_rows, cols):
-            return g_cam_codes[cols] == gallery.q_cams[q_rows]
-    else:
-
-        def is_excluded(q_rows, cols):
-            return (problem.g_pids[cols] == problem.q_pids[q_rows]) & (g_cam_codes[cols] == gallery.q_cams[q_rows])
-
+    is_excluded = _exclusion_rule(problem, gallery, exclusion)
     per_row = num_g * 24 + gallery.by_index.shape[1] * 128  # distances, sorted copy (+ torch.sort scratch), (C, M) work
     chunk = _chunk_rows(problem, per_row, max_chunk_bytes)
     for start in range(0, num_q, chunk):
         stop = min(num_q, start + chunk)
-        dist = _distance_rows(problem, start, stop)  # (C, G)
-        q_group = torch.from_numpy(gallery.q_group[start:stop]).to(dev)  # (C,)
-        q_cam = torch.from_numpy(gallery.q_cams[start:stop]).to(dev)  # (C,)
-        found = q_group >= 0
-        width = int(gallery.size[q_group[found]].max()) if bool(found.any()) else 1
-        cand = gallery.by_index[q_group.clamp(min=0), :width]  # (C, M) same-id gallery, padded G
-        present = (cand < num_g) & found[:, None]
-        cand_safe = cand.clamp(max=num_g - 1)
-        cand_dist = dist.gather(1, cand_safe)  # (C, M)
-        _raise_if_candidate_not_finite(cand_dist, present, cand, start)
-        same_cam = gallery.g_cams[cand_safe] == q_cam[:, None]
-        positive = present & ~same_cam  # true matches that stay in the ranking
-
-        if exclusion == EXCLUDE_SAME_CAMERA:
-            kept = _sorted_kept(dist, gallery.g_cams[None, :] == q_cam[:, None], None, sort_backend)
-        else:
-            junk = present & same_cam
-            kept = _sorted_kept(dist, None, (torch.nonzero(junk, as_tuple=True)[0], cand_safe[junk]), sort_backend)
-        nan_rows = torch.isnan(kept[:, -1])  # NaN sorts last
-        if bool(nan_rows.any()):
-            bad = start + int(torch.nonzero(nan_rows)[0, 0])
-            raise ValueError(f"distmat row {bad} (query {bad}) holds a NaN distance")
-        less = torch.searchsorted(kept, cand_dist, right=False)  # kept samples strictly closer
-        less_equal = torch.searchsorted(kept, cand_dist, right=True)
-        position = less  # 0-based rank among kept samples
-        tied = positive & (less_equal - less > 1)
-        if bool(tied.any()):  # break ties by gallery index, as a stable argsort does
-            r, m = torch.nonzero(tied, as_tuple=True)
-            extra = _equal_before(
-                dist,
-                r.cpu().numpy(),
-                cand_dist[r, m].cpu().numpy(),
-                cand[r, m].cpu().numpy(),
-                lambda rows, cols, start=start: is_excluded(rows + start, cols),
-                max_chunk_bytes,
-            )
-            position = position.clone()
-            position[r, m] += torch.from_numpy(extra).to(dev)
-
-        # true matches before each true match in (distance, gallery index) order: cand is index-sorted, so a
-        # stable sort by distance gives that order; non-matches get +inf and add nothing to the cumulative sum
-        key = torch.where(positive, cand_dist, torch.full_like(cand_dist, math.inf))
-        key_sorted, order = torch.sort(key, dim=1, stable=True)
-        pos_sorted = positive.gather(1, order).long()
-        matches_before = torch.empty_like(pos_sorted).scatter_(1, order, pos_sorted.cumsum(1) - pos_sorted)
-        matches_upto = torch.searchsorted(key_sorted.contiguous(), cand_dist, right=True)  # true matches <= d
-
-        num_matches = positive.sum(1)
-        valid = num_matches > 0
-        first = torch.where(positive, position, num_g).min(dim=1).values
-        precision = (matches_before + 1).double() / (position + 1).double()
-        ap_chunk = torch.where(positive, precision, 0.0).sum(1) / num_matches.clamp(min=1)
-        precision_sk = matches_upto.double() / less_equal.double()  # sklearn: ties scored together
-        ap_sk_chunk = torch.where(positive, precision_sk, 0.0).sum(1) / num_matches.clamp(min=1)
-        # Open-ReID allshots: each true match adds 1/num_matches at (its position - true matches before it);
-        # summed on the host so the float sum order is fixed
-        bins = (position - matches_before)[positive].cpu().numpy()
-        weights = (1.0 / num_matches.double())[:, None].expand_as(position)[positive].cpu().numpy()
-        allshots += np.bincount(bins, weights, minlength=num_g)
-
-        valid_np = valid.cpu().numpy()
-        first_rank[start:stop] = np.where(valid_np, first.cpu().numpy(), -1)
-        ap[start:stop] = np.where(valid_np, ap_chunk.cpu().numpy(), np.nan)
-        ap_sklearn[start:stop] = np.where(valid_np, ap_sk_chunk.cpu().numpy(), np.nan)
+        position, positive, cand_dist, less_equal = _match_positions(
+            problem, gallery, exclusion, is_excluded, sort_backend, max_chunk_bytes, start, stop
+        )
+        first, ap_chunk, ap_sk_chunk, valid = _chunk_scores(position, positive, cand_dist, less_equal, allshots)
+        first_rank[start:stop] = np.where(valid, first, -1)
+        ap[start:stop] = np.where(valid, ap_chunk, np.nan)
+        ap_sklearn[start:stop] = np.where(valid, ap_sk_chunk, np.nan)
     return _RankPass(first_rank, ap, ap_sklearn, allshots)
+
+
+def _match_positions(problem, gallery, exclusion, is_excluded, sort_backend, max_chunk_bytes, start, stop):
+    """For queries ``start:stop``: each same-identity gallery candidate's 0-based rank among the kept samples.
+
+    Returns ``position`` (C, M) long, ``positive`` (C, M) bool (true matches that stay in the ranking),
+    ``cand_dist`` (C, M) and ``less_equal`` (C, M): kept samples at distance <= the candidate's.
+    """
+    num_g, dev = problem.num_gallery, problem.device
+    dist = _distance_rows(problem, start, stop)  # (C, G)
+    q_group = torch.from_numpy(gallery.q_group[start:stop]).to(dev)  # (C,)
+    q_cam = torch.from_numpy(gallery.q_cams[start:stop]).to(dev)  # (C,)
+    found = q_group >= 0
+    width = int(gallery.size[q_group[found]].max()) if bool(found.any()) else 1
+    cand = gallery.by_index[q_group.clamp(min=0), :width]  # (C, M) same-id gallery, padded G
+    present = (cand < num_g) & found[:, None]
+    cand_safe = cand.clamp(max=num_g - 1)
+    cand_dist = dist.gather(1, cand_safe)  # (C, M)
+    _raise_if_candidate_not_finite(cand_dist, present, cand, start)
+    same_cam = gallery.g_cams[cand_safe] == q_cam[:, None]
+    positive = present & ~same_cam  # true matches that stay in the ranking
+
+    if exclusion == EXCLUDE_SAME_CAMERA:
+        kept = _sorted_kept(dist, gallery.g_cams[None, :] == q_cam[:, None], None, sort_backend)
+    else:
+        junk = present & same_cam
+        kept = _sorted_kept(dist, None, (torch.nonzero(junk, as_tuple=True)[0], cand_safe[junk]), sort_backend)
+    nan_rows = torch.isnan(kept[:, -1])  # NaN sorts last
+    if bool(nan_rows.any()):
+        bad = start + int(torch.nonzero(nan_rows)[0, 0])
+        raise ValueError(f"distmat row {bad} (query {bad}) holds a NaN distance")
+    less = torch.searchsorted(kept, cand_dist, right=False)  # kept samples strictly closer
+    less_equal = torch.searchsorted(kept, cand_dist, right=True)
+    position = less  # 0-based rank among kept samples
+    tied = positive & (less_equal - less > 1)
+    if bool(tied.any()):  # break ties by gallery index, as a stable argsort does
+        r, m = torch.nonzero(tied, as_tuple=True)
+        extra = _equal_before(
+            dist,
+            r.cpu().numpy(),
+            cand_dist[r, m].cpu().numpy(),
+            cand[r, m].cpu().numpy(),
+            lambda rows, cols: is_excluded(rows + start, cols),
+            max_chunk_bytes,
+        )
+        position = position.clone()
+        position[r, m] += torch.from_numpy(extra).to(dev)
+    return position, positive, cand_dist, less_equal
+
+
+def _chunk_scores(position, positive, cand_dist, less_equal, allshots: np.ndarray):
+    """First-match rank, AP (torchreid), AP (sklearn, ties scored together) and validity per query, as numpy;
+    adds the chunk's Open-ReID allshots contributions to ``allshots`` (G,) in place."""
+    num_g = allshots.shape[0]
+    # true matches before each true match in (distance, gallery index) order: cand is index-sorted, so a
+    # stable sort by distance gives that order; non-matches get +inf and add nothing to the cumulative sum
+    key = torch.where(positive, cand_dist, torch.full_like(cand_dist, math.inf))
+    key_sorted, order = torch.sort(key, dim=1, stable=True)
+    pos_sorted = positive.gather(1, order).long()
+    matches_before = torch.empty_like(pos_sorted).scatter_(1, order, pos_sorted.cumsum(1) - pos_sorted)
+    matches_upto = torch.searchsorted(key_sorted.contiguous(), cand_dist, right=True)  # true matches <= d
+
+    num_matches = positive.sum(1)
+    valid = num_matches > 0
+    first = torch.where(positive, position, num_g).min(dim=1).values
+    precision = (matches_before + 1).double() / (position + 1).double()
+    ap_chunk = torch.where(positive, precision, 0.0).sum(1) / num_matches.clamp(min=1)
+    precision_sk = matches_upto.double() / less_equal.double()  # sklearn: ties scored together
+    ap_sk_chunk = torch.where(positive, precision_sk, 0.0).sum(1) / num_matches.clamp(min=1)
+    # Open-ReID allshots: each true match adds 1/num_matches at (its position - true matches before it);
+    # summed on the host so the float sum order is fixed
+    bins = (position - matches_before)[positive].cpu().numpy()
+    weights = (1.0 / num_matches.double())[:, None].expand_as(position)[positive].cpu().numpy()
+    allshots += np.bincount(bins, weights, minlength=num_g)
+    return first.cpu().numpy(), ap_chunk.cpu().numpy(), ap_sk_chunk.cpu().numpy(), valid.cpu().numpy()
 
 
 # ------------------------------------------------------------------------------- single-gallery-shot pass
@@ -716,107 +734,6 @@ def evaluate_all(
     return out
 
 
-# ------------------------------------------------------------------------------------------- benchmark
-def market_like_problem(
-    num_query: int = 3368,
-    num_gallery: int = 15913,
-    num_ids: int = 751,
-    num_cams: int = 6,
-    dim: int = 128,
-    noise: float = 2.0,
-    seed: int = 0,
-):
-    """Random Market-size evaluation input: features = identity centre + noise, squared Euclidean (float32).
-
-    Returns (distmat (Q, G) float32, q_pids, g_pids, q_camids, g_camids).
-    """
-    rng = np.random.default_rng(seed)
-    g_pids = rng.integers(0, num_ids, num_gallery)
-    q_pids = rng.integers(0, num_ids, num_query)
-    g_cams = rng.integers(1, num_cams + 1, num_gallery)
-    q_cams = rng.integers(1, num_cams + 1, num_query)
-    centres = torch.from_numpy(rng.standard_normal((num_ids, dim), dtype=np.float32))
-    qf = centres[q_pids] + noise * torch.from_numpy(rng.standard_normal((num_query, dim), dtype=np.float32))
-    gf = centres[g_pids] + noise * torch.from_numpy(rng.standard_normal((num_gallery, dim), dtype=np.float32))
-    distmat = (qf.pow(2).sum(1, keepdim=True) + gf.pow(2).sum(1)[None, :]).addmm_(qf, gf.T, alpha=-2)
-    return distmat.numpy(), q_pids, g_pids, q_cams, g_cams
-
-
-def _bench(args: argparse.Namespace) -> None:
-    from reid_eval.compat import import_torchreid  # lazy: torchreid import is slow
-
-    rank_module = import_torchreid().reid.metrics.rank
-    t0 = time.perf_counter()
-    distmat, q_pids, g_pids, q_cams, g_cams = market_like_problem(
-        args.queries, args.gallery, args.ids, args.cams, seed=args.seed
-    )
-    print(
-        f"problem: {args.queries} x {args.gallery} float32 distmat, {args.ids} ids, {args.cams} cameras, "
-        f"seed {args.seed} (built in {time.perf_counter() - t0:.2f} s); torch threads {torch.get_num_threads()}"
-    )
-    sub = min(args.torchreid_queries, args.queries)
-    sub_args = (distmat[:sub], q_pids[:sub], g_pids, q_cams[:sub], g_cams)
-
-    t0 = time.perf_counter()
-    ref_cmc, ref_map = rank_module.eval_market1501(*sub_args, 50)
-    t_ref = time.perf_counter() - t0
-    ours_sub = rank_metrics(*sub_args, 50, device="cpu")
-    per_query = t_ref / sub
-    print(
-        f"torchreid eval_market1501 (python, use_cython=False) on first {sub} queries: {t_ref:.2f} s "
-        f"= {per_query * 1e3:.2f} ms/query -> extrapolated full {args.queries} queries: "
-        f"{per_query * args.queries:.1f} s"
-    )
-    print(
-        f"agreement on those {sub} queries: max |CMC diff| = {np.abs(ours_sub.cmc - ref_cmc).max():.3g}, "
-        f"|mAP diff| = {abs(ours_sub.mAP - ref_map):.3g} (any difference comes from tied float32 distances: "
-        "torchreid's quicksort leaves their order unspecified, ours breaks ties by gallery index)"
-    )
-
-    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
-        evaluate_rank(distmat[:64], q_pids[:64], g_pids, q_cams[:64], g_cams, device=device)  # warm-up
-        times = []
-        for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            result = rank_metrics(distmat, q_pids, g_pids, q_cams, g_cams, 50, device=device)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-        print(
-            f"ours evaluate_rank [{device}] full {args.queries} x {args.gallery}: best {min(times):.3f} s, "
-            f"median {float(np.median(times)):.3f} s over {args.repeat} runs "
-            f"(speed-up vs extrapolated torchreid python: {per_query * args.queries / min(times):.0f}x); "
-            f"rank1 {result.cmc[0]:.4f} mAP {result.mAP:.4f}, skipped queries {result.num_skipped_queries}"
-        )
-        t0 = time.perf_counter()
-        cuhk03 = open_reid_cmc(
-            distmat,
-            q_pids,
-            g_pids,
-            q_cams,
-            g_cams,
-            50,
-            separate_camera_set=True,
-            single_gallery_shot=True,
-            repeats=10,
-            seed=0,
-            device=device,
-        )
-        t_cuhk03 = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        everything = evaluate_all(distmat, q_pids, g_pids, q_cams, g_cams, device=device)
-        t_all = time.perf_counter() - t0
-        print(
-            f"ours open_reid_cmc cuhk03 (10 repeats) [{device}]: {t_cuhk03:.3f} s, top-1 {cuhk03[0]:.4f}; "
-            f"evaluate_all (market + mAP_openreid + allshots + cuhk03) [{device}]: {t_all:.3f} s"
-        )
-        print(
-            f"  evaluate_all: rank1 {everything['rank1']:.4f} mAP {everything['mAP']:.4f} "
-            f"mAP_openreid {everything['mAP_openreid']:.4f} cuhk03_rank1 {everything['cuhk03_rank1']:.4f} "
-            f"allshots_rank1 {everything['allshots_rank1']:.4f}"
-        )
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Re-ID ranking metrics benchmark (ours vs torchreid python).")
     parser.add_argument("--bench", action="store_true", help="run the benchmark")
@@ -835,7 +752,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.bench:
         parser.error("nothing to do: pass --bench")
-    _bench(args)
+    from reid_eval.metrics_bench import run_bench
+
+    run_bench(args)
 
 
 if __name__ == "__main__":
