@@ -2,6 +2,6 @@
 
 import sys
 
-from augment.synth import main
+from augment.synth.cli import main
 
 sys.exit(main())
