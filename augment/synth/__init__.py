@@ -167,7 +167,7 @@ def difficulty_knobs(difficulty: float) -> tuple[int, float]:
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """Every knob of the embedded dataset. Defaults: ~300 identities, ~3,800 images, a few minutes on one core."""
+    """Every knob of the embedded dataset. Defaults: ~300 identities, ~3,800 images."""
 
     seed: int = 0
     train_ids: int = 150  # training identities
