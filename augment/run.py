@@ -8,8 +8,8 @@
 
 With no ``--data``, the embedded dataset ``data/synth-market`` is used (rendered first if
 absent), and with no ``--checkpoint`` the method's embedded-dataset checkpoint
-``runs/generators/<method>-synth/checkpoints/latest.pt`` (trained first if absent; a few
-minutes on a 2-core CPU). On real data a checkpoint must be given.
+``runs/generators/<method>-synth/checkpoints/latest.pt`` (trained first if absent: the
+longest step of a first run, see the README). On real data a checkpoint must be given.
 
 Output (``--out``, default ``runs/augment/<dataset>/<plan>``): a Market-1501-layout folder
 (``bounding_box_train/`` with the kept real and the generated images, ``bounding_box_test/``

@@ -1,6 +1,6 @@
 """``python -m cluster.capacity``: what Market-1501 augmentation jobs cost, from measured per-image costs.
 
-    python -m cluster.capacity                       # everything (~10-20 min on 2 free cores)
+    python -m cluster.capacity                       # everything (slow: it measures every method)
     python -m cluster.capacity --methods patn --skip-service --out runs/bench/capacity-patn.json
 
 Measured on this machine (CPU):

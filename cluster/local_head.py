@@ -2,7 +2,7 @@
 
     from cluster.local_head import LocalRayHead
 
-    with LocalRayHead() as head:                        # ~6 s on a 2-core machine
+    with LocalRayHead() as head:                        # starts the head (seconds)
         client = head.job_client()                      # JobSubmissionClient(head.address, headers=head.headers)
         sid = client.submit_job(entrypoint="python -c \"print('ok')\"")
 
@@ -314,9 +314,9 @@ class LocalRayHead:
     def stop(self, grace_s: float = 2.0) -> list[int]:
         """SIGTERM this head's processes, SIGKILL what is left after ``grace_s``; returns their PIDs.
 
-        Never ``ray stop``. (Measured: workers, dashboard and agents exit on SIGTERM within
-        ~2 s; gcs_server, raylet and the autoscaler monitor were still up after 8 s, so a
-        private head is not worth waiting for.)
+        Never ``ray stop``. (Workers, dashboard and agents exit on SIGTERM promptly; gcs_server,
+        raylet and the autoscaler monitor can outlive it by many seconds, so a private head is not
+        worth waiting for: docs/ray.md#stopping-a-private-head.)
         """
         psutil = _psutil()
         stopped: set[int] = set()

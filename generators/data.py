@@ -18,9 +18,9 @@ name two images of the index that have annotation rows:
 
 ``missing="skip"`` turns both errors into counted skips (for a deliberately partial dataset).
 
-Batches follow the generator interface (``GENERATOR_API.md``): ``src_img``/``tgt_img`` float32
-(B,3,H,W) RGB in [-1,1], ``src_kps``/``tgt_kps`` int64 (B,18,2) (y,x) pixels, -1 missing,
-``src_name``/``tgt_name`` lists of str.
+Batches follow the generator interface (:class:`generators.base.Method`, docs/methods.md#interface):
+``src_img``/``tgt_img`` float32 (B,3,H,W) RGB in [-1,1], ``src_kps``/``tgt_kps`` int64 (B,18,2) (y,x)
+pixels, -1 missing, ``src_name``/``tgt_name`` lists of str.
 
 Sampling (:class:`PairSampler`) is iteration based and resumable. The official PATN loader
 draws every training item uniformly at random with replacement (``random.randint`` in

@@ -22,9 +22,7 @@ Agreement (tests/test_inference.py checks it on every run, on a generator whose 
 - bf16 autocast vs. fp32, on uint8: mean absolute difference <= 1 grey level and max <= 6
   (measured mean 0.48 / 0.51, max 3, p99 2, synth / market presets at 128x64; bf16 keeps 8
   significant bits, so each operation rounds at 2^-9 relative).
-Speed on this project's 2-core AMX CPU (1 thread, shared machine; images/s, batch 8, 128x64):
-synth 7.8 fp32 / 8.4 fp32 channels-last / 32.5 bf16 / 37.5 bf16 channels-last; market 1.12 /
-1.17 / 7.4 / 8.2. Figures only: ``generators.bench`` is where speed is measured.
+Speed: ``generators.bench`` measures it (figures in the README and docs/measurements.md#inference).
 """
 
 from __future__ import annotations

@@ -34,10 +34,9 @@ with the command that resumes; a second Ctrl-C aborts at once (the previous chec
 
 Precision (``--amp``): ``auto`` picks bf16 autocast on CUDA GPUs that support it, else fp16 with
 a GradScaler. On CPU, ``auto`` picks bf16 autocast where the CPU computes bf16 natively (AMX or
-AVX512-BF16: measured 4.5x faster training steps of the synth preset on this project's AMX CPU,
-1.75 -> 7.8 images/s, same losses to 3 digits), else fp32. Losses and BatchNorm stay in fp32
-under autocast; ``--amp off`` gives plain fp32. Resume is bit-exact in both (same kernels, same
-order). ``fp16`` is CUDA only.
+AVX512-BF16; same losses to 3 digits, speed-up in docs/measurements.md#generator-training),
+else fp32. Losses and BatchNorm stay in fp32 under autocast; ``--amp off`` gives plain fp32. Resume is
+bit-exact in both (same kernels, same order). ``fp16`` is CUDA only.
 
 Workers (``--workers N``, N > 1): N processes with Ray Train (``cluster.train_ray``), each running
 this same loop on its share of every batch, gradients averaged across them; rank 0 writes the

@@ -21,24 +21,15 @@ Outputs under ``--out`` (default runs/bench):
 Resumable: a cell whose metrics.json and cell.json exist (with the same cell settings) is skipped; delete a
 cell folder to redo it. With no ``--data`` the embedded dataset is used (rendered if absent) and, for a
 generating method without ``--checkpoint``, augment.run trains the method's embedded-dataset generator
-first (runs/generators/<method>-synth; the PATN synth preset takes about 11.5 minutes on a free 2-core CPU).
+first (runs/generators/<method>-synth).
 
 Default grid and its cost (CPU): Inception, recipe ``cpu`` (64x32 input, 16 epochs, batch 64, bf16 autocast
 on CPUs with native bf16), p in {0.1, 0.3, 0.5, 1.0} x {none, patn}: 8 cells, 7 trainings (p = 1.0 is the
 same set for both methods). On CPU the trainings run two at a time (``--jobs``: one process per core, one
-torch thread each). Measured on this project's 2-core AMX CPU while other jobs shared it (load ~4, so only
-CPU time is a usable figure; wall-clock times varied 2-10x): a training step costs 11.9 ms of CPU time per
-image (Inception 64x32, bf16, channels-last, batch 64, one thread); a whole training run on the full embedded
-set (2 epochs, data loading and optimiser included) 15 ms per image; evaluating 582 query + 1,306 gallery
-images took 9.6 s. The seven training sets hold ~150 + 570 + 950 + 1,900 + 3 x 1,850 = ~9,100 images, so 16
-epochs are ~146,000 image-steps, ~36 min of CPU time, i.e. ~18-20 min of wall-clock time on two free cores
-(a full-size cell ~7.5 min in its process, p = 0.1 'none' under 1 min; effectively ~2.5 min per cell).
-Building the sets: the PATN sets at p = 0.1, 0.3, 0.5 generate ~1,700 + 1,300 + 950 images (PATN synth,
-bf16, batch 32: ~120 img/s end to end); reduced-only sets are links (seconds); rendering the embedded dataset
-takes ~20 s. Measured on the free 2-core machine (fresh clone, PATN
-checkpoint present): 17.4 min wall-clock, 32 CPU minutes (sets 0.5 min; full-size cells ~6.7 min each in their
-process, p = 0.1 'none' 40 s); without the checkpoint, PATN synth training adds ~11.5 min. ``--epochs`` trades
-accuracy for time.
+torch thread each). The seven training sets hold ~150 + 570 + 950 + 1,900 + 3 x 1,850 = ~9,100 images, so 16
+epochs are ~146,000 image-steps; the PATN sets at p = 0.1, 0.3, 0.5 generate ~1,700 + 1,300 + 950 images;
+reduced-only sets are links. What the grid costs (measured): the README and docs/measurements.md#re-id-benchmark.
+``--epochs`` trades accuracy for time.
 """
 
 from __future__ import annotations
@@ -381,9 +372,8 @@ def run_bench(opts: BenchOptions) -> pd.DataFrame:
     1. every unfinished cell's set is built (augment.run, one after another: generation uses every core);
     2. cells are grouped by training set (content fingerprint): one training per group and seed;
     3. trainings run in ``jobs`` processes, largest sets first (CPU default: one process per core with one
-       torch thread each; measured on the shared 2-core machine: one 2-thread process 44 ms/image wall-clock,
-       one 1-thread process 14 ms/image, as OpenMP threads stall when a core is taken); every finished
-       training immediately writes its cells' cell.json and the results.
+       torch thread each: OpenMP threads stall when a core is taken, docs/measurements.md#re-id-benchmark);
+       every finished training immediately writes its cells' cell.json and the results.
     """
     opts.validate()
     cells = build_grid(opts)

@@ -14,7 +14,7 @@ Known problems and what this module does about them (``apply_torchreid_patches()
 3. No compiled ranking (rank_cy is not shipped) and the python ``eval_cuhk03`` uses ``np.bool`` (gone in
    numpy 2): the patch points ``torchreid.reid.metrics.evaluate_rank`` (what ``Engine._evaluate`` calls) and
    ``torchreid.reid.metrics.rank.evaluate_rank`` at ``reid_eval.metrics`` (identical Market CMC, mAP within
-   1e-15 on tie-free distances; ~1 s instead of ~2 min at Market size on CPU).
+   1e-15 on tie-free distances; far faster, README and docs/measurements.md#re-id-metrics).
 4. ``Engine.test`` returns Rank-1 only: ``evaluate_engine`` extracts query/gallery features with the engine and
    returns ``reid_eval.metrics.evaluate_all``'s dict (Rank-k, mAP, Open-ReID cuhk03 CMC) per test dataset.
 

@@ -141,7 +141,7 @@ def _distance_rows(problem: _Problem, start: int, stop: int) -> torch.Tensor:
 
 def _on_host(tensor: torch.Tensor, backend: str = "auto") -> bool:
     """Whether the (C, G)-sized work runs in numpy: on CPU, numpy's single-threaded SIMD kernels beat torch's
-    (its sort is ~7x faster, and torch's thread pool stalls when the cores are shared)."""
+    (its sort is faster, and torch's thread pool stalls when the cores are shared)."""
     return backend == "numpy" or (backend == "auto" and tensor.device.type == "cpu")
 
 
@@ -174,8 +174,8 @@ def _cpu_threads(device: torch.device, num_threads: int = 1):
     """Run the CPU work with `num_threads` torch intra-op threads (restored afterwards).
 
     On CPU the work is dominated by numpy's single-threaded sort; the torch ops are per-chunk and small, and
-    torch's thread pool only adds overhead to them: on this project's shared 2-core machines a 2-thread pool
-    made evaluate_rank 4x and the single-shot pass 10x slower than one thread. No effect on CUDA.
+    torch's thread pool only adds overhead to them: on shared 2-core machines a 2-thread pool made both passes
+    several times slower than one thread (docs/measurements.md#re-id-metrics). No effect on CUDA.
     """
     previous = torch.get_num_threads()
     if device.type != "cpu" or previous == num_threads:

@@ -42,7 +42,7 @@ __all__ = [
     "MissingPretrainedWeightsError",
 ]
 
-# 751 training identities (Market-1501), num_features=128: the figure the spec quotes as "6.65M".
+# 751 training identities (Market-1501), num_features=128: "6.65M" rounded (docs/reid.md#models).
 INCEPTION_PARAMS_MARKET = 6_648_335
 
 PoolKind = Literal["avg", "max"]

@@ -1,6 +1,6 @@
 """Published re-ID numbers shown beside ours (all in percent).
 
-Sources (transcribed in /work/shared/specs/reid.md, "Published numbers to show beside ours"):
+Sources (the tables and how they were read: docs/reid.md#published-numbers):
 
 * ``PATN_TABLE5``: Zhu et al., "Progressive Pose Attention Transfer for Person Image Generation", CVPR 2019,
   Table 5. Market-1501 Rank-1 of a re-ID model trained on a reduced portion p of the real training images

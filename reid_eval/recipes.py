@@ -17,16 +17,15 @@
 ``cpu``: the ``openreid`` recipe made small enough for the embedded-dataset benchmark on a 2-core CPU:
   the same Open-ReID Inception network at half the input size (64x32; the embedded images are 128x64),
   batch 64, 16 epochs with x0.1 at epoch 13 (Open-ReID steps at 80-86% of training); ResNet-50 at 128x64
-  likewise. Everything else as ``openreid``. Why this size (2-core AMX CPU, CPU time per training image, one
-  thread): Inception 144x56 41 ms (bf16) -- the published size would need hours for the grid; 64x32 11.9 ms
-  (bf16 + channels-last; fp32 31 ms). 3.5 vs 1.0 GFLOPs per forward pass. Sanity check: 10 epochs on a
-  50-identity embedded set (641 images) reached Rank-1 59% / mAP 48% (chance: a few %). Cost of the benchmark
-  grid: see reid_eval.bench.
+  likewise. Everything else as ``openreid``. Why this size: 3.5 vs 1.0 GFLOPs per forward pass, and the
+  published size would need hours of CPU for the grid (docs/measurements.md#re-id-training). Sanity check:
+  10 epochs on a 50-identity embedded set (641 images) reached Rank-1 59% / mAP 48% (chance: a few %). Cost of
+  the benchmark grid: see reid_eval.bench.
 
 Precision (``precision='auto'``): bf16 autocast where the device computes bf16 natively (CUDA GPUs with bf16,
 CPUs with AMX or AVX512-BF16), else fp32; losses stay in fp32. Channels-last memory format
-(``channels_last=True``) in every recipe: on CPU it made the Inception 64x32 training step 2.4x faster with
-bf16 and 1.3x faster in fp32.
+(``channels_last=True``) in every recipe: on CPU it made the Inception 64x32 training step faster in both
+precisions (docs/measurements.md#re-id-training).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ re-submitted, resumes (skipping the rows already written) and ends with exactly 
 clean local run; the re-submitted job also loses a generator actor on the way and survives it.
 
 One LocalRayHead (2 CPUs, its own temp dir) for the module, stopped by the harness (never
-``ray stop``). Measured on the 2-core machine under load: ~60-90 s in all (head start 6-20 s,
-each job 10-25 s: upload, driver start, Ray Data actor start).
+``ray stop``). Slow by nature: a head start, then per job an upload, a driver start and a Ray Data
+actor start (docs/measurements.md#tests).
 """
 
 from __future__ import annotations

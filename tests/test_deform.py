@@ -1,7 +1,7 @@
 """Deformable GAN: official sizes, the Keras instance norm, the deformable skips (warp layer), the
 nearest-neighbour loss, presets and the training step.
 
-The references below are written from the layer list of shared/specs/generators.md section 2 (the
+The references below are written from the official layer list (docs/methods.md#deformable-gan: the
 official conditional_gan.py / pose_transform.py), with torch.nn.functional, numpy and plain Python
 loops; they share no code with generators/deform.py or generators/warp.py.
 """

@@ -1,6 +1,6 @@
 """A real Ray head on 127.0.0.1 (cluster.local_head): jobs, uploads, token auth, clean stop.
 
-Slow by nature: a head takes ~6-20 s to start on 2 shared cores, a job ~3-10 s; 30-50 s in all.
+Slow by nature: a head start and every job take seconds (docs/measurements.md#tests).
 One head serves the module, with token auth on (the stricter path: every client and the job's
 own ``ray.init`` must carry the token); the last test stops it and checks that nothing else
 was touched. The default ``auth="disabled"`` differs only in the environment checked below.

@@ -1,7 +1,7 @@
 """PATN and the resnet baseline: official sizes, state-dict layout, function, presets, training step.
 
-The reference forwards below are written from the layer list of shared/specs/patn.md (the official
-models/model_variants.py and networks.py), with torch.nn.functional and the weights looked up by
+The reference forwards below are written from the official layer list (docs/methods.md#patn: the
+official models/model_variants.py and networks.py), with torch.nn.functional and the weights looked up by
 their official state_dict keys: they share no code with generators/patn.py.
 """
 
@@ -174,9 +174,9 @@ def test_market_parameter_counts_and_flops(market):
     assert count_parameters(nets["D_PB"]) == 3_977_408
     assert count_parameters(nets["D_PP"]) == 3_930_368
     patbs = sum(count_parameters(b) for b in nets["G"].model.att)
-    assert patbs == 40_125_952  # spec: PATBs 40,125,952
+    assert patbs == 40_125_952  # official: PATBs 40,125,952
     flops = count_flops(nets["G"], (torch.zeros(1, 3, H, W), torch.zeros(1, 36, H, W)))
-    assert round(flops.gflops_per_sample, 2) == 45.04  # spec: 45.04 GFLOPs per 128x64 image
+    assert round(flops.gflops_per_sample, 2) == 45.04  # official network: 45.04 GFLOPs per 128x64 image
 
 
 def test_official_state_dict_layout(market):

@@ -1,7 +1,7 @@
 """PG2: official sizes, the layer list as a functional reference, the two-stage training step.
 
-The reference forwards below are written from the layer list of shared/specs/generators.md section
-1 and the official models.py / wgan_gp.py, with torch.nn.functional, explicit TensorFlow 'SAME'
+The reference forwards below are written from the official layer list (docs/methods.md#pg2: the
+official models.py / wgan_gp.py), with torch.nn.functional, explicit TensorFlow 'SAME'
 pads and the weights looked up by state_dict key: they share no code with generators/pg2.py.
 """
 
@@ -25,7 +25,7 @@ from generators.checkpoint import load, save
 from generators.inference import transfer
 
 H, W = 128, 64
-# Spec figures (3 significant digits) and the exact counts of the faithful networks.
+# Official sizes (3 significant digits, docs/methods.md#pg2) and the exact counts of the faithful networks.
 SPEC_MILLIONS = {"G1": 70.8, "G2": 6.06, "D": 4.32}
 EXACT = {"G1": 70_795_075, "G2": 6_058_883, "D": 4_324_737}
 

@@ -2,7 +2,7 @@
 reference, ACE, region maps, part flow, augmentation, losses and training steps.
 
 The reference forward below is written from the official models/SPG_net_market.py layer list
-(shared/specs/generators.md section 3) with torch.nn.functional, per-sample and per-region Python
+(docs/methods.md#spgnet) with torch.nn.functional, per-sample and per-region Python
 loops (as the official Zencoder and ACE do), and weights looked up by state_dict key: it shares
 no code with generators/spgnet.py.
 """
@@ -117,7 +117,7 @@ def randomise(net: torch.nn.Module, seed: int) -> None:
 
 
 def expected_generator_params(R, nf=32, max_nf=128, scales=5, warp_scales=4, S=128, hidden=64, zf=32):
-    """The official layer list, counted by hand (spec section 3)."""
+    """The official layer list, counted by hand (docs/methods.md#spgnet)."""
     bn = lambda c: 2 * c
     ace = lambda c: (
         (R * hidden * 9 + hidden) + 2 * (hidden * c * 9 + c) + R * (S * S + S) + 2 * (S * c * 9 + c) + c + 2
@@ -146,10 +146,10 @@ def expected_generator_params(R, nf=32, max_nf=128, scales=5, warp_scales=4, S=1
 
 def test_official_and_variant_parameter_counts(official, market):
     assert count_parameters(official.nets["G"]) == OFFICIAL_G == expected_generator_params(20)
-    assert round(OFFICIAL_G / 1e6, 1) == 30.9  # spec: 30.9M
+    assert round(OFFICIAL_G / 1e6, 1) == 30.9  # official: 30.9M
     assert count_parameters(market.nets["G"]) == MARKET_G == expected_generator_params(11)
     assert count_parameters(market.nets["D"]) == MARKET_D == count_parameters(official.nets["D"])
-    assert round(MARKET_D / 1e6, 2) == 2.79  # spec: 2.79M
+    assert round(MARKET_D / 1e6, 2) == 2.79  # official: 2.79M
     # 25 ACEs, each with one 128x128 fc per region: the difference is in fc_j and SPADE's first conv.
     aces = [m for m in market.nets["G"].modules() if isinstance(m, spgnet.ACE)]
     assert len(aces) == 25
