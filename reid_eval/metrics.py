@@ -746,7 +746,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--torchreid-queries",
         type=int,
         default=300,
-        help="queries given to torchreid python evaluation (its full run takes ~2 min)",
+        help="queries given to torchreid python evaluation (its full run is slow: extrapolated)",
     )
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of ours")
     args = parser.parse_args(argv)
