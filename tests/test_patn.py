@@ -1,7 +1,7 @@
 """PATN and the resnet baseline: official sizes, state-dict layout, function, presets, training step.
 
-The reference forwards below are written from the layer list of shared/specs/patn.md (the official
-models/model_variants.py and networks.py), with torch.nn.functional and the weights looked up by
+The reference forwards below are written from the official layer list (models/model_variants.py
+and networks.py, as generators/patn.py's docstring lists it), with torch.nn.functional and the weights looked up by
 their official state_dict keys: they share no code with generators/patn.py.
 """
 
