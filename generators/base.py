@@ -267,7 +267,8 @@ class Method:
     def generate(
         self, nets: Mapping[str, nn.Module], src_img: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor
     ) -> torch.Tensor:
-        """Inference forward: (B,3,H,W) in [-1,1]. Callers put ``nets`` in eval mode."""
+        """Inference forward: (B,3,H,W) in [-1,1]. Callers put ``nets`` in eval mode.
+        Implementations start from :func:`inference_batch`."""
         raise NotImplementedError
 
     # -- training ------------------------------------------------------------------------------
@@ -296,6 +297,9 @@ class Method:
         return StepContext(device=device, amp_dtype=amp_dtype, scaler=make_grad_scaler(device, amp_dtype), config=cfg)
 
     def train_step(self, nets, opts, batch: Mapping[str, Any], ctx: StepContext) -> dict[str, float]:
+        """One iteration on a collated ``batch`` (generators.data): every optimizer step of the
+        method's recipe; returns the loss terms as floats. Implementations start from
+        :meth:`StepContext.batch` and end with :meth:`StepContext.finish`."""
         raise NotImplementedError
 
     def required_weights(self, cfg) -> list[str]:

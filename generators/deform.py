@@ -4,7 +4,7 @@ Source: AliaksandrSiarohin/pose-gan @ 8693ec4 (conditional_gan.py: make_generato
 nn_loss, CGAN; pose_transform.py: AffineTransformLayer, affine_transforms, pose_masks; cmd.py;
 pose_dataset.py; README "Market full" recipe) with its submodule AliaksandrSiarohin/gan @ a4aa9a3
 (gan.py: the log losses; train.py: the D-then-G step; layer_utils.py: the VGG content model) and
-keras-contrib's InstanceNormalization.
+keras-contrib's InstanceNormalization. Spec: shared/specs/generators.md section 2.
 
 Inputs (B = batch, 128x64 on Market; H, W divisible by 2**(len(enc_filters) - 1) = 32)
     P1 source image (B,3,H,W) in [-1,1]; P2 target image; BP1 / BP2 source / target heatmaps
@@ -78,14 +78,14 @@ Presets (parameters; forward GFLOPs per 128x64 image = 2 x conv/convT MACs, base
     | market_baseline | 36,072,533 | 11.59    | 2,803,782 | 0.49     | baseline: none, pixel L1 100    |
     | synth           |  1,129,277 |  0.56    |    49,422 | 0.03     | dsc recipe, small widths        |
     market*: 90,000 iterations at batch 4, Adam 2e-4 (0.5, 0.999), no decay.
-    Official counts: G 61.1M (baseline 36.1M), D 2.80M. tests/test_deform.py recomputes every number here.
+    Spec: G 61.1M (baseline 36.1M), D 2.80M. tests/test_deform.py recomputes every number here.
 
-The ``synth`` preset (embedded 128x64 dataset, 2-core CPU; training time: the README's table of
-the synth presets): the official structure
+The ``synth`` preset (embedded 128x64 dataset, 2-core CPU; 1,132 s measured on the shared
+machine with one thread, ~14 min of CPU): the official structure
 (two encoders, 6 levels, 4 deformable skips, the same norms, dropout and discriminator) at reduced
 widths (encoders 16/32/64/64/64/64, decoder 64/64/64/32/16, D 8/16/32/64), trained with the
 official "dsc" recipe (mean pixel L1, weight 100, + GAN 1), batch 8, 1,800 iterations at the
-constant official rate (SYNTH_SCHEDULE). Why not
+constant official rate (SYNTH_SCHEDULE; ~0.45 CPU s per iteration in bf16 on one core). Why not
 the "full" recipe: VGG-19 weights cannot be assumed offline, and its content term on raw pixels
 (what ``--no-perceptual`` gives on ``market``: the official ``--content_loss_layer none``, i.e. the
 3x3 NN loss on pixels at weight 0.01) is nearly weightless next to the GAN term. Without VGG

@@ -59,8 +59,9 @@ CPU_CHUNK = 8
 
 @contextlib.contextmanager
 def single_thread(device: torch.device):
-    """One intra-op thread for the metric's small CPU operations (a few MB each): on a small shared
-    CPU, more OpenMP workers mostly wait on each other. The previous setting is restored."""
+    """One intra-op thread for the metric's small CPU operations (a few MB each): measured 1.1 ms per
+    Market image at 1 thread against 6-24 ms at 2 threads on the shared 2-core machine, where OpenMP
+    workers wait on each other. The previous setting is restored."""
     if device.type != "cpu" or torch.get_num_threads() == 1:
         yield
         return

@@ -6,13 +6,13 @@ human parsing and the Intr-Flow network.
 
 Source: cszy98/SPGNet @ 3c1f6b5 (models/SPG_net_market.py, models/pose_transfer_model.py,
 models/networks.py, models/modules.py, options/pose_transfer_options.py, train_market.sh,
-data/pose_transfer_parsing_market_dataset.py).
+data/pose_transfer_parsing_market_dataset.py). Spec: shared/specs/generators.md section 3.
 
 Why a variant. The official Market model reads, for every training and test pair, a 20-class
 CIHP parsing of the source and of the *target* (``seg/{src}___{tgt}.png``, made offline by PGN
 and an unreleased parsing generator) and a dense flow + visibility map from a frozen Intr-Flow
 network (``checkpoints/FlowReg_market``, trained on SMPL-rendered correspondences). Neither can be
-regenerated here, so:
+regenerated here, so (spec "Recommended variant"):
 
 - Change 1, regions. R = 11 one-hot part maps rendered from the keypoints
   (:func:`pose_regions`), in channel order :data:`REGION_NAMES`: 0 background, 1 torso (the quad
@@ -116,8 +116,8 @@ per epoch, 82,380 iterations, GAN from iteration 41,190 (5 epochs). The official
 puts netG in eval mode (BatchNorm running statistics), as here; its ACE noise stays on there,
 here only with ``eval_noise=True`` (inference is deterministic by default).
 
-The ``synth`` preset is the same structure sized for a 2-core CPU (``SYNTH``; most of an
-iteration's time goes to the 5 ACEs per scale at full resolution): nf 8,
+The ``synth`` preset is the same structure sized for a 2-core CPU (``SYNTH``; ~0.6 CPU seconds
+per iteration with bf16 autocast, most of it in the 5 ACEs per scale at full resolution): nf 8,
 max_nf 32, ONE residual block per scale and stream instead of 2 (3 ACEs per decoder scale
 instead of 5), 5 scales (4 warped), style codes 8 wide from a Zencoder of width 4, SPADE hidden
 8, ndf 8; batch 8, 1,200 iterations, GAN from iteration 600 (half the run, as officially); no
@@ -337,7 +337,7 @@ MARKET_SCHEDULE = TrainSchedule(
     num_workers=8,
 )
 
-# Sized for a 2-core CPU (bf16 autocast); the README lists the measured training time.
+# 2-core CPU size: ~0.6 CPU s per iteration at batch 8 with bf16 autocast (AMX), ~750 s in all.
 SYNTH_SCHEDULE = TrainSchedule(
     iterations=1_200,
     batch_size=8,

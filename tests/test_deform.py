@@ -1,8 +1,8 @@
 """Deformable GAN: official sizes, the Keras instance norm, the deformable skips (warp layer), the
 nearest-neighbour loss, presets and the training step.
 
-The references below are written from the official layer list (conditional_gan.py /
-pose_transform.py, as generators/deform.py's docstring lists it), with torch.nn.functional, numpy and plain Python
+The references below are written from the layer list of shared/specs/generators.md section 2 (the
+official conditional_gan.py / pose_transform.py), with torch.nn.functional, numpy and plain Python
 loops; they share no code with generators/deform.py or generators/warp.py.
 """
 

@@ -1,7 +1,7 @@
 """PG2: official sizes, the layer list as a functional reference, the two-stage training step.
 
-The reference forwards below are written from the official layer list (models.py / wgan_gp.py, as
-generators/pg2.py's docstring lists it), with torch.nn.functional, explicit TensorFlow 'SAME'
+The reference forwards below are written from the layer list of shared/specs/generators.md section
+1 and the official models.py / wgan_gp.py, with torch.nn.functional, explicit TensorFlow 'SAME'
 pads and the weights looked up by state_dict key: they share no code with generators/pg2.py.
 """
 

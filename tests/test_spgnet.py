@@ -2,7 +2,7 @@
 reference, ACE, region maps, part flow, augmentation, losses and training steps.
 
 The reference forward below is written from the official models/SPG_net_market.py layer list
-(as generators/spgnet.py's docstring lists it) with torch.nn.functional, per-sample and per-region Python
+(shared/specs/generators.md section 3) with torch.nn.functional, per-sample and per-region Python
 loops (as the official Zencoder and ACE do), and weights looked up by state_dict key: it shares
 no code with generators/spgnet.py.
 """
@@ -117,7 +117,7 @@ def randomise(net: torch.nn.Module, seed: int) -> None:
 
 
 def expected_generator_params(R, nf=32, max_nf=128, scales=5, warp_scales=4, S=128, hidden=64, zf=32):
-    """The official layer list, counted by hand."""
+    """The official layer list, counted by hand (spec section 3)."""
     bn = lambda c: 2 * c
     ace = lambda c: (
         (R * hidden * 9 + hidden) + 2 * (hidden * c * 9 + c) + R * (S * S + S) + 2 * (S * c * 9 + c) + c + 2
