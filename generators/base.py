@@ -1,6 +1,6 @@
 """The interface every pose-transfer method follows, the method registry and `build`.
 
-A method (``patn``, ``resnet``, later ``pg2``, ``deform``, ``spgnet``) is a :class:`Method`
+A method (``patn``, ``resnet``, ``pg2``, ``deform``, ``spgnet``) is a :class:`Method`
 subclass registered with :func:`register_method`. It owns a ``Config`` dataclass (network
 settings, loss weights and a ``train: TrainSchedule``), named presets (at least ``market``, the
 faithful official recipe, and ``synth``, sized for a 2-core CPU), its networks, its inference
@@ -11,6 +11,13 @@ Everything a training step needs besides networks and optimizers travels in a
 modules such as the frozen VGG, image pools); its :meth:`StepContext.state_dict` holds all of
 that which must be checkpointed. Global RNG states (torch, CUDA, numpy, python) and the data
 sampler are the checkpoint writer's business, not the context's.
+
+What every method's forward shares lives here too, so each method file holds only its own
+recipe: :func:`inference_batch` (the prologue of ``generate``: inputs to the model's device, size
+check), :meth:`StepContext.batch` (the prologue of ``train_step``: images to the device and
+layout, keypoints too), :meth:`StepContext.layout` / :func:`like_source` (pose encodings in the
+images' memory layout), :meth:`StepContext.autocast` and :meth:`StepContext.backward_step`, and
+:meth:`StepContext.finish` (the tail: GradScaler update, loss terms as floats).
 
 Also here: the iteration-based learning-rate rule shared by all methods (constant, then linear
 to 0), config overrides (``"train.iterations=500"``), config (de)serialisation for
@@ -87,6 +94,53 @@ def lr_lambda(schedule: TrainSchedule) -> Callable[[int], float]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Inputs: the prologue every generate and train_step shares
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PoseBatch:
+    """A batch on the model's device, what every method's forward starts from.
+
+    src_img: (B,3,H,W) float in [-1,1]; tgt_img: the same for the target, None at inference.
+    src_kps, tgt_kps: (B,18,2) (y,x) pixel keypoints, -1 missing, in the dtype given.
+    """
+
+    src_img: torch.Tensor
+    src_kps: torch.Tensor
+    tgt_kps: torch.Tensor
+    tgt_img: torch.Tensor | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of the images: the size the pose encodings are drawn at."""
+        return int(self.src_img.shape[-2]), int(self.src_img.shape[-1])
+
+    @property
+    def device(self) -> torch.device:
+        return self.src_img.device
+
+
+def inference_batch(
+    net: nn.Module, src_img: torch.Tensor, src_kps, tgt_kps, check: Callable[[torch.Tensor], None]
+) -> PoseBatch:
+    """Prologue of :meth:`Method.generate`: the source image and keypoints moved to ``net``'s
+    device, the image size validated by ``check`` (raises ValueError)."""
+    device = next(net.parameters()).device
+    src_img = src_img.to(device)
+    check(src_img)
+    return PoseBatch(src_img, torch.as_tensor(src_kps).to(device), torch.as_tensor(tgt_kps).to(device))
+
+
+def like_source(x: torch.Tensor, src_img: torch.Tensor) -> torch.Tensor:
+    """``x`` (B,C,H,W) in channels-last memory when the source image is (a pose encoding built
+    next to a channels-last input)."""
+    if src_img.is_contiguous(memory_format=torch.channels_last):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+# ----------------------------------------------------------------------------------------------
 # Step context
 # ----------------------------------------------------------------------------------------------
 
@@ -122,14 +176,25 @@ class StepContext:
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
         """Move an input batch tensor to the step's device (and layout)."""
-        x = x.to(self.device, non_blocking=True)
+        return self.layout(x.to(self.device, non_blocking=True))
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        """A 4-d tensor in the step's memory layout (channels-last when the step uses it)."""
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def batch(self, batch: Mapping[str, Any], check: Callable[[torch.Tensor], None]) -> PoseBatch:
+        """Prologue of :meth:`Method.train_step`: source and target images moved to the device
+        (and layout), the size validated by ``check`` (raises ValueError), keypoints moved too."""
+        src, tgt = self.to_device(batch["src_img"]), self.to_device(batch["tgt_img"])
+        check(src)
+        src_kps = torch.as_tensor(batch["src_kps"]).to(self.device)
+        return PoseBatch(src, src_kps, torch.as_tensor(batch["tgt_kps"]).to(self.device), tgt)
+
     def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         """Backward ``loss`` and step ``optimizer`` (through the GradScaler when there is one).
-        Call :meth:`end_iteration` once after the last optimizer of the iteration."""
+        End the iteration with :meth:`finish` after its last optimizer step."""
         optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -142,6 +207,13 @@ class StepContext:
         """Per-iteration bookkeeping after all optimizer steps (GradScaler update)."""
         if self.scaler is not None:
             self.scaler.update()
+
+    def finish(self, terms: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """Tail of :meth:`Method.train_step`: :meth:`end_iteration`, then the loss terms (scalar
+        tensors) as Python floats, read with one device sync."""
+        self.end_iteration()
+        values = torch.stack([t.detach().float() for t in terms.values()]).tolist()
+        return dict(zip(terms, values))
 
     def state_dict(self) -> dict:
         return {
@@ -195,7 +267,8 @@ class Method:
     def generate(
         self, nets: Mapping[str, nn.Module], src_img: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor
     ) -> torch.Tensor:
-        """Inference forward: (B,3,H,W) in [-1,1]. Callers put ``nets`` in eval mode."""
+        """Inference forward: (B,3,H,W) in [-1,1]. Callers put ``nets`` in eval mode.
+        Implementations start from :func:`inference_batch`."""
         raise NotImplementedError
 
     # -- training ------------------------------------------------------------------------------
@@ -224,6 +297,9 @@ class Method:
         return StepContext(device=device, amp_dtype=amp_dtype, scaler=make_grad_scaler(device, amp_dtype), config=cfg)
 
     def train_step(self, nets, opts, batch: Mapping[str, Any], ctx: StepContext) -> dict[str, float]:
+        """One iteration on a collated ``batch`` (generators.data): every optimizer step of the
+        method's recipe; returns the loss terms as floats. Implementations start from
+        :meth:`StepContext.batch` and end with :meth:`StepContext.finish`."""
         raise NotImplementedError
 
     def required_weights(self, cfg) -> list[str]:

@@ -48,6 +48,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -327,10 +328,23 @@ def machine_info(device: torch.device) -> dict:
     return info
 
 
+@dataclass
+class _Runner:
+    """The prepared networks of every variant of one bundle, run on ``device``."""
+
+    impl: Any
+    nets: dict[Variant, dict[str, nn.Module]]
+    device: torch.device
+
+    def __call__(self, variant: Variant, img, src_kps, tgt_kps) -> torch.Tensor:
+        return run_forward(self.impl, self.nets[variant], variant, self.device, img, src_kps, tgt_kps)
+
+
 def bench_method(
     bundle: Bundle, cfg: BenchConfig, device: torch.device, log: Callable[[str], None] = print
 ) -> MethodResult:
-    """Measure one built bundle (see the module docstring)."""
+    """Measure one built bundle (see the module docstring): size and cost, the timed rounds of
+    every batch size, then agreement with eager fp32 and the fast path per batch size."""
     size = getattr(bundle.config, "image_size", None) or (128, 64)
     size = (int(size[0]), int(size[1]))
     bundle.nets.to(device).eval()
@@ -349,85 +363,108 @@ def bench_method(
         f"[bench] {bundle.method}/{bundle.preset}: variants {', '.join(v.name for v in variants)}; "
         f"batch sizes {', '.join(map(str, cfg.batch_sizes))}"
     )
-    nets = {v: prepare(bundle, used, v) for v in variants}
-    reference = run_forward(bundle.impl, nets[EAGER], EAGER, device, *inputs[largest])
+    run = _Runner(bundle.impl, {v: prepare(bundle, used, v) for v in variants}, device)
+    reference = run(EAGER, *inputs[largest])
     result = MethodResult(
         bundle.method, bundle.preset, str(device), used, params, flops.gflops_per_sample, size, float(reference.std())
     )
-
     for batch in cfg.batch_sizes:
-        iters = cfg.iterations or math.ceil(IMAGES_PER_REPEAT / batch)
-        img, sk, tk = inputs[batch]
-        live: list[Variant] = []
-        warm: dict[Variant, float] = {}
-        errors: dict[Variant, str] = {}
-        for v in variants:
-            t0 = time.perf_counter()
-            try:
-                for _ in range(cfg.warmup):
-                    run_forward(bundle.impl, nets[v], v, device, img, sk, tk)
-                _sync(device)
-            except Exception as e:  # a compile failure must not hide the other figures
-                if not v.compiled:
-                    raise
-                errors[v] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}"
-                log(f"[bench] {v.name} failed at batch {batch}: {errors[v]}")
-                continue
-            warm[v] = time.perf_counter() - t0
-            live.append(v)
-        samples: dict[Variant, list[float]] = {v: [] for v in live}
-        for r in range(cfg.repeats):
-            for v in live if r % 2 == 0 else live[::-1]:
-                _sync(device)
-                t0 = time.perf_counter()
-                for _ in range(iters):
-                    run_forward(bundle.impl, nets[v], v, device, img, sk, tk)
-                _sync(device)
-                samples[v].append(batch * iters / (time.perf_counter() - t0))
-            log(
-                f"[bench] batch {batch} round {r + 1}/{cfg.repeats}: "
-                + ", ".join(f"{v.name} {samples[v][-1]:.2f}" for v in live)
-                + " img/s"
-            )
-        eager_speed = statistics.median(samples[EAGER])
-        for v in variants:
-            if v in errors:
-                result.timings.append(Timing(v.name, batch, math.nan, math.nan, math.nan, [], 0.0, error=errors[v]))
-                continue
-            speed = statistics.median(samples[v])
-            result.timings.append(
-                Timing(
-                    v.name,
-                    batch,
-                    speed,
-                    min(samples[v]),
-                    max(samples[v]),
-                    samples[v],
-                    warm[v],
-                    vs_eager=speed / eager_speed,
-                )
-            )
-
+        result.timings += _time_batch(run, variants, inputs[batch], cfg, log)
     # agreement with eager fp32, once per variant, on the largest batch (already warmed up)
+    _measure_agreement(run, variants, result.timings, inputs[largest], reference)
+    result.fast_path = _fast_paths(result.timings, cfg.batch_sizes)
+    return result
+
+
+def _warm_up(
+    run: _Runner, variants: Sequence[Variant], inputs, cfg: BenchConfig, log: Callable[[str], None]
+) -> tuple[list[Variant], dict[Variant, float], dict[Variant, str]]:
+    """``cfg.warmup`` untimed forwards per variant: (variants that ran, their warm-up seconds,
+    errors of compiled variants that failed; an eager failure raises)."""
+    live: list[Variant] = []
+    warm: dict[Variant, float] = {}
+    errors: dict[Variant, str] = {}
+    for v in variants:
+        t0 = time.perf_counter()
+        try:
+            for _ in range(cfg.warmup):
+                run(v, *inputs)
+            _sync(run.device)
+        except Exception as e:  # a compile failure must not hide the other figures
+            if not v.compiled:
+                raise
+            errors[v] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}"
+            log(f"[bench] {v.name} failed at batch {len(inputs[0])}: {errors[v]}")
+            continue
+        warm[v] = time.perf_counter() - t0
+        live.append(v)
+    return live, warm, errors
+
+
+def _timed_rounds(
+    run: _Runner, live: Sequence[Variant], inputs, iters: int, repeats: int, log: Callable[[str], None]
+) -> dict[Variant, list[float]]:
+    """Images/s of each variant in each of ``repeats`` rounds (alternating order, ``iters`` forwards)."""
+    batch = len(inputs[0])
+    samples: dict[Variant, list[float]] = {v: [] for v in live}
+    for r in range(repeats):
+        for v in live if r % 2 == 0 else live[::-1]:
+            _sync(run.device)
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                run(v, *inputs)
+            _sync(run.device)
+            samples[v].append(batch * iters / (time.perf_counter() - t0))
+        log(
+            f"[bench] batch {batch} round {r + 1}/{repeats}: "
+            + ", ".join(f"{v.name} {samples[v][-1]:.2f}" for v in live)
+            + " img/s"
+        )
+    return samples
+
+
+def _time_batch(
+    run: _Runner, variants: Sequence[Variant], inputs, cfg: BenchConfig, log: Callable[[str], None]
+) -> list[Timing]:
+    """Warm-up and timed rounds of every variant at one batch size: one :class:`Timing` each."""
+    batch = len(inputs[0])
+    iters = cfg.iterations or math.ceil(IMAGES_PER_REPEAT / batch)
+    live, warm, errors = _warm_up(run, variants, inputs, cfg, log)
+    samples = _timed_rounds(run, live, inputs, iters, cfg.repeats, log)
+    eager_speed = statistics.median(samples[EAGER])
+    timings = []
+    for v in variants:
+        if v in errors:
+            timings.append(Timing(v.name, batch, math.nan, math.nan, math.nan, [], 0.0, error=errors[v]))
+            continue
+        speed, low, high = statistics.median(samples[v]), min(samples[v]), max(samples[v])
+        timings.append(Timing(v.name, batch, speed, low, high, samples[v], warm[v], vs_eager=speed / eager_speed))
+    return timings
+
+
+def _measure_agreement(
+    run: _Runner, variants: Sequence[Variant], timings: list[Timing], inputs, reference: torch.Tensor
+) -> None:
+    """Fill each timing's |difference| from eager fp32 (``reference``, on ``inputs``) and ``agrees``."""
     for v in variants[1:]:
-        rows = [t for t in result.timings if t.variant == v.name and not t.error]
+        rows = [t for t in timings if t.variant == v.name and not t.error]
         if not rows:
             continue
-        out = run_forward(bundle.impl, nets[v], v, device, *inputs[largest])
-        diff = (out - reference).abs()
+        diff = (run(v, *inputs) - reference).abs()
         for t in rows:
             t.max_abs_diff, t.mean_abs_diff = float(diff.max()), float(diff.mean())
             t.agrees = t.max_abs_diff <= v.tolerance[0] and t.mean_abs_diff <= v.tolerance[1]
-    for batch in cfg.batch_sizes:
-        rows = [t for t in result.timings if t.batch == batch and not t.error]
+
+
+def _fast_paths(timings: list[Timing], batch_sizes: Sequence[int]) -> dict[str, dict]:
+    """Per batch size, the fastest variant that agrees with eager fp32 (eager itself if none does)."""
+    fast = {}
+    for batch in batch_sizes:
+        rows = [t for t in timings if t.batch == batch and not t.error]
         eager = next(t for t in rows if t.variant == EAGER.name)
         best = max((t for t in rows if t.agrees), key=lambda t: t.images_per_second, default=eager)
-        result.fast_path[str(batch)] = {
-            "variant": best.variant,
-            "vs_eager": best.vs_eager,
-            "images_per_second": best.images_per_second,
-        }
-    return result
+        fast[str(batch)] = dict(variant=best.variant, vs_eager=best.vs_eager, images_per_second=best.images_per_second)
+    return fast
 
 
 def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
@@ -539,21 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = BenchConfig(
-        methods=[args.method],
-        preset=args.preset,
-        device=args.device,
-        batch_sizes=args.batch_sizes,
-        iterations=args.iterations,
-        repeats=args.repeats,
-        warmup=args.warmup,
-        compile=args.compile,
-        weights=args.weights,
-        checkpoint=args.checkpoint,
-        threads=args.threads,
-        seed=args.seed,
-        out=args.out,
-    )
+    # every flag but --method is the BenchConfig field of the same name
+    cfg = BenchConfig(methods=[args.method], **{k: v for k, v in vars(args).items() if k != "method"})
     from generators.checkpoint import CheckpointError
 
     try:

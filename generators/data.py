@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -128,69 +129,93 @@ def load_pairs(
     dataset = dataset if dataset is not None else read_market(root)
     annotations = annotations if annotations is not None else read_dataset_annotations(root, keypoints_dir)
     path = Path(pairs_file) if pairs_file is not None else find_keypoint_file(root, "pairs", split, keypoints_dir)
+    pairs, lines = _read_pair_rows(path)
+    index: dict = {}
+    for s in reversed(SPLIT_LOOKUP[split]):
+        index.update({r.name: r for r in dataset.split(s)})
+    rows = _PairRows(path, lines, index, annotations, missing, f"{root} (splits {', '.join(SPLIT_LOOKUP[split])})")
+    keep = rows.usable(pairs)
+
+    kept = pairs[keep]
+    if len(kept) == 0:
+        raise DatasetError(f"{path}: no usable pairs left ({'; '.join(rows.skipped.lines())})")
+    image_names = sorted(set(kept["from"]) | set(kept["to"]))
+    image_paths = [index[n].path for n in image_names]
+    if image_size is None:  # one decode; every later decode is checked against it
+        image_size = read_rgb(image_paths[0]).shape[:2]
+    position = {n: i for i, n in enumerate(image_names)}
+    return PairTable(
+        pairs_file=path,
+        image_names=image_names,
+        image_paths=image_paths,
+        keypoints=annotations.get_many(image_names).astype(np.int64),
+        src=np.fromiter((position[n] for n in kept["from"]), np.int64, len(kept)),
+        tgt=np.fromiter((position[n] for n in kept["to"]), np.int64, len(kept)),
+        lines=lines[keep],
+        dataset_fingerprint=dataset.fingerprint(),
+        pairs_sha256=sha256_file(path),
+        image_size=(int(image_size[0]), int(image_size[1])),
+        skipped=rows.skipped,
+    )
+
+
+def _read_pair_rows(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """The pairs of ``path`` and the file line of each (DatasetError for a file without pairs)."""
     pairs = read_pairs(path)
     lines = _data_lines(path)
     if len(lines) != len(pairs):  # cannot happen for a file read_pairs accepted; guards the line numbers
         raise DatasetError(f"{path}: {len(pairs)} pairs but {len(lines)} data lines")
     if len(pairs) == 0:
         raise DatasetError(f"{path}: no pairs (header only)")
+    return pairs, lines
 
-    index: dict = {}
-    for s in reversed(SPLIT_LOOKUP[split]):
-        index.update({r.name: r for r in dataset.split(s)})
 
-    skipped = SkipCounter()
-    keep = np.ones(len(pairs), dtype=bool)
-    for column in ("from", "to"):
-        names = pairs[column].to_numpy()
-        in_index = np.fromiter((n in index for n in names), bool, len(names))
-        annotated = np.fromiter((n in annotations for n in names), bool, len(names))
+@dataclass
+class _PairRows:
+    """Which pair rows name usable images: in the split's ``index`` and annotated. Market-rule
+    drops (junk, distractors) are counted skips; other misses raise DatasetError unless
+    ``missing == "skip"`` (then counted too)."""
+
+    path: Path
+    lines: np.ndarray  # file line of each row
+    index: dict  # image name -> record, of the split
+    annotations: Annotations
+    missing: str
+    dataset: str  # how errors name the dataset
+    skipped: SkipCounter = field(default_factory=SkipCounter)
+
+    def usable(self, pairs: pd.DataFrame) -> np.ndarray:
+        """(N,) bool: rows whose two images are usable."""
+        keep = np.ones(len(pairs), dtype=bool)
+        for column in ("from", "to"):
+            keep &= self._column(column, pairs[column].to_numpy())
+        return keep
+
+    def _column(self, column: str, names: np.ndarray) -> np.ndarray:
+        keep = np.ones(len(names), dtype=bool)
+        in_index = np.fromiter((n in self.index for n in names), bool, len(names))
+        annotated = np.fromiter((n in self.annotations for n in names), bool, len(names))
         # Rows whose image the Market rules dropped (junk / distractor): counted skips.
         for i in np.flatnonzero(~in_index):
-            name = names[i]
-            where = f"{path}:{lines[i]}: {column} image {name}"
-            if not is_pairable_name(name):
-                skipped.add("pairs naming junk (-1) or distractor (0000) images", where)
-            elif missing == "skip":
-                skipped.add("pairs naming an image not in the dataset", where)
+            where = f"{self.path}:{self.lines[i]}: {column} image {names[i]}"
+            if not is_pairable_name(names[i]):
+                self.skipped.add("pairs naming junk (-1) or distractor (0000) images", where)
+            elif self.missing == "skip":
+                self.skipped.add("pairs naming an image not in the dataset", where)
             else:
                 n_bad = sum(1 for n in names[~in_index] if is_pairable_name(n))
                 raise DatasetError(
-                    f"{where} is not in the dataset {root} (splits {', '.join(SPLIT_LOOKUP[split])}); "
+                    f"{where} is not in the dataset {self.dataset}; "
                     f"{n_bad} {column!r} names of this file are missing. Is the pairs file for this dataset?"
                 )
             keep[i] = False
         for i in np.flatnonzero(in_index & ~annotated):
-            where = f"{path}:{lines[i]}: {column} image {names[i]}"
-            if missing == "skip":
-                skipped.add("pairs naming an image without keypoints", where)
-                keep[i] = False
-                continue
-            raise DatasetError(f"{where} has no row in the annotation files ({annotations.source})")
-
-    kept = pairs[keep]
-    if len(kept) == 0:
-        raise DatasetError(f"{path}: no usable pairs left ({'; '.join(skipped.lines())})")
-    image_names = sorted(set(kept["from"]) | set(kept["to"]))
-    image_paths = [index[n].path for n in image_names]
-    if image_size is None:  # one decode; every later decode is checked against it
-        image_size = read_rgb(image_paths[0]).shape[:2]
-    position = {n: i for i, n in enumerate(image_names)}
-    src = np.fromiter((position[n] for n in kept["from"]), np.int64, len(kept))
-    tgt = np.fromiter((position[n] for n in kept["to"]), np.int64, len(kept))
-    return PairTable(
-        pairs_file=path,
-        image_names=image_names,
-        image_paths=image_paths,
-        keypoints=annotations.get_many(image_names).astype(np.int64),
-        src=src,
-        tgt=tgt,
-        lines=lines[keep],
-        dataset_fingerprint=dataset.fingerprint(),
-        pairs_sha256=sha256_file(path),
-        image_size=(int(image_size[0]), int(image_size[1])),
-        skipped=skipped,
-    )
+            where = f"{self.path}:{self.lines[i]}: {column} image {names[i]}"
+            if self.missing != "skip":
+                raise DatasetError(f"{where} has no row in the annotation files ({self.annotations.source})")
+            self.skipped.add("pairs naming an image without keypoints", where)
+            keep[i] = False
+        return keep
 
 
 def decode_image(path: str | os.PathLike, image_size: tuple[int, int] | None = IMAGE_SIZE) -> np.ndarray:

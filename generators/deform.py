@@ -102,17 +102,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from generators.base import Method, StepContext, TrainSchedule, register_method
+from augment.data.keypoints import NUM_JOINTS
+from generators.base import Method, StepContext, TrainSchedule, inference_batch, register_method
 from generators.blocks import check_divisible, frozen  # G step: D is a fixed critic
-from generators.losses import bce_gan_loss, freeze, load_vgg19_features
+from generators.losses import bce_gan_loss, load_vgg_features
 from generators.warp import warp_parts
 
-NUM_JOINTS = 18
 WARP_SKIPS = ("mask", "none")
-VGG_INPUTS = ("torchvision", "keras")
-KERAS_VGG_MEAN = (103.939, 116.779, 123.68)  # Caffe BGR means, subtracted in RGB order (official)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# vgg_input -> the extractor's normalisation (generators.losses.VGG_NORMALIZATIONS): torchvision's
+# weights want ImageNet mean/std; "keras" is the official Caffe preprocessing (BGR, 0-255 minus the
+# Caffe means, subtracted in RGB order as the original does).
+VGG_INPUTS = {"torchvision": "imagenet", "keras": "caffe"}
+VGG_CONTENT_LAYER = "relu1_2"  # Keras block1_conv2 (post-ReLU) = torchvision features[:4]
 NN_PAD_VALUE = -10000.0  # official padding of the target features
 
 # ----------------------------------------------------------------------------------------------
@@ -180,7 +181,7 @@ MARKET_SCHEDULE = TrainSchedule(
     num_workers=4,
 )
 
-# 2-core CPU: ~0.45 CPU s per iteration at batch 8 (bf16 autocast, one thread): ~810 CPU s.
+# Sized for a 2-core CPU (bf16 autocast); the README lists the measured training time.
 SYNTH_SCHEDULE = TrainSchedule(
     iterations=1_800,
     batch_size=8,
@@ -387,39 +388,6 @@ def content_distance(reference: torch.Tensor, generated: torch.Tensor, area: int
     return (reference.float() - generated.float()).abs().mean()
 
 
-class VGGFeatures(nn.Module):
-    """Frozen VGG-19 prefix (block1_conv2 post-ReLU = features[:4]) behind the preprocessing its
-    weights expect: "torchvision" (RGB [0,1], ImageNet mean/std) or "keras" (the official
-    gan/layer_utils.py: 255 (x+1)/2 minus the Caffe means in RGB order, then RGB -> BGR)."""
-
-    def __init__(self, features: nn.Module, vgg_input: str = "torchvision"):
-        super().__init__()
-        if vgg_input not in VGG_INPUTS:
-            raise ValueError(f"vgg_input must be one of {', '.join(VGG_INPUTS)}, got {vgg_input!r}")
-        self.features = freeze(features)
-        self.vgg_input = vgg_input
-        if vgg_input == "keras":
-            shift, scale = torch.tensor(KERAS_VGG_MEAN), torch.ones(3)
-        else:
-            shift, scale = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
-        self.register_buffer("shift", shift.view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
-
-    def train(self, mode: bool = True):  # the feature extractor always stays in eval mode
-        super().train(mode)
-        self.features.eval()
-        return self
-
-    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """(B,3,H,W) RGB in [-1,1] -> what the weights expect."""
-        if self.vgg_input == "keras":
-            return (255 * (x + 1) / 2 - self.shift).flip(1)  # mean first, then RGB -> BGR
-        return ((x + 1) / 2 - self.shift) / self.scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(self.preprocess(x))
-
-
 # ----------------------------------------------------------------------------------------------
 # Pose encodings
 # ----------------------------------------------------------------------------------------------
@@ -462,11 +430,8 @@ class DeformableGAN(Method):
 
     def generate(self, nets, src_img, src_kps, tgt_kps) -> torch.Tensor:
         G = nets["G"]
-        device = next(G.parameters()).device
-        src_img = src_img.to(device)
-        check_divisible(src_img, G.downsampling)
-        cond = pose_inputs(G, src_kps, tgt_kps, src_img.shape[-2:], device)
-        return G(src_img, **cond)
+        x = inference_batch(G, src_img, src_kps, tgt_kps, lambda img: check_divisible(img, G.downsampling))
+        return G(x.src_img, **pose_inputs(G, x.src_kps, x.tgt_kps, x.size, x.device))
 
     def required_weights(self, cfg: DeformConfig) -> list[str]:
         return ["vgg19"] if cfg.uses_perceptual else []
@@ -476,8 +441,8 @@ class DeformableGAN(Method):
     ) -> StepContext:
         ctx = super().make_context(nets, cfg, device=device, amp_dtype=amp_dtype, seed=seed, vgg_weights=vgg_weights)
         if cfg.uses_perceptual:  # raises MissingWeightsError before any training
-            features = load_vgg19_features(vgg_weights, 4)  # conv1_1, ReLU, conv1_2, ReLU
-            ctx.losses["vgg"] = VGGFeatures(features, cfg.vgg_input).to(ctx.device)
+            vgg = load_vgg_features(vgg_weights, (VGG_CONTENT_LAYER,), normalization=VGG_INPUTS[cfg.vgg_input])
+            ctx.losses["vgg"] = vgg.to(ctx.device)
         return ctx
 
     def content_loss(self, ctx: StepContext, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -486,18 +451,19 @@ class DeformableGAN(Method):
         if "vgg" in ctx.losses:
             vgg = ctx.losses["vgg"]
             with torch.no_grad():
-                ref = vgg(real)
-            return content_distance(ref, vgg(fake), cfg.nn_loss_area_size)
+                (ref,) = vgg(real)
+            (gen,) = vgg(fake)
+            return content_distance(ref, gen, cfg.nn_loss_area_size)
         return content_distance(real, fake, cfg.nn_loss_area_size)
 
     def train_step(self, nets, opts, batch: Mapping[str, Any], ctx: StepContext) -> dict[str, float]:
         """One iteration: D step, then G step (official order). Returns the weighted loss terms."""
         cfg: DeformConfig = ctx.config
         G, D = nets["G"], nets["D"]
-        P1, P2 = ctx.to_device(batch["src_img"]), ctx.to_device(batch["tgt_img"])
-        check_divisible(P1, G.downsampling)
-        cond = pose_inputs(G, batch["src_kps"], batch["tgt_kps"], P1.shape[-2:], ctx.device)
-        BP1, BP2 = ctx.to_device(cond["src_pose"]), ctx.to_device(cond["tgt_pose"])
+        x = ctx.batch(batch, lambda img: check_divisible(img, G.downsampling))
+        P1, P2 = x.src_img, x.tgt_img
+        cond = pose_inputs(G, x.src_kps, x.tgt_kps, x.size, ctx.device)
+        BP1, BP2 = ctx.layout(cond["src_pose"]), ctx.layout(cond["tgt_pose"])
         n = P1.shape[0]
 
         with ctx.autocast():
@@ -519,15 +485,5 @@ class DeformableGAN(Method):
                 loss_content = cfg.l1_penalty_weight * self.content_loss(ctx, fake, P2)
             loss_G = loss_gan + loss_content
             ctx.backward_step(loss_G, opts["G"])
-        ctx.end_iteration()
-
-        terms = {
-            "G": loss_G,
-            "content": loss_content,
-            "G_GAN": loss_gan,
-            "D": loss_D,
-            "D_real": loss_real,
-            "D_fake": loss_fake,
-        }
-        values = torch.stack([t.detach().float() for t in terms.values()]).tolist()  # one sync
-        return dict(zip(terms, values))
+        terms = {"G": loss_G, "content": loss_content, "G_GAN": loss_gan}
+        return ctx.finish({**terms, "D": loss_D, "D_real": loss_real, "D_fake": loss_fake})

@@ -1,12 +1,18 @@
-"""Losses shared by the pose-transfer methods: perceptual L1 on VGG-19, BCE GAN, image pool.
+"""Losses shared by the pose-transfer methods: one VGG-19 feature extractor, perceptual L1, BCE GAN,
+image pool.
 
-- :class:`PerceptualL1` — mean |phi(fake) - phi(real)| with phi = VGG-19 ``features[:4]`` (conv1_1,
-  ReLU, conv1_2, ReLU = relu1_2; PATN's ``perceptual_layers=3``), images mapped from [-1,1] to
-  [0,1] and normalised with the ImageNet mean/std; the target's features carry no gradient.
-- :func:`load_vgg19_features` — the frozen, eval-mode VGG-19 prefix with torchvision's ImageNet
-  weights, read from torchvision's cache file ``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth``
-  or an explicit path. It never downloads: a missing file raises :class:`MissingWeightsError`
-  naming the file and the flags ``--vgg-weights PATH`` / ``--no-perceptual``.
+- :class:`VGGFeatures` — the one frozen VGG-19 feature extractor of the project: chosen layer
+  outputs (:data:`VGG19_LAYERS` names, e.g. ``relu1_2`` or ``relu1_1 .. relu5_1``) of images
+  given in [-1,1] or [0,1], normalised the way the weights expect (:data:`VGG_NORMALIZATIONS`:
+  ``imagenet`` mean/std for torchvision's weights, ``caffe`` for Caffe-trained BGR weights).
+  PATN's perceptual term (relu1_2), SPGNet's content loss (relu1_1 .. relu5_1) and Deformable
+  GAN's content features (relu1_2, either normalisation) are all this class.
+- :func:`load_vgg_features` / :func:`load_vgg19_features` — weights read from torchvision's cache
+  file ``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth`` or an explicit path. Nothing is ever
+  downloaded: a missing file raises :class:`MissingWeightsError` naming the file and the flags
+  ``--vgg-weights PATH`` / ``--no-perceptual``.
+- :class:`PerceptualL1` — sum_i w_i mean |phi_i(fake) - phi_i(real)| over the extractor's layers;
+  the target's features carry no gradient.
 - :func:`bce_gan_loss` — BCE against all-ones / all-zeros targets, computed from the
   discriminator's pre-sigmoid map in fp32 (``BCE(sigmoid(z))`` in fp16/bf16 saturates; the
   with-logits form is the same function, numerically stable, and allowed under autocast).
@@ -17,22 +23,45 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augment.data.constants import IMAGENET_MEAN, IMAGENET_STD
+
 VGG19_FILE = "vgg19-dcbb9e9d.pth"  # torchvision's VGG19_Weights.IMAGENET1K_V1 file name
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+CAFFE_VGG_MEAN = (103.939, 116.779, 123.68)  # Caffe's BGR means on 0-255 pixels
 NO_PERCEPTUAL_FLAG = "--no-perceptual"
 VGG_WEIGHTS_FLAG = "--vgg-weights PATH"
 
 # ----------------------------------------------------------------------------------------------
-# VGG-19 prefix
+# VGG-19 prefix and weights
 # ----------------------------------------------------------------------------------------------
+
+# VGG-19 ("E") up to conv5_1 + ReLU: every layer a perceptual or content loss here uses.
+_VGG19_WIDTHS = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512)
+
+
+def _vgg19_layer_names() -> tuple[str, ...]:
+    names: list[str] = []
+    block, conv = 1, 0
+    for width in _VGG19_WIDTHS:
+        if width == "M":
+            names.append(f"pool{block}")
+            block, conv = block + 1, 0
+        else:
+            conv += 1
+            names += [f"conv{block}_{conv}", f"relu{block}_{conv}"]
+    return tuple(names)
+
+
+# Names of torchvision's ``vgg19().features`` modules, by index: conv1_1, relu1_1, conv1_2, relu1_2,
+# pool1, conv2_1, ..., relu5_1 (index 29).
+VGG19_LAYERS = _vgg19_layer_names()
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -58,8 +87,7 @@ def vgg19_prefix(num_layers: int = 4) -> nn.Sequential:
     randomly initialised. 4 -> conv1_1, ReLU, conv1_2, ReLU (relu1_2); 30 -> up to relu5_1."""
     layers: list[nn.Module] = []
     channels = 3
-    # VGG-19 ("E") up to conv5_1 + ReLU: every layer a perceptual or content loss here uses.
-    for width in (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512):
+    for width in _VGG19_WIDTHS:
         if width == "M":
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         else:
@@ -107,30 +135,132 @@ def load_vgg19_features(path: str | os.PathLike | None = None, num_layers: int =
     return freeze(net)
 
 
-class PerceptualL1(nn.Module):
-    """mean |features(norm(fake)) - features(norm(real))|; ``features`` is frozen.
+# ----------------------------------------------------------------------------------------------
+# The VGG feature extractor
+# ----------------------------------------------------------------------------------------------
 
-    fake, real: (B,3,H,W) in [-1,1]. Returns a scalar (unweighted; recipes apply their lambda).
+
+@dataclass(frozen=True)
+class VGGNormalization:
+    """What a set of VGG weights was trained on, from RGB x in [0,1]:
+    ``(scale * x - mean) / std``, then RGB -> BGR when ``bgr`` (the mean is subtracted in RGB
+    order first: Deformable GAN's official Keras preprocessing, kept as trained)."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float] | None = None
+    scale: float = 1.0
+    bgr: bool = False
+
+
+VGG_NORMALIZATIONS = {
+    "imagenet": VGGNormalization(IMAGENET_MEAN, IMAGENET_STD),  # torchvision's weights
+    "caffe": VGGNormalization(CAFFE_VGG_MEAN, scale=255.0, bgr=True),  # Caffe / Keras weights
+}
+
+# Image value ranges the extractor accepts, each mapped to [0,1].
+VGG_INPUT_RANGES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "[-1,1]": lambda x: (x + 1) / 2,
+    "[0,1]": lambda x: x,
+}
+
+
+def _choice(kind: str, value: str, known: Mapping[str, object]) -> str:
+    if value not in known:
+        raise ValueError(f"unknown VGG {kind} {value!r}; known: {', '.join(known)}")
+    return value
+
+
+class VGGFeatures(nn.Module):
+    """Frozen VGG-19 prefix behind the preprocessing its weights expect; returns chosen layer outputs.
+
+    forward(x (B,3,H,W) RGB in ``input_range``) -> [phi_i (B,C_i,H_i,W_i)] for each name of
+    ``layers`` (:data:`VGG19_LAYERS`, e.g. ``relu1_2`` (B,64,H,W)), in that order. ``features`` must
+    reach the deepest requested layer (:func:`vgg19_prefix` / :func:`load_vgg19_features`); it is
+    frozen and stays in eval mode.
     """
 
-    def __init__(self, features: nn.Module):
+    def __init__(
+        self,
+        features: nn.Sequential,
+        layers: Sequence[str] = ("relu1_2",),
+        input_range: str = "[-1,1]",
+        normalization: str = "imagenet",
+    ):
         super().__init__()
+        unknown = [name for name in layers if name not in VGG19_LAYERS]
+        if not layers or unknown:
+            raise ValueError(f"VGG layers must be names of {', '.join(VGG19_LAYERS)}; got {list(layers)}")
+        self.stops = [VGG19_LAYERS.index(name) + 1 for name in layers]  # prefix length per output
+        if self.stops != sorted(set(self.stops)):
+            raise ValueError(f"VGG layers must be distinct and in network order, got {list(layers)}")
+        if self.stops[-1] > len(features):
+            raise ValueError(f"layer {layers[-1]!r} needs {self.stops[-1]} VGG modules, features has {len(features)}")
         self.features = freeze(features)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.layers = tuple(layers)
+        self.input_range = _choice("input range", input_range, VGG_INPUT_RANGES)
+        self.normalization = _choice("normalization", normalization, VGG_NORMALIZATIONS)
+        norm = VGG_NORMALIZATIONS[normalization]
+        self.scale, self.bgr = norm.scale, norm.bgr
+        self.register_buffer("mean", torch.tensor(norm.mean).view(1, 3, 1, 1), persistent=False)
+        std = None if norm.std is None else torch.tensor(norm.std).view(1, 3, 1, 1)
+        self.register_buffer("std", std, persistent=False)
 
     def train(self, mode: bool = True):  # the feature extractor always stays in eval mode
         super().train(mode)
         self.features.eval()
         return self
 
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return ((x + 1) / 2 - self.mean) / self.std
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) RGB in the input range -> what the weights expect (same shape)."""
+        x = VGG_INPUT_RANGES[self.input_range](x)
+        if self.scale != 1.0:
+            x = self.scale * x
+        x = x - self.mean
+        if self.std is not None:
+            x = x / self.std
+        return x.flip(1) if self.bgr else x
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.preprocess(x)
+        out, start = [], 0
+        for stop in self.stops:
+            x = self.features[start:stop](x)
+            out.append(x)
+            start = stop
+        return out
+
+
+def load_vgg_features(
+    path: str | os.PathLike | None = None,
+    layers: Sequence[str] = ("relu1_2",),
+    input_range: str = "[-1,1]",
+    normalization: str = "imagenet",
+) -> VGGFeatures:
+    """:class:`VGGFeatures` with weights from ``path`` or torchvision's cache file (only the
+    prefix up to the deepest layer is read); :class:`MissingWeightsError` when the file is absent."""
+    deepest = max(VGG19_LAYERS.index(name) + 1 for name in layers) if layers else 1
+    return VGGFeatures(load_vgg19_features(path, deepest), layers, input_range, normalization)
+
+
+class PerceptualL1(nn.Module):
+    """sum_i w_i mean|phi_i(fake) - phi_i(real)| over the layers of ``extractor`` (weights 1 by
+    default); the target's features carry no gradient, the L1 is taken in fp32.
+
+    fake, real: (B,3,H,W) in the extractor's input range. Returns a scalar (recipes apply their lambda).
+    """
+
+    def __init__(self, extractor: VGGFeatures, weights: Sequence[float] | None = None):
+        super().__init__()
+        self.extractor = extractor
+        self.weights = tuple(float(w) for w in weights) if weights is not None else (1.0,) * len(extractor.layers)
+        if len(self.weights) != len(extractor.layers):
+            raise ValueError(f"{len(self.weights)} weights for {len(extractor.layers)} VGG layers")
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            target = self.features(self.normalise(real))
-        return F.l1_loss(self.features(self.normalise(fake)).float(), target.float())
+            target = self.extractor(real)
+        pairs = zip(self.weights, self.extractor(fake), target)
+        return sum(w * F.l1_loss(f.float(), t.float()) for w, f, t in pairs)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -99,11 +99,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from generators.base import Method, StepContext, TrainSchedule, register_method
+from augment.data.keypoints import NUM_JOINTS
+from generators.base import Method, StepContext, TrainSchedule, inference_batch, register_method
 from generators.blocks import ResnetBlock, check_divisible, conv_bias, frozen, init_weights, norm_layer, pad_layers
-from generators.losses import ImagePool, PerceptualL1, bce_gan_loss, load_vgg19_features
-
-NUM_JOINTS = 18  # COCO-18 (augment.data.keypoints.JOINTS)
+from generators.losses import VGG19_LAYERS, ImagePool, PerceptualL1, VGGFeatures, bce_gan_loss, load_vgg19_features
 
 # ----------------------------------------------------------------------------------------------
 # Config and presets
@@ -443,10 +442,8 @@ class PATN(Method):
 
     def generate(self, nets, src_img, src_kps, tgt_kps) -> torch.Tensor:
         G = nets["G"]
-        device = next(G.parameters()).device
-        src_img = src_img.to(device)
-        check_divisible(src_img, G.n_downsampling)
-        return G(src_img, self.pose_pair(G, src_kps, tgt_kps, src_img.shape[-2:], device))
+        x = inference_batch(G, src_img, src_kps, tgt_kps, lambda img: check_divisible(img, G.n_downsampling))
+        return G(x.src_img, self.pose_pair(G, x.src_kps, x.tgt_kps, x.size, x.device))
 
     def required_weights(self, cfg: PATNConfig) -> list[str]:
         return ["vgg19"] if cfg.uses_perceptual else []
@@ -456,8 +453,9 @@ class PATN(Method):
     ) -> StepContext:
         ctx = super().make_context(nets, cfg, device=device, amp_dtype=amp_dtype, seed=seed, vgg_weights=vgg_weights)
         if cfg.uses_perceptual:  # raises MissingWeightsError before any training
-            features = load_vgg19_features(vgg_weights, cfg.perceptual_layers)
-            ctx.losses["perceptual"] = PerceptualL1(features).to(ctx.device)
+            features = load_vgg19_features(vgg_weights, cfg.perceptual_layers)  # [:4]: up to relu1_2
+            extractor = VGGFeatures(features, (VGG19_LAYERS[cfg.perceptual_layers - 1],))
+            ctx.losses["perceptual"] = PerceptualL1(extractor).to(ctx.device)
         for i, name in enumerate(("D_PP", "D_PB")):
             if name in nets:
                 ctx.pools[name] = ImagePool(cfg.pool_size, seed=seed * 1000 + i)
@@ -467,14 +465,10 @@ class PATN(Method):
         """One iteration: G step, then D_PP, then D_PB. Returns the weighted loss terms."""
         cfg: PATNConfig = ctx.config
         G, D_PB, D_PP = nets["G"], nets["D_PB"] if "D_PB" in nets else None, nets["D_PP"] if "D_PP" in nets else None
-        P1, P2 = ctx.to_device(batch["src_img"]), ctx.to_device(batch["tgt_img"])
-        check_divisible(P1, G.n_downsampling)
-        size = P1.shape[-2:]
-        BP1 = pose_heatmaps(batch["src_kps"], size, G.pose_sigma, ctx.device)
-        BP2 = pose_heatmaps(batch["tgt_kps"], size, G.pose_sigma, ctx.device)
-        if ctx.channels_last:
-            BP1 = BP1.contiguous(memory_format=torch.channels_last)
-            BP2 = BP2.contiguous(memory_format=torch.channels_last)
+        x = ctx.batch(batch, lambda img: check_divisible(img, G.n_downsampling))
+        P1, P2 = x.src_img, x.tgt_img
+        BP1 = ctx.layout(pose_heatmaps(x.src_kps, x.size, G.pose_sigma, ctx.device))
+        BP2 = ctx.layout(pose_heatmaps(x.tgt_kps, x.size, G.pose_sigma, ctx.device))
 
         # G step ---------------------------------------------------------------------------------
         with ctx.autocast():
@@ -511,11 +505,7 @@ class PATN(Method):
                 )
             ctx.backward_step(loss_D, opts[name])
             d_losses[name] = loss_D.detach()
-        ctx.end_iteration()
-
-        terms = {"G": loss_G, "L1": loss_l1, "perceptual": loss_perc, "G_GAN": loss_gan, **d_losses}
-        values = torch.stack([t.detach().float() for t in terms.values()]).tolist()  # one sync
-        return dict(zip(terms, values))
+        return ctx.finish({"G": loss_G, "L1": loss_l1, "perceptual": loss_perc, "G_GAN": loss_gan, **d_losses})
 
 
 @register_method

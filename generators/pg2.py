@@ -98,11 +98,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from generators.base import Method, StepContext, TrainSchedule, lr_lambda, register_method
+from augment.data.keypoints import NUM_JOINTS
+from generators.base import (
+    Method,
+    StepContext,
+    TrainSchedule,
+    inference_batch,
+    like_source,
+    lr_lambda,
+    register_method,
+)
 from generators.blocks import frozen
 from generators.losses import bce_gan_loss
 
-NUM_JOINTS = 18  # COCO-18 (augment.data.keypoints.JOINTS)
 LEAK = 0.2  # wgan_gp.LeakyReLU default alpha
 
 # ----------------------------------------------------------------------------------------------
@@ -458,13 +466,9 @@ class PG2(Method):
         """G2 = G1 + DiffMap, clamped to [-1,1] (official: clipped when saved). src_kps unused:
         PG2 conditions on the target pose only."""
         G1 = nets["G1"]
-        device = next(G1.parameters()).device
-        src_img = src_img.to(device)
-        _check_size(src_img, G1.image_size)
-        pose = target_pose_maps(tgt_kps, src_img.shape[-2:], G1.pose_radius, device)
-        if src_img.is_contiguous(memory_format=torch.channels_last):
-            pose = pose.contiguous(memory_format=torch.channels_last)
-        g1, diff = self.stages(nets, src_img, pose)
+        x = inference_batch(G1, src_img, src_kps, tgt_kps, lambda img: _check_size(img, G1.image_size))
+        pose = like_source(target_pose_maps(x.tgt_kps, x.size, G1.pose_radius, x.device), x.src_img)
+        g1, diff = self.stages(nets, x.src_img, pose)
         return (g1 + diff).float().clamp(-1, 1)
 
     def make_optimizers(self, nets, cfg: PG2Config) -> dict[str, torch.optim.Optimizer]:
@@ -489,49 +493,45 @@ class PG2(Method):
     def train_step(self, nets, opts, batch: Mapping[str, Any], ctx: StepContext) -> dict[str, float]:
         """One iteration: the G1 step (stage 1) or the G2 step then the D step (stage 2)."""
         cfg: PG2Config = ctx.config
-        G1, G2, D = nets["G1"], nets["G2"], nets["D"]
-        IA, IB = ctx.to_device(batch["src_img"]), ctx.to_device(batch["tgt_img"])
-        _check_size(IA, cfg.image_size)
-        size = IA.shape[-2:]
-        pose = target_pose_maps(batch["tgt_kps"], size, cfg.pose_radius, ctx.device)
-        mask = target_pose_mask(batch["tgt_kps"], size, cfg.pose_radius, ctx.device)
-        if ctx.channels_last:
-            pose = pose.contiguous(memory_format=torch.channels_last)
+        x = ctx.batch(batch, lambda img: _check_size(img, cfg.image_size))
+        pose = ctx.layout(target_pose_maps(x.tgt_kps, x.size, cfg.pose_radius, ctx.device))
+        mask = target_pose_mask(x.tgt_kps, x.size, cfg.pose_radius, ctx.device)
+        step = self.stage1_step if self.in_stage1(cfg, ctx.iteration) else self.stage2_step
+        return step(nets, opts, ctx, x.src_img, x.tgt_img, pose, mask)
 
-        if self.in_stage1(cfg, ctx.iteration):
+    def stage1_step(self, nets, opts, ctx: StepContext, IA, IB, pose, mask) -> dict[str, float]:
+        """G1 alone: the pose-mask L1 of its coarse image. IA, IB (B,3,H,W); pose (B,18,H,W); mask (B,1,H,W)."""
+        with ctx.autocast():
+            g1 = nets["G1"](IA, pose)
+        l1, mask_l1 = pose_mask_l1(g1, IB, mask)
+        loss_G1 = l1 + mask_l1
+        ctx.backward_step(loss_G1, opts["G1"])
+        return ctx.finish({"G1": loss_G1, "L1": l1, "mask_L1": mask_l1})
+
+    def stage2_step(self, nets, opts, ctx: StepContext, IA, IB, pose, mask) -> dict[str, float]:
+        """G1 frozen; the G2 step, then the D step on the 4-way batch (arguments as :meth:`stage1_step`)."""
+        cfg: PG2Config = ctx.config
+        G1, G2, D = nets["G1"], nets["G2"], nets["D"]
+        with torch.no_grad(), ctx.autocast():  # G1 is frozen in stage 2
+            g1 = G1(IA, pose).float()
+        n = IA.shape[0]
+        # G2 step: D is a fixed critic, run on the whole 4-way batch (shared BN statistics)
+        with frozen(D):
             with ctx.autocast():
-                g1 = G1(IA, pose)
-            l1, mask_l1 = pose_mask_l1(g1, IB, mask)
-            loss_G1 = l1 + mask_l1
-            ctx.backward_step(loss_G1, opts["G1"])
-            ctx.end_iteration()
-            terms = {"G1": loss_G1, "L1": l1, "mask_L1": mask_l1}
-        else:
-            with torch.no_grad(), ctx.autocast():  # G1 is frozen in stage 2
-                g1 = G1(IA, pose).float()
-            n = IA.shape[0]
-            # G2 step: D is a fixed critic, run on the whole 4-way batch (shared BN statistics)
-            with frozen(D):
-                with ctx.autocast():
-                    g2 = g1 + G2(g1, IA).float()
-                    logits = D(torch.cat([IB, IA, g1, g2], 0))
-                gan = bce_gan_loss(logits[3 * n :], True)
-                l1, mask_l1 = pose_mask_l1(g2, IB, mask)
-                loss_G2 = gan + cfg.lambda_l1 * (l1 + mask_l1)
-                ctx.backward_step(loss_G2, opts["G2"])
-            # D step: a fresh forward with the G2 the step above updated
-            with ctx.autocast():
-                with torch.no_grad():
-                    g2 = g1 + G2(g1, IA).float()
+                g2 = g1 + G2(g1, IA).float()
                 logits = D(torch.cat([IB, IA, g1, g2], 0))
-            real, fake_src, fake_g2 = logits[:n], logits[n : 2 * n], logits[3 * n :]
-            loss_D = (
-                0.5 * bce_gan_loss(real, True)
-                + 0.25 * bce_gan_loss(fake_src, False)
-                + 0.25 * bce_gan_loss(fake_g2, False)
-            )
-            ctx.backward_step(loss_D, opts["D"])
-            ctx.end_iteration()
-            terms = {"G2": loss_G2, "G2_GAN": gan, "L1": l1, "mask_L1": mask_l1, "D": loss_D}
-        values = torch.stack([t.detach().float() for t in terms.values()]).tolist()  # one sync
-        return dict(zip(terms, values))
+            gan = bce_gan_loss(logits[3 * n :], True)
+            l1, mask_l1 = pose_mask_l1(g2, IB, mask)
+            loss_G2 = gan + cfg.lambda_l1 * (l1 + mask_l1)
+            ctx.backward_step(loss_G2, opts["G2"])
+        # D step: a fresh forward with the G2 the step above updated
+        with ctx.autocast():
+            with torch.no_grad():
+                g2 = g1 + G2(g1, IA).float()
+            logits = D(torch.cat([IB, IA, g1, g2], 0))
+        real, fake_src, fake_g2 = logits[:n], logits[n : 2 * n], logits[3 * n :]
+        loss_D = (
+            0.5 * bce_gan_loss(real, True) + 0.25 * bce_gan_loss(fake_src, False) + 0.25 * bce_gan_loss(fake_g2, False)
+        )
+        ctx.backward_step(loss_D, opts["D"])
+        return ctx.finish({"G2": loss_G2, "G2_GAN": gan, "L1": l1, "mask_L1": mask_l1, "D": loss_D})

@@ -1,3 +1,4 @@
+# Long on purpose: one method, one readable file (conditions, networks, losses, training step, top to bottom).
 """SPGNet (Lv et al., CVPR 2021, "Learning Semantic Person Image Generation by Region-Adaptive
 Normalization"), the "SPGNet-pose" variant: the official generator, discriminator, losses and
 schedule, conditioned on pose-rendered part maps and an analytic part-affine flow instead of
@@ -149,15 +150,9 @@ from augment.data.pose import (
     part_affines,
     part_masks,
 )
-from generators.base import Method, StepContext, TrainSchedule, register_method
+from generators.base import Method, StepContext, TrainSchedule, inference_batch, like_source, register_method
 from generators.blocks import check_divisible, frozen
-from generators.losses import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    bce_gan_loss,
-    freeze,
-    load_vgg19_features,
-)
+from generators.losses import PerceptualL1, bce_gan_loss, load_vgg_features
 
 VARIANT_NOTE = (
     "SPGNet here is the 'SPGNet-pose' variant. The official Market-1501 model conditions its "
@@ -268,8 +263,8 @@ def part_flow(
     return flow, vis[:, None].float()
 
 
-# torchvision vgg19().features index ranges ending at relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
-VGG_CONTENT_SLICES = ((0, 2), (2, 7), (7, 12), (12, 21), (21, 30))
+# The official content loss's VGG-19 layers (torchvision features[:2], [:7], [:12], [:21], [:30]).
+VGG_CONTENT_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -316,9 +311,9 @@ class SPGNetConfig:
                 f"num_warp_scales={self.num_warp_scales} must lie in [1, num_scales="
                 f"{self.num_scales}] when feat_warp is on"
             )
-        if len(self.content_weights) != len(VGG_CONTENT_SLICES):
+        if len(self.content_weights) != len(VGG_CONTENT_LAYERS):
             raise ValueError(
-                f"content_weights needs {len(VGG_CONTENT_SLICES)} numbers "
+                f"content_weights needs {len(VGG_CONTENT_LAYERS)} numbers "
                 f"(relu1_1 .. relu5_1), got {len(self.content_weights)}"
             )
         if self.regions < 1 or self.num_scales < 1 or self.n_residual_blocks < 1:
@@ -674,42 +669,6 @@ def init_kaiming(net: nn.Module) -> nn.Module:
 
 
 # ----------------------------------------------------------------------------------------------
-# VGG-19 content loss (relu1_1 .. relu5_1)
-# ----------------------------------------------------------------------------------------------
-
-
-class VGGContentLoss(nn.Module):
-    """sum_i w_i mean|phi_i(fake) - phi_i(real)|, phi_i = relu1_1 .. relu5_1 of a frozen VGG-19
-    (official ``VGGLoss(loss_type='content')``; inputs [-1,1] -> [0,1] -> ImageNet mean/std).
-    Target features carry no gradient; the L1 is taken in fp32."""
-
-    def __init__(self, features: nn.Sequential, weights=(0.125,) * 5):
-        super().__init__()
-        self.features = freeze(features)
-        self.weights = tuple(float(w) for w in weights)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.features.eval()
-        return self
-
-    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = ((x + 1) / 2 - self.mean) / self.std
-        out = []
-        for start, stop in VGG_CONTENT_SLICES:
-            x = self.features[start:stop](x)
-            out.append(x)
-        return out
-
-    def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            target = self.pyramid(real)
-        return sum(w * F.l1_loss(f.float(), t.float()) for w, f, t in zip(self.weights, self.pyramid(fake), target))
-
-
-# ----------------------------------------------------------------------------------------------
 # Target augmentation
 # ----------------------------------------------------------------------------------------------
 
@@ -815,13 +774,10 @@ class SPGNet(Method):
 
     def generate(self, nets, src_img, src_kps, tgt_kps) -> torch.Tensor:
         G = nets["G"]
-        device = next(G.parameters()).device
-        src_img = src_img.to(device)
-        check_divisible(src_img, G.num_scales, "scales")
-        c = self.conditions(G, src_kps, tgt_kps, src_img.shape[-2:], device)
-        if src_img.is_contiguous(memory_format=torch.channels_last):
-            c.joints = c.joints.contiguous(memory_format=torch.channels_last)
-        return G(c.joints, src_img, c.s_seg, c.d_seg, c.flow, c.vis)
+        x = inference_batch(G, src_img, src_kps, tgt_kps, lambda img: check_divisible(img, G.num_scales, "scales"))
+        c = self.conditions(G, x.src_kps, x.tgt_kps, x.size, x.device)
+        c.joints = like_source(c.joints, x.src_img)
+        return G(c.joints, x.src_img, c.s_seg, c.d_seg, c.flow, c.vis)
 
     def required_weights(self, cfg: SPGNetConfig) -> list[str]:
         return ["vgg19"] if cfg.uses_perceptual else []
@@ -843,24 +799,21 @@ class SPGNet(Method):
     ) -> StepContext:
         ctx = super().make_context(nets, cfg, device=device, amp_dtype=amp_dtype, seed=seed, vgg_weights=vgg_weights)
         if cfg.uses_perceptual:  # raises MissingWeightsError before any training
-            features = load_vgg19_features(vgg_weights, 30)  # relu1_1 .. relu5_1
-            ctx.losses["content"] = VGGContentLoss(features, cfg.content_weights).to(ctx.device)
+            vgg = load_vgg_features(vgg_weights, VGG_CONTENT_LAYERS)  # ImageNet mean/std on [0,1]
+            ctx.losses["content"] = PerceptualL1(vgg, cfg.content_weights).to(ctx.device)
         return ctx
 
     def train_step(self, nets, opts, batch: Mapping[str, Any], ctx: StepContext) -> dict[str, float]:
         """One iteration: G forward, D step (from ``gan_start``), G step. Returns the weighted terms."""
         cfg: SPGNetConfig = ctx.config
         G, D = nets["G"], nets["D"] if "D" in nets else None
-        src, tgt = ctx.to_device(batch["src_img"]), ctx.to_device(batch["tgt_img"])
-        check_divisible(src, G.num_scales, "scales")
-        tgt_kps = torch.as_tensor(batch["tgt_kps"]).to(ctx.device).long()
+        x = ctx.batch(batch, lambda img: check_divisible(img, G.num_scales, "scales"))
+        src, tgt, tgt_kps = x.src_img, x.tgt_img, x.tgt_kps.long()
         if cfg.augment:
             tgt, tgt_kps = augment_target(tgt, tgt_kps, cfg.aug_scale, cfg.aug_shift)
-            if ctx.channels_last:
-                tgt = tgt.contiguous(memory_format=torch.channels_last)
-        c = self.conditions(G, batch["src_kps"], tgt_kps, src.shape[-2:], ctx.device)
-        if ctx.channels_last:
-            c.joints = c.joints.contiguous(memory_format=torch.channels_last)
+            tgt = ctx.layout(tgt)
+        c = self.conditions(G, x.src_kps, tgt_kps, x.size, ctx.device)
+        c.joints = ctx.layout(c.joints)
         use_gan = D is not None and cfg.lambda_gan > 0 and ctx.iteration >= cfg.gan_start
         zero = src.new_zeros(())
 
@@ -892,8 +845,4 @@ class SPGNet(Method):
                 )
             loss_G = loss_l1 + loss_content + loss_gan
             ctx.backward_step(loss_G, opts["G"])
-        ctx.end_iteration()
-
-        terms = {"G": loss_G, "L1": loss_l1, "content": loss_content, "G_GAN": loss_gan, "D": loss_D}
-        values = torch.stack([t.detach().float() for t in terms.values()]).tolist()  # one sync
-        return dict(zip(terms, values))
+        return ctx.finish({"G": loss_G, "L1": loss_l1, "content": loss_content, "G_GAN": loss_gan, "D": loss_D})

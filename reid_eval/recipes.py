@@ -37,6 +37,7 @@ from typing import Literal
 
 import torch
 
+from augment.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from augment.runtime import bf16_is_native
 
 __all__ = [
@@ -54,8 +55,6 @@ __all__ = [
 ]
 
 MODEL_NAMES = ("resnet50", "inception")  # what --model accepts
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from augment.data.pose import NO_POINT_AFFINE, heatmaps, part_affines, part_mask
 from generators import deform
 from generators.base import apply_overrides, build, count_flops, count_parameters, get_method
 from generators.checkpoint import load, save
-from generators.deform import KerasInstanceNorm, VGGFeatures, nn_loss
+from generators.deform import KerasInstanceNorm, nn_loss
 from generators.inference import transfer
-from generators.losses import VGG19_FILE, MissingWeightsError, vgg19_prefix
+from generators.losses import VGG19_FILE, MissingWeightsError, VGGFeatures, vgg19_prefix
 from generators.warp import round_half_away_from_zero, warp_parts
 
 H, W = 128, 64
@@ -426,11 +426,11 @@ def test_same_pose_warp_is_identity():
 
 def test_nn_loss_matches_loop_reference_on_random_vgg_features():
     torch.manual_seed(0)
-    vgg = VGGFeatures(vgg19_prefix(4))  # random weights, never real ones
+    vgg = VGGFeatures(vgg19_prefix(4), (deform.VGG_CONTENT_LAYER,))  # random weights, never real ones
     g = torch.Generator().manual_seed(1)
     real, fake = torch.rand(2, 3, 7, 5, generator=g) * 2 - 1, torch.rand(2, 3, 7, 5, generator=g) * 2 - 1
     with torch.no_grad():
-        fr, ff = vgg(real), vgg(fake)
+        (fr,), (ff,) = vgg(real), vgg(fake)
     assert fr.shape == (2, 64, 7, 5) and fr.min() >= 0  # block1_conv2 after its ReLU
     assert nn_loss(fr, ff).item() == pytest.approx(ref_nn_loss(fr.numpy(), ff.numpy()), rel=1e-5)
     assert nn_loss(fr, ff, 5).item() == pytest.approx(ref_nn_loss(fr.numpy(), ff.numpy(), 5), rel=1e-5)
@@ -448,18 +448,18 @@ def test_nn_loss_matches_loop_reference_on_random_vgg_features():
 
 
 def test_vgg_preprocessing():
-    vgg = VGGFeatures(vgg19_prefix(4), "keras")
+    vgg = VGGFeatures(vgg19_prefix(4), normalization=deform.VGG_INPUTS["keras"])
     rgb = torch.tensor([-1.0, 0.0, 1.0]).view(1, 3, 1, 1)
     # 255 (x + 1) / 2 = (0, 127.5, 255); minus (103.939, 116.779, 123.68) in RGB order; then BGR.
     expected = torch.tensor([255 - 123.68, 127.5 - 116.779, 0 - 103.939]).view(1, 3, 1, 1)
     assert torch.allclose(vgg.preprocess(rgb), expected, atol=1e-4)
-    tv = VGGFeatures(vgg19_prefix(4), "torchvision")
+    tv = VGGFeatures(vgg19_prefix(4), normalization=deform.VGG_INPUTS["torchvision"])
     expected = (torch.tensor([0.0, 0.5, 1.0]) - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor(
         [0.229, 0.224, 0.225]
     )
     assert torch.allclose(tv.preprocess(rgb), expected.view(1, 3, 1, 1), atol=1e-5)
     with pytest.raises(ValueError, match="vgg_input"):
-        VGGFeatures(vgg19_prefix(4), "caffe")
+        apply_overrides(get_method("deform").preset("synth"), {"vgg_input": "caffe"})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -641,13 +641,13 @@ def test_vgg_weights_required_and_used(tmp_path, monkeypatch):
     path = tmp_path / "random_vgg.pth"  # random weights in the torchvision layout
     torch.save({f"features.{k}": v for k, v in vgg19_prefix(4).state_dict().items()}, path)
     ctx = impl.make_context(nets, market_like, vgg_weights=str(path))
-    assert isinstance(ctx.losses["vgg"], VGGFeatures) and ctx.losses["vgg"].vgg_input == "torchvision"
+    vgg = ctx.losses["vgg"]
+    assert isinstance(vgg, VGGFeatures) and vgg.normalization == "imagenet" and vgg.layers == ("relu1_2",)
     batch = tiny_batch(seed=2)
     nets.eval()
     with torch.no_grad():
         fake = b.generate(batch["src_img"], batch["src_kps"], batch["tgt_kps"])
-        vgg = ctx.losses["vgg"]
-        expected = 0.01 * ref_nn_loss(vgg(batch["tgt_img"]).numpy(), vgg(fake).numpy())
+        expected = 0.01 * ref_nn_loss(vgg(batch["tgt_img"])[0].numpy(), vgg(fake)[0].numpy())
     out = impl.train_step(nets, impl.make_optimizers(nets, market_like), batch, ctx)
     assert out["content"] == pytest.approx(expected, rel=1e-4)
 

@@ -1,4 +1,5 @@
-"""Shared losses: perceptual L1 on VGG-19 relu1_2, weight loading (never downloads), BCE GAN, ImagePool."""
+"""Shared losses: the one VGG-19 feature extractor (and its equality with the three wrappers it
+replaced), perceptual L1, weight loading (never downloads), BCE GAN, ImagePool."""
 
 from __future__ import annotations
 
@@ -9,17 +10,19 @@ import torch
 import torch.nn.functional as F
 from torchvision.models import vgg as tv_vgg
 
+from augment.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from generators.base import count_flops
 from generators.losses import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     VGG19_FILE,
+    VGG19_LAYERS,
     ImagePool,
     MissingWeightsError,
     PerceptualL1,
+    VGGFeatures,
     bce_gan_loss,
     default_vgg19_path,
     load_vgg19_features,
+    load_vgg_features,
     vgg19_prefix,
 )
 
@@ -53,7 +56,7 @@ def test_perceptual_l1_equals_hand_computation():
     w1, b1, w2, b2 = (
         t.detach().clone() for t in (features[0].weight, features[0].bias, features[2].weight, features[2].bias)
     )
-    loss_fn = PerceptualL1(features)
+    loss_fn = PerceptualL1(VGGFeatures(features, ("relu1_2",)))
     fake = (torch.rand(2, 3, 16, 8) * 2 - 1).requires_grad_(True)
     real = torch.rand(2, 3, 16, 8) * 2 - 1
 
@@ -72,7 +75,178 @@ def test_perceptual_l1_equals_hand_computation():
     assert fake.grad is not None and fake.grad.abs().sum() > 0
     assert all(not p.requires_grad for p in loss_fn.parameters())  # frozen
     loss_fn.train()
-    assert not loss_fn.features.training  # stays in eval mode
+    assert not loss_fn.extractor.features.training  # stays in eval mode
+
+
+# ------------------------------------------------------------------------------------------------
+# The three VGG wrappers the extractor replaced, copied verbatim as references
+# ------------------------------------------------------------------------------------------------
+
+
+def freeze(net):
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+class OldPerceptualL1(torch.nn.Module):
+    """generators.losses.PerceptualL1 before the shared extractor (PATN's relu1_2 term)."""
+
+    def __init__(self, features):
+        super().__init__()
+        self.features = freeze(features)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def normalise(self, x):
+        return ((x + 1) / 2 - self.mean) / self.std
+
+    def forward(self, fake, real):
+        with torch.no_grad():
+            target = self.features(self.normalise(real))
+        return F.l1_loss(self.features(self.normalise(fake)).float(), target.float())
+
+
+OLD_VGG_CONTENT_SLICES = ((0, 2), (2, 7), (7, 12), (12, 21), (21, 30))
+
+
+class OldVGGContentLoss(torch.nn.Module):
+    """generators.spgnet.VGGContentLoss before the shared extractor (relu1_1 .. relu5_1)."""
+
+    def __init__(self, features, weights=(0.125,) * 5):
+        super().__init__()
+        self.features = freeze(features)
+        self.weights = tuple(float(w) for w in weights)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def pyramid(self, x):
+        x = ((x + 1) / 2 - self.mean) / self.std
+        out = []
+        for start, stop in OLD_VGG_CONTENT_SLICES:
+            x = self.features[start:stop](x)
+            out.append(x)
+        return out
+
+    def forward(self, fake, real):
+        with torch.no_grad():
+            target = self.pyramid(real)
+        return sum(w * F.l1_loss(f.float(), t.float()) for w, f, t in zip(self.weights, self.pyramid(fake), target))
+
+
+class OldDeformVGGFeatures(torch.nn.Module):
+    """generators.deform.VGGFeatures before the shared extractor (block1_conv2, two preprocessings)."""
+
+    def __init__(self, features, vgg_input="torchvision"):
+        super().__init__()
+        self.features = freeze(features)
+        self.vgg_input = vgg_input
+        if vgg_input == "keras":
+            shift, scale = torch.tensor((103.939, 116.779, 123.68)), torch.ones(3)
+        else:
+            shift, scale = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        self.register_buffer("shift", shift.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
+
+    def preprocess(self, x):
+        if self.vgg_input == "keras":
+            return (255 * (x + 1) / 2 - self.shift).flip(1)
+        return ((x + 1) / 2 - self.shift) / self.scale
+
+    def forward(self, x):
+        return self.features(self.preprocess(x))
+
+
+def random_vgg(num_layers, seed=0):
+    """Two copies of one randomly initialised VGG-19 prefix (never real weights in tests)."""
+    torch.manual_seed(seed)
+    net = vgg19_prefix(num_layers)
+    twin = vgg19_prefix(num_layers)
+    twin.load_state_dict(net.state_dict())
+    return net, twin
+
+
+def image_pair(seed=1, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    fake = (torch.rand(2, 3, 32, 16, generator=g) * 2 - 1).to(dtype)
+    real = (torch.rand(2, 3, 32, 16, generator=g) * 2 - 1).to(dtype)
+    return fake.requires_grad_(True), real
+
+
+def assert_same_loss_and_gradient(old, new, dtype=torch.float32):
+    """Same value and same gradient w.r.t. the fake image, to 1e-6."""
+    results = []
+    for loss_fn in (old, new):
+        fake, real = image_pair(dtype=dtype)
+        loss = loss_fn(fake, real)
+        loss.backward()
+        results.append((loss.detach(), fake.grad))
+    (v_old, g_old), (v_new, g_new) = results
+    assert torch.allclose(v_new, v_old, rtol=0, atol=1e-6), (v_new, v_old)
+    assert torch.allclose(g_new.float(), g_old.float(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_extractor_reproduces_patn_perceptual_l1(dtype):
+    features, twin = random_vgg(4)
+    new = PerceptualL1(VGGFeatures(twin, ("relu1_2",), "[-1,1]", "imagenet"))
+    assert_same_loss_and_gradient(OldPerceptualL1(features), new, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_extractor_reproduces_spgnet_content_loss(dtype):
+    features, twin = random_vgg(30)
+    weights = (0.5, 0.25, 0.125, 0.1, 0.05)
+    new = PerceptualL1(VGGFeatures(twin, ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")), weights)
+    assert_same_loss_and_gradient(OldVGGContentLoss(features, weights), new, dtype)
+    assert [VGG19_LAYERS.index(n) + 1 for n in new.extractor.layers] == [s for _, s in OLD_VGG_CONTENT_SLICES]
+
+
+@pytest.mark.parametrize(("vgg_input", "normalization"), [("torchvision", "imagenet"), ("keras", "caffe")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_extractor_reproduces_deform_vgg_features(vgg_input, normalization, dtype):
+    features, twin = random_vgg(4)
+    old, new = OldDeformVGGFeatures(features, vgg_input), VGGFeatures(twin, ("relu1_2",), normalization=normalization)
+    fake, real = image_pair(dtype=dtype)
+    assert torch.equal(new.preprocess(fake), old.preprocess(fake))
+    (got,) = new(real)
+    assert torch.allclose(got, old(real), rtol=0, atol=1e-6)
+
+
+def test_extractor_input_range_and_layer_checks():
+    features, _ = random_vgg(7)
+    signed = VGGFeatures(features, ("relu1_1", "relu2_1"))
+    unit = VGGFeatures(features, ("relu1_1", "relu2_1"), input_range="[0,1]")
+    x = torch.rand(1, 3, 8, 4)
+    for a, b in zip(signed(x * 2 - 1), unit(x)):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert [f.shape[1:] for f in unit(x)] == [(64, 8, 4), (128, 4, 2)]
+    caffe = VGGFeatures(features, ("relu1_1",), input_range="[0,1]", normalization="caffe")
+    rgb = torch.tensor([0.0, 0.5, 1.0]).view(1, 3, 1, 1)
+    expected = torch.tensor([255 - 123.68, 127.5 - 116.779, 0 - 103.939]).view(1, 3, 1, 1)  # mean in RGB, then BGR
+    assert torch.allclose(caffe.preprocess(rgb), expected, atol=1e-4)
+    with pytest.raises(ValueError, match="relu9_1"):
+        VGGFeatures(features, ("relu9_1",))
+    with pytest.raises(ValueError, match="network order"):
+        VGGFeatures(features, ("relu2_1", "relu1_1"))
+    with pytest.raises(ValueError, match="relu3_1.*needs 12"):
+        VGGFeatures(features, ("relu3_1",))
+    with pytest.raises(ValueError, match="normalization 'bgr'"):
+        VGGFeatures(features, normalization="bgr")
+    with pytest.raises(ValueError, match="input range"):
+        VGGFeatures(features, input_range="0-255")
+    assert VGG19_LAYERS[:5] == ("conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1") and VGG19_LAYERS[29] == "relu5_1"
+
+
+def test_load_vgg_features_reads_only_the_needed_prefix(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    feats = write_fake_vgg19_file(default_vgg19_path(), seed=3)
+    vgg = load_vgg_features(layers=("relu1_1", "relu2_1"))
+    assert len(vgg.features) == 7 and not vgg.features.training
+    assert torch.equal(vgg.features[5].weight, feats[5].weight)
+    with pytest.raises(MissingWeightsError, match="--no-perceptual"):
+        load_vgg_features(tmp_path / "absent.pth")
 
 
 def test_load_vgg19_features_from_cache_and_path(tmp_path, monkeypatch):

@@ -20,14 +20,18 @@ import generators
 from augment.data.pose import heatmaps
 from generators import patn
 from generators.base import (
+    StepContext,
     TrainSchedule,
     apply_overrides,
     build,
     count_flops,
     count_parameters,
     get_method,
+    inference_batch,
+    like_source,
     lr_factor,
 )
+from generators.blocks import check_divisible
 from generators.losses import VGG19_FILE, MissingWeightsError, vgg19_prefix
 
 H, W = 128, 64
@@ -484,6 +488,36 @@ def test_context_state_roundtrip_and_missing_vgg(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------------
 # Registry, overrides, schedule
 # ------------------------------------------------------------------------------------------------
+
+
+def test_the_prologue_and_tail_every_method_shares():
+    batch = tiny_batch()
+    checked = []
+    ctx = StepContext(channels_last=True)
+    x = ctx.batch(batch, checked.append)
+    assert checked == [x.src_img] and x.size == (32, 16) and x.device == torch.device("cpu")
+    cl = torch.channels_last
+    assert x.src_img.is_contiguous(memory_format=cl) and x.tgt_img.is_contiguous(memory_format=cl)
+    assert torch.equal(x.src_img, batch["src_img"]) and torch.equal(x.tgt_kps, torch.as_tensor(batch["tgt_kps"]))
+    pose = torch.rand(4, 18, 32, 16)
+    assert ctx.layout(pose).is_contiguous(memory_format=cl) and StepContext().layout(pose) is pose
+    assert like_source(pose, x.src_img).is_contiguous(memory_format=cl) and like_source(pose, batch["src_img"]) is pose
+
+    class Scaler:
+        updates = 0
+
+        def update(self):
+            self.updates += 1
+
+    ctx.scaler = Scaler()
+    out = ctx.finish({"b": torch.tensor(2.5), "a": torch.tensor(1.0, requires_grad=True) * 3})
+    assert out == {"b": 2.5, "a": 3.0} and list(out) == ["b", "a"] and ctx.scaler.updates == 1
+
+    net, kps = torch.nn.Conv2d(3, 3, 1), batch["src_kps"][:1]
+    with pytest.raises(ValueError, match="divisible by 4"):
+        inference_batch(net, torch.rand(1, 3, 30, 16), kps, kps, lambda img: check_divisible(img, 2))
+    x = inference_batch(net, torch.rand(1, 3, 32, 16), kps, kps.numpy(), lambda img: check_divisible(img, 2))
+    assert x.tgt_img is None and torch.equal(x.tgt_kps, kps)
 
 
 def test_registry_and_overrides():

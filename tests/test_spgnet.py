@@ -26,7 +26,7 @@ from generators import spgnet
 from generators.base import apply_overrides, build, count_flops, count_parameters, get_method
 from generators.checkpoint import load, save
 from generators.inference import transfer
-from generators.losses import VGG19_FILE, MissingWeightsError, vgg19_prefix
+from generators.losses import VGG19_FILE, VGG19_LAYERS, MissingWeightsError, vgg19_prefix
 
 H, W = 128, 64
 OFFICIAL_G = 30_914_805  # regions=20 (CIHP), the official Market generator
@@ -661,7 +661,8 @@ def test_missing_vgg_and_content_loss(tmp_path, monkeypatch):
     vgg = vgg19_prefix(30)
     assert [type(m) for m in vgg] == [type(m) for m in reference]
     assert {k: v.shape for k, v in vgg.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
-    assert all(isinstance(reference[stop - 1], torch.nn.ReLU) for _, stop in spgnet.VGG_CONTENT_SLICES)
+    stops = [VGG19_LAYERS.index(name) + 1 for name in spgnet.VGG_CONTENT_LAYERS]
+    assert stops == [2, 7, 12, 21, 30] and all(isinstance(reference[stop - 1], torch.nn.ReLU) for stop in stops)
     path = tmp_path / "vgg.pth"
     torch.save({f"features.{k}": v for k, v in reference.state_dict().items()}, path)
     ctx = impl.make_context(b.nets, cfg, vgg_weights=str(path))

@@ -4,4 +4,5 @@
     keypoints  the community keypoint and pairs CSVs (COCO-18 joints, -1 where missing)
     pose       pose encodings on numpy or torch: heatmaps, disks, masks, part affines
     imageio    image decode/encode, content hashes, atomic writes
+    constants  ImageNet mean/std (VGG losses and re-ID transforms)
 """
