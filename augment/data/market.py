@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from augment.data.atomic import atomic_path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
