@@ -259,6 +259,7 @@ class Method:
     name: ClassVar[str] = ""
     Config: ClassVar[type] = object
     presets: ClassVar[dict[str, Any]] = {}
+    trainable: ClassVar[bool] = True  # False: nothing to train (the ``copy`` control); a checkpoint is its config
 
     # -- networks and inference ----------------------------------------------------------------
     def build_networks(self, cfg) -> dict[str, nn.Module]:
@@ -323,7 +324,13 @@ class Method:
 METHODS: dict[str, Method] = {}
 
 # Modules that register built-in methods when imported (imported on first registry use).
-_BUILTIN_METHOD_MODULES = ("generators.patn", "generators.pg2", "generators.deform", "generators.spgnet")
+_BUILTIN_METHOD_MODULES = (
+    "generators.patn",
+    "generators.pg2",
+    "generators.deform",
+    "generators.spgnet",
+    "generators.copy",
+)
 
 
 def register_method(cls: type[Method]) -> type[Method]:

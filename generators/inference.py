@@ -130,10 +130,10 @@ class Transferer:
         if not torch.is_tensor(images):
             raise TypeError(f"source_images: expected a numpy array or a tensor, got {type(source_images).__name__}")
         src_kps = torch.as_tensor(
-            np.asarray(source_keypoints) if not torch.is_tensor(source_keypoints) else source_keypoints
+            np.ascontiguousarray(source_keypoints) if not torch.is_tensor(source_keypoints) else source_keypoints
         )
         tgt_kps = torch.as_tensor(
-            np.asarray(target_keypoints) if not torch.is_tensor(target_keypoints) else target_keypoints
+            np.ascontiguousarray(target_keypoints) if not torch.is_tensor(target_keypoints) else target_keypoints
         )
         n = _check_inputs(images, numpy_in, src_kps, tgt_kps)
         outputs = []
