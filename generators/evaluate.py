@@ -70,6 +70,7 @@ from generators.checkpoint import CheckpointError, bundle_from_checkpoint, read_
 from generators.data import PairDataset, load_pairs
 from generators.inference import Transferer, model_to_uint8, uint8_to_model
 from generators.metrics import pair_metrics, single_thread, summarise
+from generators.samples import render_skeleton
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 METRICS = ("ssim", "mask_ssim", "l1", "psnr")
@@ -200,9 +201,7 @@ def official_strip(
     src: np.ndarray, src_kps: np.ndarray, tgt: np.ndarray, tgt_kps: np.ndarray, gen: np.ndarray
 ) -> list[np.ndarray]:
     """The five panels of the official test output: source | source pose | target | target pose |
-    generated, each (H,W,3) uint8 (the pose panels drawn by generators.train.render_skeleton)."""
-    from generators.train import render_skeleton
-
+    generated, each (H,W,3) uint8 (the pose panels drawn by generators.samples.render_skeleton)."""
     size = src.shape[:2]
     return [src, render_skeleton(src_kps, size), tgt, render_skeleton(tgt_kps, size), gen]
 
