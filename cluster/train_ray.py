@@ -1,7 +1,7 @@
 """Multi-worker generator training with Ray Train: the same loop as ``generators.train``, N processes.
 
-    python -m generators.train --method patn --preset market --data /shared/Market-1501 \\
-        --vgg-weights /shared/vgg19-dcbb9e9d.pth --out /shared/runs/patn-market --workers 8
+    python -m generators.train --method patn --preset market --data /nfs/Market-1501 \\
+        --vgg-weights /nfs/vgg19-dcbb9e9d.pth --out /nfs/runs/patn-market --workers 8
 
 ``--workers N`` (N > 1) makes ``generators.train.main`` call :func:`train_on_ray`, which runs
 a ``TorchTrainer`` (``ScalingConfig(num_workers=N, use_gpu=<the cluster has GPUs>)``,

@@ -17,7 +17,7 @@ With BatchNorm in train mode (the presets) each worker normalises with its own s
 (as under DDP), so losses differ from the one-process run: measured on this setup, first-step
 G loss 8.575 (2 workers) vs 8.495 (1 process), 0.9%. No test asserts that number.
 
-Cost: ~30-45 s (Ray Train's worker group start-up dominates; one session Ray from conftest).
+Ray Train's worker-group start-up dominates the cost; the session's one Ray comes from conftest.
 """
 
 from __future__ import annotations
