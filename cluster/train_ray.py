@@ -1,22 +1,24 @@
 """Multi-worker generator training with Ray Train: the same loop as ``generators.train``, N processes.
 
-    python -m generators.train --method patn --preset market --data /shared/Market-1501 \\
-        --vgg-weights /shared/vgg19-dcbb9e9d.pth --out /shared/runs/patn-market --workers 8
+    python -m generators.train --method patn --preset market --data /nfs/Market-1501 \\
+        --vgg-weights /nfs/vgg19-dcbb9e9d.pth --out /nfs/runs/patn-market --workers 8
 
-``--workers N`` (N > 1) makes :func:`generators.train.train` call :func:`train_on_ray`, which runs
+``--workers N`` (N > 1) makes ``generators.train.main`` call :func:`train_on_ray`, which runs
 a ``TorchTrainer`` (``ScalingConfig(num_workers=N, use_gpu=<the cluster has GPUs>)``,
 ``RunConfig(storage_path=<out>/ray_train)``; Ray Train sets up the process group: gloo on CPU,
 NCCL on GPU). Every worker runs ``generators.train.train`` itself (data checks, build, resume,
 the method's ``train_step``, LR schedule, checkpoints): nothing of the loop is forked here. The
-worker's :class:`RayTrainWorkers` (the ``parallel`` argument of ``train``) changes four things:
+worker's :class:`RayTrainWorkers` (the ``parallel`` strategy argument of ``train``) changes four
+things:
 
 - Data: the sampler draws the GLOBAL batch (the schedule's ``batch_size``) exactly as one
   process would, and worker r trains on its slice ``[r*b, (r+1)*b)``, b = batch_size / N
   (:class:`ShardedBatches`): N workers see together exactly the samples one process sees in
   a step; the sampler position (checkpointed) advances by the global batch.
-- Gradients: averaged over the workers after every backward (:class:`GradientAverager`), so
-  each optimizer steps with the gradient of the mean loss over the global batch; the weights
-  stay identical on all workers (broadcast from rank 0 at the start, as DDP does).
+- Gradients: averaged over the workers before every optimizer step (:class:`GradientAverager`,
+  installed as the step context's public ``before_optimizer_step`` hook), so each optimizer
+  steps with the gradient of the mean loss over the global batch; the weights stay identical on
+  all workers (broadcast from rank 0 at the start, as DDP does).
 - Randomness: rank 0 keeps the run's seed (its RNG states are the ones checkpointed); other
   ranks reseed their global RNGs and image-pool generators from (seed, rank, start iteration),
   so their dropout masks and pool draws are their own.
@@ -25,11 +27,15 @@ worker's :class:`RayTrainWorkers` (the ``parallel`` argument of ``train``) chang
   ``train_log.jsonl`` (losses averaged over the workers, i.e. over the global batch).
 
 Why not ``ray.train.torch.prepare_model`` (DDP): DDP synchronises gradients from hooks armed in
-the wrapped module's ``forward``. The methods here call other entry points of their networks
-(``D.logits``), read attributes of them (``G.pose_sigma``), and run a discriminator frozen inside
-the generator's step; wrapped in DDP those calls fail or skip the synchronisation. The averager
-hooks the parameters themselves (as DDP's reducer does) and all-reduces once per backward: the
-same arithmetic (the mean of the workers' gradients), for every method, unchanged.
+the wrapped module's ``forward``, one reduction per forward/backward of that module. A GAN step
+here runs several backward passes over several networks with one optimizer each (G, then the
+discriminators), calls other entry points of its networks (``D.logits``), reads attributes of
+them (``G.pose_sigma``) and runs a discriminator frozen inside the generator's step; wrapped in
+DDP those calls fail or skip the synchronisation. Instead every ``StepContext.backward_step``
+(the one place a method steps an optimizer) calls ``before_optimizer_step(optimizer)`` between
+backward and step, and the averager all-reduces exactly the gradients that optimizer is about to
+apply with ``torch.distributed.all_reduce``: public API only, the same arithmetic as DDP (the
+mean of the workers' gradients), for every method, unchanged.
 
 BatchNorm: as with DDP, each worker normalises with the statistics of its own slice (b samples,
 not the global batch), so a multi-worker run is NOT the same computation as one process with
@@ -64,12 +70,11 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch import nn
 from torch.utils.data import Sampler
 
 from augment.runtime import UsageError
 from generators.data import PairSampler
-from generators.train import RunConfig, RunPaths, SingleProcess, TrainReport
+from generators.train import RunConfig, RunPaths, SingleProcess, TrainReport, resolve_run
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,44 +124,36 @@ class ShardedBatches(Sampler[list[int]]):
 
 
 class GradientAverager:
-    """Average gradients over the process group at the end of every backward pass.
+    """Average over the process group the gradients an optimizer is about to apply.
 
-    Each trainable parameter gets a post-accumulate-grad hook; the first one that fires in a
-    backward queues one callback that runs when autograd finishes (what DDP's reducer does).
-    The callback all-reduces (sum / world size) the gradients produced in that backward,
-    flattened per dtype and device, in parameter order, so it works whichever networks a
-    step's loss reaches (a frozen network gets no gradient and no hook call). Every worker
-    runs the same step code, so every worker reaches the same parameters in the same backward.
-    Averaging is linear: several backwards before one optimizer step also average correctly.
-    Under fp16 the (scaled) gradients are averaged before GradScaler unscales them, so an inf on
-    one worker reaches all and every worker skips the same step.
+    Called as ``averager(optimizer)`` from ``StepContext.before_optimizer_step``, i.e. after the
+    backward pass(es) of that optimizer's loss and before its step. It all-reduces (sum / world
+    size) every gradient of the optimizer's parameters, flattened per dtype and device in
+    parameter order: one ``torch.distributed.all_reduce`` per bucket, no autograd hooks. A
+    parameter without a gradient (a network the loss does not reach, e.g. a frozen one) is left
+    out; every worker runs the same step code, so every worker holds gradients for the same
+    parameters and the collectives match. Under fp16 the (scaled) gradients are averaged before
+    GradScaler unscales them, so an inf on one worker reaches all and every worker skips the same
+    step.
+
+    Why at the optimizer step and not per backward (DDP's reducer): the methods' steps run
+    several backward passes over several networks, each optimizer stepping only its own; the
+    optimizer step is the one point every method passes through, once per optimizer, with
+    exactly the gradients that matter. Averaging is linear, so several backwards before one step
+    average correctly too.
     """
 
-    def __init__(self, modules: nn.Module, world_size: int, group=None):
+    def __init__(self, world_size: int, group=None):
         self.world_size = world_size
         self.group = group
-        self.params = [p for p in modules.parameters() if p.requires_grad]
-        self.fired = [False] * len(self.params)
-        self.queued = False
         self.syncs = 0  # all-reduce rounds done (tests, diagnostics)
-        self._handles = [p.register_post_accumulate_grad_hook(self._hook(i)) for i, p in enumerate(self.params)]
 
-    def _hook(self, i: int) -> Callable[[torch.Tensor], None]:
-        def on_grad(_param: torch.Tensor) -> None:
-            self.fired[i] = True
-            if not self.queued:
-                self.queued = True
-                torch.autograd.Variable._execution_engine.queue_callback(self._sync)
-
-        return on_grad
-
-    def _sync(self) -> None:
-        grads = [p.grad for p, hit in zip(self.params, self.fired) if hit and p.grad is not None]
-        self.fired = [False] * len(self.params)
-        self.queued = False
+    def __call__(self, optimizer: torch.optim.Optimizer) -> None:
         buckets: dict[tuple, list[torch.Tensor]] = defaultdict(list)
-        for g in grads:
-            buckets[(g.device, g.dtype)].append(g)
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    buckets[(p.grad.device, p.grad.dtype)].append(p.grad)
         for bucket in buckets.values():
             flat = torch.cat([g.reshape(-1) for g in bucket])
             dist.all_reduce(flat, group=self.group)
@@ -166,10 +163,6 @@ class GradientAverager:
                 g.copy_(flat[offset : offset + g.numel()].view_as(g))
                 offset += g.numel()
         self.syncs += 1
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
 
 
 def rank_seed(seed: int, rank: int, iteration: int) -> int:
@@ -196,7 +189,8 @@ class RayTrainWorkers(SingleProcess):
         with torch.no_grad():  # identical starting weights everywhere (DDP broadcasts at construction too)
             for t in [*nets.parameters(), *nets.buffers()]:
                 dist.broadcast(t.data, src=0)
-        self.averager = GradientAverager(nets, self.world_size)
+        self.averager = GradientAverager(self.world_size)
+        ctx.before_optimizer_step = self.averager
         if self.rank > 0:
             own = rank_seed(seed, self.rank, iteration)
             seed_everything(own)
@@ -302,32 +296,9 @@ def plan_workers(resources: dict, workers: int, device: str = "auto") -> WorkerP
 
 
 def resolve_schedule(run: RunConfig):
-    """The run's TrainSchedule, resolved as ``train`` does (preset + flags, or the checkpoint)."""
-    from generators.base import apply_overrides, get_method
-    from generators.checkpoint import read_checkpoint
-    from generators.train import DEFAULT_METHOD, DEFAULT_PRESET, _config_overrides
-
-    paths = RunPaths(Path(run.out))
-    if run.resume:
-        if not paths.latest.is_file():
-            raise UsageError("--resume", f"no checkpoint to resume at {paths.latest}")
-        data = read_checkpoint(paths.latest)
-        return get_method(data["method"]).config_from_dict(data["config"]).train
-    if paths.latest.exists():
-        raise UsageError(
-            "--out",
-            f"{paths.out} already holds a run ({paths.latest}); pass --resume to continue it or choose another --out",
-        )
-    try:
-        impl = get_method(run.method or DEFAULT_METHOD)
-    except ValueError as e:
-        raise UsageError("--method", str(e)) from None
-    preset = run.preset or DEFAULT_PRESET
-    try:
-        impl.preset(preset)
-    except ValueError as e:
-        raise UsageError("--preset", str(e)) from None
-    return apply_overrides(impl.preset(preset), _config_overrides(run, impl, preset)).train
+    """The run's TrainSchedule, resolved as ``train`` does (preset + flags, or the checkpoint);
+    raises its flag errors before any worker starts."""
+    return resolve_run(run, log=lambda _line: None).schedule
 
 
 def absolute_paths(run: RunConfig) -> RunConfig:

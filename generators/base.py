@@ -157,6 +157,9 @@ class StepContext:
     pools:     image history pools by name (e.g. ``{"D_PP": ImagePool, "D_PB": ImagePool}``).
     channels_last: convert image-like inputs to channels-last (CUDA speed).
     config:    the method's Config (loss weights the step reads).
+    before_optimizer_step: called as ``f(optimizer)`` by :meth:`backward_step` between the
+               backward pass and the optimizer step (None: nothing); the point where a
+               multi-worker run averages the gradients the optimizer is about to apply.
     """
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -167,6 +170,7 @@ class StepContext:
     pools: dict[str, Any] = field(default_factory=dict)
     channels_last: bool = False
     config: Any = None
+    before_optimizer_step: Callable[[torch.optim.Optimizer], None] | None = None
 
     def autocast(self):
         """Autocast region for the forwards (a no-op context in fp32)."""
@@ -198,9 +202,13 @@ class StepContext:
         optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
+            if self.before_optimizer_step is not None:
+                self.before_optimizer_step(optimizer)  # on the scaled gradients, before the inf check
             self.scaler.step(optimizer)
         else:
             loss.backward()
+            if self.before_optimizer_step is not None:
+                self.before_optimizer_step(optimizer)
             optimizer.step()
 
     def end_iteration(self) -> None:

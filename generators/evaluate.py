@@ -67,9 +67,10 @@ from augment.runtime import UsageError, bf16_is_native, resolve_device
 from augment.synth import DEFAULT_OUT as DEFAULT_DATA
 from augment.synth import embedded_dataset
 from generators.checkpoint import CheckpointError, bundle_from_checkpoint, read_checkpoint
-from generators.data import PairDataset, load_pairs
+from generators.data import PairDataset, PairTable, load_pairs
 from generators.inference import Transferer, model_to_uint8, uint8_to_model
 from generators.metrics import pair_metrics, single_thread, summarise
+from generators.samples import render_skeleton
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 METRICS = ("ssim", "mask_ssim", "l1", "psnr")
@@ -200,9 +201,7 @@ def official_strip(
     src: np.ndarray, src_kps: np.ndarray, tgt: np.ndarray, tgt_kps: np.ndarray, gen: np.ndarray
 ) -> list[np.ndarray]:
     """The five panels of the official test output: source | source pose | target | target pose |
-    generated, each (H,W,3) uint8 (the pose panels drawn by generators.train.render_skeleton)."""
-    from generators.train import render_skeleton
-
+    generated, each (H,W,3) uint8 (the pose panels drawn by generators.samples.render_skeleton)."""
     size = src.shape[:2]
     return [src, render_skeleton(src_kps, size), tgt, render_skeleton(tgt_kps, size), gen]
 
@@ -263,130 +262,46 @@ def _ensure_data(cfg: EvalConfig, log: Callable[[str], None]) -> Path:
     return Path(cfg.data) if cfg.data is not None else embedded_dataset(log=log)
 
 
+@dataclass
+class _Scoring:
+    """The generate-and-score loop's inputs and what it accumulates (per-pair arrays of length n)."""
+
+    cfg: EvalConfig
+    device: torch.device
+    table: PairTable
+    dataset: PairDataset
+    transferer: Transferer
+    masks: torch.Tensor  # (U,H,W) bool target-pose masks, see target_masks
+    mask_row: np.ndarray  # image index -> row of masks
+    image_dir: Path
+    grid_at: dict[int, int]  # pair index -> grid row
+    per_pair: dict[str, np.ndarray]
+    seconds: dict[str, float] = field(default_factory=lambda: {"generate": 0.0, "metrics": 0.0})
+    grid_rows: dict[int, list[np.ndarray]] = field(default_factory=dict)
+
+
 def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> EvalReport:
     """Generate and score the test pairs; writes the files described in the module docstring."""
     cfg.validate()
     device = resolve_device(cfg.device)
     dtype = resolve_precision(cfg.precision, device)
     t_start = time.perf_counter()
-
     # data first (validated without decoding), then the model
-    root = _ensure_data(cfg, log)
-    table = load_pairs(root, "test", keypoints_dir=cfg.keypoints)
-    n_total = len(table)
-    n = n_total if cfg.pairs is None else min(cfg.pairs, n_total)
-    for line in table.summary_lines():
-        log(f"[eval] {line}")
-    if cfg.pairs is not None and cfg.pairs > n_total:
-        log(f"[eval] --pairs {cfg.pairs} > {n_total} test pairs: evaluating all {n_total}")
+    root, table, n = _load_pairs(cfg, log)
     data = read_checkpoint(cfg.checkpoint)
     bundle = bundle_from_checkpoint(data, cfg.checkpoint, device)
     transferer = Transferer(bundle, device=device, dtype=dtype, channels_last=True, batch_size=cfg.batch_size)
     out = Path(cfg.out) if cfg.out is not None else default_out(cfg.checkpoint)
     out.mkdir(parents=True, exist_ok=True)
-    image_dir = out / "images"
     if cfg.save_images:
-        image_dir.mkdir(exist_ok=True)
-    dataset = PairDataset(table=table, split="test")
-    # grid rows: pairs spread evenly over the evaluated ones
-    shown = np.unique(np.linspace(0, n - 1, min(cfg.grid_rows, n)).round().astype(int)) if cfg.grid_rows else []
-    grid_at = {int(i): r for r, i in enumerate(shown)}
-    grid_rows: dict[int, list[np.ndarray]] = {}
-
-    masks, mask_row = target_masks(table, table.tgt[:n], device)
-    per_pair = {f"{who}_{m}": np.empty(n) for who in ("generated", "copy_source") for m in METRICS}
-    seconds = {"generate": 0.0, "metrics": 0.0}
-    bar = None
-    if cfg.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n, unit="pair", desc="evaluate", file=sys.stderr)
-    try:
-        for start in range(0, n, cfg.batch_size):
-            idx = np.arange(start, min(start + cfg.batch_size, n))
-            s_idx, t_idx = table.src[idx], table.tgt[idx]
-            src = torch.from_numpy(np.stack([dataset.image(int(k)) for k in s_idx])).to(device)
-            tgt = torch.from_numpy(np.stack([dataset.image(int(k)) for k in t_idx])).to(device)
-            src_kps = torch.from_numpy(table.keypoints[s_idx])
-            tgt_kps = torch.from_numpy(table.keypoints[t_idx])
-
-            t0 = time.perf_counter()
-            fake = transferer(uint8_to_model(src), src_kps, tgt_kps)  # float (B,3,H,W) on device
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds["generate"] += time.perf_counter() - t0
-
-            t0 = time.perf_counter()
-            if cfg.official_io:
-                gen_u8 = official_tensor2im(fake).cpu().numpy()
-                src_u8 = official_loader_roundtrip(src).cpu().numpy()
-                tgt_u8 = official_loader_roundtrip(tgt).cpu().numpy()
-            else:  # the inference module's rounding
-                gen_u8, src_u8, tgt_u8 = model_to_uint8(fake), src, tgt
-            strips = []
-            if cfg.official_io or cfg.save_images or any(int(i) in grid_at for i in idx):
-                arrays = [_numpy(x) for x in (src_u8, src_kps, tgt_u8, tgt_kps, gen_u8)]
-                for j in range(len(idx)):
-                    panels = official_strip(*(a[j] for a in arrays))
-                    encoded = None
-                    if cfg.official_io:
-                        panels, encoded = jpeg_roundtrip_strip(panels)
-                    strips.append((panels, encoded))
-                if cfg.official_io:  # score what the official tool reads back
-                    src_u8 = np.stack([p[0] for p, _ in strips])
-                    tgt_u8 = np.stack([p[2] for p, _ in strips])
-                    gen_u8 = np.stack([p[4] for p, _ in strips])
-            mask = masks[torch.from_numpy(mask_row[t_idx]).to(masks.device)]  # (B,H,W) bool
-            for who, output in (("generated", gen_u8), ("copy_source", src_u8)):
-                values = pair_metrics(output, tgt_u8, mask)
-                for m in METRICS:
-                    per_pair[f"{who}_{m}"][idx] = values[m]
-            seconds["metrics"] += time.perf_counter() - t0
-
-            for j, i in enumerate(idx):
-                if int(i) in grid_at:
-                    grid_rows[grid_at[int(i)]] = strips[j][0]
-                if cfg.save_images:
-                    name = f"{table.image_names[s_idx[j]]}___{table.image_names[t_idx[j]]}_vis"
-                    panels, encoded = strips[j]
-                    if encoded is not None:
-                        write_atomic(image_dir / f"{name}.jpg", encoded)
-                    else:
-                        write_atomic(image_dir / f"{name}.png", encode_image(np.concatenate(panels, 1), ".png"))
-            if bar is not None:
-                bar.update(len(idx))
-    finally:
-        if bar is not None:
-            bar.close()
-
-    results = {who: {m: summarise(per_pair[f"{who}_{m}"]) for m in METRICS} for who in ("generated", "copy_source")}
-    seconds["total"] = time.perf_counter() - t_start
-    info = {
-        "format": "poseaug-eval/1",
-        "checkpoint": str(cfg.checkpoint),
-        "method": bundle.method,
-        "preset": bundle.preset,
-        "iteration": int(data.get("iteration", 0)),
-        "checkpoint_dataset_fingerprint": data.get("dataset_fingerprint"),
-        "code_version": data.get("code_version"),
-        "data": str(root),
-        "pairs_file": str(table.pairs_file),
-        "pairs_sha256": table.pairs_sha256,
-        "dataset_fingerprint": table.dataset_fingerprint,
-        "pairs_total": n_total,
-        "pairs_evaluated": n,
-        "subset": "all pairs" if n == n_total else f"first {n} rows of the pairs file, in file order",
-        "pairs_skipped": table.skipped.lines(),
-        "device": str(device),
-        "precision": dtype or "fp32",
-        "batch_size": cfg.batch_size,
-        "official_io": cfg.official_io,
-        "results": results,
-        "units": UNITS,
-        "not_computed": NOT_COMPUTED,
-        "seconds": {k: round(v, 3) for k, v in seconds.items()},
-        "generated_images_per_second": round(n / seconds["generate"], 3) if seconds["generate"] > 0 else None,
+        (out / "images").mkdir(exist_ok=True)
+    scoring = _start_scoring(cfg, device, table, n, transferer, out / "images")
+    _score_all(scoring, n)
+    results = {
+        who: {m: summarise(scoring.per_pair[f"{who}_{m}"]) for m in METRICS} for who in ("generated", "copy_source")
     }
+    scoring.seconds["total"] = time.perf_counter() - t_start
+    info = _eval_info(cfg, data, bundle, root, table, n, device=device, dtype=dtype, scoring=scoring, results=results)
     if info["checkpoint_dataset_fingerprint"] and info["checkpoint_dataset_fingerprint"] != table.dataset_fingerprint:
         log(
             f"[eval] note: the checkpoint was trained on another dataset (fingerprint "
@@ -398,13 +313,161 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> EvalReport:
         preset=bundle.preset,
         iteration=info["iteration"],
         n_pairs=n,
-        n_total=n_total,
+        n_total=len(table),
         results=results,
-        per_pair=per_pair,
+        per_pair=scoring.per_pair,
         info=info,
     )
-    _write_outputs(report, table, grid_rows)
+    _write_outputs(report, table, scoring.grid_rows)
     return report
+
+
+def _load_pairs(cfg: EvalConfig, log: Callable[[str], None]) -> tuple[Path, PairTable, int]:
+    """The dataset root, its test pairs (checked, nothing decoded) and how many of them to score."""
+    root = _ensure_data(cfg, log)
+    table = load_pairs(root, "test", keypoints_dir=cfg.keypoints)
+    n_total = len(table)
+    n = n_total if cfg.pairs is None else min(cfg.pairs, n_total)
+    for line in table.summary_lines():
+        log(f"[eval] {line}")
+    if cfg.pairs is not None and cfg.pairs > n_total:
+        log(f"[eval] --pairs {cfg.pairs} > {n_total} test pairs: evaluating all {n_total}")
+    return root, table, n
+
+
+def _start_scoring(cfg: EvalConfig, device, table: PairTable, n: int, transferer, image_dir: Path) -> _Scoring:
+    # grid rows: pairs spread evenly over the evaluated ones
+    shown = np.unique(np.linspace(0, n - 1, min(cfg.grid_rows, n)).round().astype(int)) if cfg.grid_rows else []
+    masks, mask_row = target_masks(table, table.tgt[:n], device)
+    return _Scoring(
+        cfg=cfg,
+        device=device,
+        table=table,
+        dataset=PairDataset(table=table, split="test"),
+        transferer=transferer,
+        masks=masks,
+        mask_row=mask_row,
+        image_dir=image_dir,
+        grid_at={int(i): r for r, i in enumerate(shown)},
+        per_pair={f"{who}_{m}": np.empty(n) for who in ("generated", "copy_source") for m in METRICS},
+    )
+
+
+def _score_all(scoring: _Scoring, n: int) -> None:
+    """The first ``n`` pairs in batches, with a progress bar."""
+    cfg = scoring.cfg
+    bar = None
+    if cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, unit="pair", desc="evaluate", file=sys.stderr)
+    try:
+        for start in range(0, n, cfg.batch_size):
+            idx = np.arange(start, min(start + cfg.batch_size, n))
+            _score_batch(scoring, idx)
+            if bar is not None:
+                bar.update(len(idx))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _score_batch(scoring: _Scoring, idx: np.ndarray) -> None:
+    """Generate pairs ``idx`` (B,), score generated and copy-source, keep grid rows and images."""
+    cfg, table, device = scoring.cfg, scoring.table, scoring.device
+    s_idx, t_idx = table.src[idx], table.tgt[idx]
+    src = torch.from_numpy(np.stack([scoring.dataset.image(int(k)) for k in s_idx])).to(device)
+    tgt = torch.from_numpy(np.stack([scoring.dataset.image(int(k)) for k in t_idx])).to(device)
+    src_kps = torch.from_numpy(table.keypoints[s_idx])
+    tgt_kps = torch.from_numpy(table.keypoints[t_idx])
+
+    t0 = time.perf_counter()
+    fake = scoring.transferer(uint8_to_model(src), src_kps, tgt_kps)  # float (B,3,H,W) on device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    scoring.seconds["generate"] += time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if cfg.official_io:
+        gen_u8 = official_tensor2im(fake).cpu().numpy()
+        src_u8 = official_loader_roundtrip(src).cpu().numpy()
+        tgt_u8 = official_loader_roundtrip(tgt).cpu().numpy()
+    else:  # the inference module's rounding
+        gen_u8, src_u8, tgt_u8 = model_to_uint8(fake), src, tgt
+    strips = []
+    if cfg.official_io or cfg.save_images or any(int(i) in scoring.grid_at for i in idx):
+        strips = _strips(cfg, src_u8, src_kps, tgt_u8, tgt_kps, gen_u8)
+        if cfg.official_io:  # score what the official tool reads back
+            src_u8 = np.stack([p[0] for p, _ in strips])
+            tgt_u8 = np.stack([p[2] for p, _ in strips])
+            gen_u8 = np.stack([p[4] for p, _ in strips])
+    mask = scoring.masks[torch.from_numpy(scoring.mask_row[t_idx]).to(scoring.masks.device)]  # (B,H,W) bool
+    for who, output in (("generated", gen_u8), ("copy_source", src_u8)):
+        values = pair_metrics(output, tgt_u8, mask)
+        for m in METRICS:
+            scoring.per_pair[f"{who}_{m}"][idx] = values[m]
+    scoring.seconds["metrics"] += time.perf_counter() - t0
+    _keep_strips(scoring, idx, strips)
+
+
+def _strips(cfg: EvalConfig, *images) -> list[tuple[list[np.ndarray], bytes | None]]:
+    """Per pair of a batch, the official strip's panels (and, with --official-io, its JPEG bytes,
+    the panels then being the decoded ones). ``images``: src, src_kps, tgt, tgt_kps, generated."""
+    arrays = [_numpy(x) for x in images]
+    strips = []
+    for j in range(len(arrays[0])):
+        panels = official_strip(*(a[j] for a in arrays))
+        encoded = None
+        if cfg.official_io:
+            panels, encoded = jpeg_roundtrip_strip(panels)
+        strips.append((panels, encoded))
+    return strips
+
+
+def _keep_strips(scoring: _Scoring, idx: np.ndarray, strips: list) -> None:
+    """Grid rows of the shown pairs; every strip as an image file with --save-images."""
+    table = scoring.table
+    for j, i in enumerate(idx):
+        if int(i) in scoring.grid_at:
+            scoring.grid_rows[scoring.grid_at[int(i)]] = strips[j][0]
+        if scoring.cfg.save_images:
+            name = f"{table.image_names[table.src[i]]}___{table.image_names[table.tgt[i]]}_vis"
+            panels, encoded = strips[j]
+            if encoded is not None:
+                write_atomic(scoring.image_dir / f"{name}.jpg", encoded)
+            else:
+                write_atomic(scoring.image_dir / f"{name}.png", encode_image(np.concatenate(panels, 1), ".png"))
+
+
+def _eval_info(cfg, data: dict, bundle, root, table, n, *, device, dtype, scoring: _Scoring, results) -> dict:
+    """The ``metrics.json`` record: settings, data and checkpoint identity, results, timing."""
+    seconds = scoring.seconds
+    return {
+        "format": "poseaug-eval/1",
+        "checkpoint": str(cfg.checkpoint),
+        "method": bundle.method,
+        "preset": bundle.preset,
+        "iteration": int(data.get("iteration", 0)),
+        "checkpoint_dataset_fingerprint": data.get("dataset_fingerprint"),
+        "code_version": data.get("code_version"),
+        "data": str(root),
+        "pairs_file": str(table.pairs_file),
+        "pairs_sha256": table.pairs_sha256,
+        "dataset_fingerprint": table.dataset_fingerprint,
+        "pairs_total": len(table),
+        "pairs_evaluated": n,
+        "subset": "all pairs" if n == len(table) else f"first {n} rows of the pairs file, in file order",
+        "pairs_skipped": table.skipped.lines(),
+        "device": str(device),
+        "precision": dtype or "fp32",
+        "batch_size": cfg.batch_size,
+        "official_io": cfg.official_io,
+        "results": results,
+        "units": UNITS,
+        "not_computed": NOT_COMPUTED,
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "generated_images_per_second": round(n / seconds["generate"], 3) if seconds["generate"] > 0 else None,
+    }
 
 
 def _numpy(x) -> np.ndarray:

@@ -17,12 +17,12 @@ from test_generator_data import make_tiny_root
 from augment.runtime import UsageError, cpu_supports_bf16, resolve_amp, resolve_device
 from generators.checkpoint import load, read_checkpoint
 from generators.losses import MissingWeightsError
+from generators.samples import render_skeleton
 from generators.train import (
     INTERRUPTED_EXIT,
     IterationInfo,
     RunConfig,
     main,
-    render_skeleton,
     train,
 )
 

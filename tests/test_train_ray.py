@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from test_generator_data import make_tiny_root
 from torch import nn
 
@@ -33,7 +34,7 @@ from augment.runtime import UsageError
 from cluster.train_ray import ShardedBatches, WorkerPlan, plan_workers, rank_seed, train_on_ray
 from generators.checkpoint import load, read_checkpoint
 from generators.data import PairSampler
-from generators.train import RunConfig, main, train
+from generators.train import RunConfig, SingleProcess, main, train
 
 # instance norm, no dropout: the configuration where 2 workers must equal 1 process (see above)
 EXACT = {
@@ -121,10 +122,49 @@ def test_bad_worker_settings_fail_before_ray_starts(root, tmp_path, capsys, monk
         main([*argv, "--workers", "0"])
     assert "--workers: must be >= 1, got 0" in capsys.readouterr().err
     with pytest.raises(UsageError, match="--workers: iteration hooks run in one process"):
-        train(run_config(root, out, 2), hooks=[lambda info: None])
+        train_on_ray(run_config(root, out, 2), hooks=[lambda info: None])
+    # the library function trains one process; several are the cluster layer's (main() or train_on_ray)
+    with pytest.raises(UsageError, match="--workers: 2 workers: train\\(\\) runs one process"):
+        train(run_config(root, out, 2))
     with pytest.raises(UsageError, match="--resume: no checkpoint to resume"):
         train_on_ray(RunConfig(out=out, resume=True, workers=2))
     assert not started and not out.exists()
+
+
+class RecordingStrategy(SingleProcess):
+    """One process that installs a gradient hook, as a multi-worker strategy does."""
+
+    def __init__(self):
+        self.calls: list[torch.optim.Optimizer] = []
+        self.grads_present: list[bool] = []
+
+    def start(self, nets, ctx, *, seed: int, iteration: int) -> None:
+        def before_step(optimizer):
+            self.calls.append(optimizer)
+            self.grads_present.append(all(p.grad is not None for g in optimizer.param_groups for p in g["params"]))
+
+        ctx.before_optimizer_step = before_step
+
+
+def test_gradient_hook_runs_once_before_every_optimizer_step(root, tmp_path):
+    """The public point where workers average gradients: between each backward and its optimizer step,
+    once per optimizer per iteration (PATN: G, D_PP, D_PB), with every parameter's gradient in place;
+    a hook that changes nothing changes no weight."""
+    iterations = 2
+    strategy = RecordingStrategy()
+    steps: list[dict] = []
+    hooked = train(
+        run_config(root, tmp_path / "hooked", 1, iterations=iterations),
+        log=lambda s: None,
+        parallel=strategy,
+        hooks=[lambda info: steps.append(info.optimizers)],
+    )
+    opts = steps[0]
+    assert [id(o) for o in strategy.calls] == [id(opts[n]) for n in ("G", "D_PP", "D_PB")] * iterations
+    assert all(strategy.grads_present)
+    plain = train(run_config(root, tmp_path / "plain", 1, iterations=iterations), log=lambda s: None)
+    a, b = read_checkpoint(hooked.checkpoint)["nets"], read_checkpoint(plain.checkpoint)["nets"]
+    assert all(torch.equal(a[n][k], b[n][k]) for n in a for k in a[n])
 
 
 # ---- with Ray Train -------------------------------------------------------------------------------------
@@ -148,7 +188,7 @@ def test_two_ray_workers_train_like_one_process(local_ray, root, tmp_path, monke
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     single = train(run_config(root, tmp_path / "one", 1), log=lambda s: None)
     lines: list[str] = []
-    multi = train(run_config(root, tmp_path / "two", 2), log=lines.append)  # dispatches to cluster.train_ray
+    multi = train_on_ray(run_config(root, tmp_path / "two", 2), log=lines.append)
     assert multi.iteration == single.iteration == ITERATIONS and not multi.interrupted
     assert multi.batch_size == BATCH and any("2 workers on CPU" in ln and "4 = 2 x 2" in ln for ln in lines)
     assert (tmp_path / "two" / "ray_train").is_dir()  # Ray Train's storage_path
