@@ -88,7 +88,15 @@ from augment.synth.body import (
     trunk_motion,
 )
 from augment.synth.cli import build_parser, config_from_args, main
-from augment.synth.config import CONFIG_FILE, DEFAULT_OUT, PREVIEW_FILE, SYNTH_VERSION, SynthConfig, difficulty_knobs
+from augment.synth.config import (
+    CONFIG_FILE,
+    DEFAULT_OUT,
+    DISJOINT_OUT,
+    PREVIEW_FILE,
+    SYNTH_VERSION,
+    SynthConfig,
+    difficulty_knobs,
+)
 from augment.synth.drawing import Colour, capsule, fill_ellipse, fill_poly, paint_clipped, shade
 from augment.synth.jobs import (
     ImageResult,
@@ -122,6 +130,7 @@ from augment.synth.seeds import (
 from augment.synth.writer import (
     OUTPUT_NAMES,
     embedded_dataset,
+    embedded_disjoint_dataset,
     ensure_dataset,
     is_complete,
     previous_config,
@@ -136,6 +145,7 @@ __all__ = [
     "BG_W",
     "CONFIG_FILE",
     "DEFAULT_OUT",
+    "DISJOINT_OUT",
     "FACE_VISIBILITY",
     "GARMENT_PALETTE",
     "HAIR_COLOURS",
@@ -182,6 +192,7 @@ __all__ = [
     "draw_person",
     "draw_skeleton",
     "embedded_dataset",
+    "embedded_disjoint_dataset",
     "ensure_dataset",
     "fill_ellipse",
     "fill_poly",

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from augment.synth.config import DEFAULT_OUT, PREVIEW_FILE, SynthConfig, difficulty_knobs
+from augment.synth.config import DEFAULT_OUT, DISJOINT_OUT, PREVIEW_FILE, SynthConfig, difficulty_knobs
 from augment.synth.writer import render_dataset
 
 
@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truncation-prob", type=float, default=d.truncation_prob)
     p.add_argument("--occluder-prob", type=float, default=d.occluder_prob)
     p.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality)
+    p.add_argument(
+        "--population",
+        type=int,
+        default=d.population,
+        help="0: the standard people; N > 0: other people, same cameras and scenes (for generators trained on "
+        f"identities disjoint from the re-ID set, e.g. --population 1 --out {DISJOINT_OUT})",
+    )
     p.add_argument("--workers", type=int, default=1, help="render processes (output is identical for any number)")
     p.add_argument(
         "--overwrite", action="store_true", help="replace a different rendering, or write into a non-empty directory"
@@ -78,6 +85,7 @@ def config_from_args(a: argparse.Namespace) -> SynthConfig:
         truncation_prob=a.truncation_prob,
         occluder_prob=a.occluder_prob,
         jpeg_quality=a.jpeg_quality,
+        population=a.population,
     )
 
 

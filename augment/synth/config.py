@@ -11,6 +11,7 @@ from augment.synth.scenes import SCENES
 
 SYNTH_VERSION = 1  # bump when rendering changes: a previous output of "the same config" must match it
 DEFAULT_OUT = Path("data/synth-market")
+DISJOINT_OUT = Path("data/synth-market-disjoint")  # population 1: other people, same cameras
 CONFIG_FILE = "synth-config.json"
 PREVIEW_FILE = "preview.png"
 
@@ -41,6 +42,10 @@ class SynthConfig:
     truncation_prob: float = 0.06  # person partly out of frame
     occluder_prob: float = 0.1  # pole, barrier or passer-by in front
     jpeg_quality: int = 92
+    # 0: the standard people. N > 0: a different population (other identities: other bodies, faces,
+    # clothes, walks) seen by the same cameras in the same scenes; a generator trained on one is
+    # "disjoint" from a re-ID set of the other (no identity, no image in common).
+    population: int = 0
 
     def __post_init__(self):
         # JSON round trips give lists; keep tuples so the config hashes and compares.
@@ -75,6 +80,7 @@ class SynthConfig:
             (0 <= self.truncation_prob <= 1, f"--truncation-prob must be in [0, 1], got {self.truncation_prob}"),
             (0 <= self.occluder_prob <= 1, f"--occluder-prob must be in [0, 1], got {self.occluder_prob}"),
             (1 <= self.jpeg_quality <= 100, f"--jpeg-quality must be in 1..100, got {self.jpeg_quality}"),
+            (self.population >= 0, f"--population must be >= 0, got {self.population}"),
         ]
         for ok, message in checks:
             if not ok:

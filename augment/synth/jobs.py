@@ -59,8 +59,12 @@ SPLIT_STREAMS = {"train": STREAM_TRAIN, "test": STREAM_TEST}
 
 
 def identity_rng(cfg: SynthConfig, stream: int, index: int, image: int = 0) -> np.random.Generator:
-    """Generator for (seed, stream, identity index, image index); image 0 = the identity itself."""
-    return np.random.default_rng([cfg.seed, stream, index, image])
+    """Generator for (seed, stream, identity index, image index); image 0 = the identity itself.
+
+    Population 0 keys the generator by those four numbers; population N > 0 appends N, which gives
+    independent people (every identity, junk and distractor draw differs) with the same cameras."""
+    key = [cfg.seed, stream, index, image] + ([cfg.population] if cfg.population else [])
+    return np.random.default_rng(key)
 
 
 def plan_tracks(rng: np.random.Generator, cfg: SynthConfig) -> list[dict]:

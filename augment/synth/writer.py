@@ -30,7 +30,7 @@ from augment.data.keypoints import (
     write_pairs,
 )
 from augment.data.market import MARKET_DIRS, make_market_dirs
-from augment.synth.config import CONFIG_FILE, DEFAULT_OUT, PREVIEW_FILE, SYNTH_VERSION, SynthConfig
+from augment.synth.config import CONFIG_FILE, DEFAULT_OUT, DISJOINT_OUT, PREVIEW_FILE, SYNTH_VERSION, SynthConfig
 from augment.synth.jobs import ImageResult, RenderReport, render_jobs, run_job
 from augment.synth.preview import statistics_lines, write_preview
 
@@ -171,16 +171,26 @@ def ensure_dataset(out: str | os.PathLike = DEFAULT_OUT, config: SynthConfig | N
     return render_dataset(cfg, out, **kw)
 
 
-def embedded_dataset(root: str | os.PathLike = DEFAULT_OUT, log: Callable[[str], None] = print) -> Path:
+def embedded_dataset(
+    root: str | os.PathLike = DEFAULT_OUT, log: Callable[[str], None] = print, *, population: int = 0
+) -> Path:
     """The embedded dataset every command defaults to, with one rule: a finished rendering at
-    ``root`` (of any config, e.g. a smaller one for a quick look) is used as it is; anything else
-    (absent, or a rendering killed half-way) is rendered afresh there with the default config."""
+    ``root`` of the asked ``population`` (of any other config, e.g. a smaller one for a quick look) is
+    used as it is; anything else (absent, another population, or a rendering killed half-way) is
+    rendered afresh there with the default config of that population."""
     root = Path(root)
     previous = previous_config(root)
-    if previous is not None and is_complete(root, previous):
+    if previous is not None and previous.population == population and is_complete(root, previous):
         return root
-    log(f"[data] embedded dataset not found at {root}: rendering it (python -m augment.synth)")
-    return ensure_dataset(root, SynthConfig())
+    flag = f" --population {population} --out {root}" if population else ""
+    log(f"[data] embedded dataset not found at {root}: rendering it (python -m augment.synth{flag})")
+    return ensure_dataset(root, SynthConfig(population=population))
+
+
+def embedded_disjoint_dataset(log: Callable[[str], None] = print) -> Path:
+    """Population 1 of the embedded dataset (other people, same cameras) at ``data/synth-market-disjoint``:
+    the training data of generators that must never have seen the re-ID set's identities."""
+    return embedded_dataset(DISJOINT_OUT, log, population=1)
 
 
 def write_keypoint_files(out: Path, results: list[ImageResult]) -> tuple[dict, dict]:
