@@ -266,7 +266,7 @@ def _run_record(resolved: ResolvedRun, data: TrainData, device, amp_dtype, paral
         "seed": resolved.seed,
         "data": str(data.root.resolve()),
         "keypoints": str(Path(data.keypoints).resolve()) if data.keypoints is not None else None,
-        "pairs_file": str(data.train_table.pairs_file),
+        "pairs_file": str(Path(data.train_table.pairs_file).resolve()),
         "pairs_sha256": data.train_table.pairs_sha256,
         "num_pairs": len(data.train_table),
         "amp": amp_name(amp_dtype),
@@ -374,6 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--keypoints", type=Path, help="folder of the community annotation/pairs CSVs (default: the data root)"
     )
+    p.add_argument(
+        "--pairs",
+        type=Path,
+        help="train pairs CSV (from,to) to train on instead of the dataset's market-pairs-train.csv, e.g. the "
+        "pairs among the images a reduced set keeps",
+    )
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, samples, log)")
     p.add_argument("--iterations", type=int, help="total iterations (default: the preset's)")
     p.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
@@ -425,6 +431,7 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
         preset=args.preset,
         data=args.data,
         keypoints=args.keypoints,
+        pairs=args.pairs,
         iterations=args.iterations,
         batch_size=args.batch_size,
         checkpoint_every=args.checkpoint_every,

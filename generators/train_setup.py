@@ -43,6 +43,7 @@ class RunConfig:
     preset: str | None = None  # default synth
     data: Path | None = None  # default: the embedded dataset
     keypoints: Path | None = None  # folder with the community CSVs, if not in the data root
+    pairs: Path | None = None  # train pairs CSV (default: market-pairs-train.csv); e.g. pairs among kept images
     iterations: int | None = None
     batch_size: int | None = None
     checkpoint_every: int | None = None
@@ -85,6 +86,8 @@ class RunConfig:
             raise UsageError("--data", f"{self.data} is not a folder")
         if self.keypoints is not None and not Path(self.keypoints).is_dir():
             raise UsageError("--keypoints", f"{self.keypoints} is not a folder")
+        if self.pairs is not None and not Path(self.pairs).is_file():
+            raise UsageError("--pairs", f"{self.pairs} is not a file")
         if self.num_samples < 1:
             raise UsageError("--num-samples", f"must be >= 1, got {self.num_samples}")
 
@@ -274,7 +277,21 @@ def load_data(run: RunConfig, resolved: ResolvedRun, log: Callable[[str], None] 
         data_root = embedded_dataset(log=log)
     dataset = read_market(data_root)
     annotations = read_dataset_annotations(data_root, keypoints_dir)
-    train_table = load_pairs(data_root, "train", keypoints_dir=keypoints_dir, dataset=dataset, annotations=annotations)
+    # a resumed run trains on the pairs file it started with (recorded), unless --pairs says otherwise
+    stored_pairs = stored_run.get("pairs_file")
+    pairs_file = (
+        run.pairs
+        if run.pairs is not None
+        else (stored_pairs if stored_pairs and Path(stored_pairs).is_file() else None)
+    )
+    train_table = load_pairs(
+        data_root,
+        "train",
+        keypoints_dir=keypoints_dir,
+        pairs_file=pairs_file,
+        dataset=dataset,
+        annotations=annotations,
+    )
     try:
         test_pairs = find_keypoint_file(data_root, "pairs", "test", keypoints_dir)
     except DatasetError as e:

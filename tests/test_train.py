@@ -396,3 +396,25 @@ def test_bad_image_mid_run_keeps_completed_iterations(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match="cannot decode image"):
         train(run, hooks=[corrupt_everything], log=lambda s: None)
     assert read_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["iteration"] == 2
+
+
+def test_training_on_a_given_pairs_file(root, tmp_path):
+    """--pairs restricts training to those pairs (a reduced set's kept images); the checkpoint records them
+    and a resumed run keeps training on them."""
+    import pandas as pd
+
+    from augment.data.keypoints import find_keypoint_file, read_pairs, write_pairs
+
+    pairs = read_pairs(find_keypoint_file(root, "pairs", "train"))
+    subset = pairs[pairs["from"].str[:4] == pairs["from"].iloc[0][:4]].head(3)
+    assert 0 < len(subset) < len(pairs)
+    path = write_pairs(tmp_path / "kept-pairs.csv", pd.DataFrame(subset).reset_index(drop=True))
+    train(tiny_run(root, tmp_path / "run", pairs=path, iterations=4), log=lambda s: None, hooks=[stop_at(2)])
+    run = read_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["run"]
+    assert run["pairs_file"] == str(path.resolve()) and run["num_pairs"] == len(subset)
+    resume = RunConfig(out=tmp_path / "run", resume=True, progress=False)
+    train(resume, log=lambda s: None)
+    run = read_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["run"]
+    assert run["pairs_file"] == str(path.resolve()) and run["num_pairs"] == len(subset)
+    with pytest.raises(UsageError, match="--pairs"):
+        train(tiny_run(root, tmp_path / "other", pairs=tmp_path / "absent.csv"), log=lambda s: None)
