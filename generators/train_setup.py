@@ -277,13 +277,12 @@ def load_data(run: RunConfig, resolved: ResolvedRun, log: Callable[[str], None] 
         data_root = embedded_dataset(log=log)
     dataset = read_market(data_root)
     annotations = read_dataset_annotations(data_root, keypoints_dir)
-    # a resumed run trains on the pairs file it started with (recorded), unless --pairs says otherwise
+    # a resumed run on its own data trains on the pairs file it started with, unless --pairs says otherwise
     stored_pairs = stored_run.get("pairs_file")
-    pairs_file = (
-        run.pairs
-        if run.pairs is not None
-        else (stored_pairs if stored_pairs and Path(stored_pairs).is_file() else None)
-    )
+    same_data = stored_run.get("data") is not None and data_root.resolve() == Path(stored_run["data"]).resolve()
+    pairs_file = run.pairs
+    if pairs_file is None and same_data and stored_pairs and Path(stored_pairs).is_file():
+        pairs_file = stored_pairs
     train_table = load_pairs(
         data_root,
         "train",
