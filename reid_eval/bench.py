@@ -23,11 +23,13 @@ cell folder to redo it. With no ``--data`` the embedded dataset is used (rendere
 generating method without ``--checkpoint``, augment.run trains the method's embedded-dataset generator
 first (runs/generators/<method>-synth).
 
-Default grid (CPU): Inception, recipe ``cpu`` (64x32 input, 16 epochs, batch 64, bf16 autocast on CPUs with
-native bf16), p in {0.1, 0.3, 0.5, 1.0} x {none, patn}: 8 cells, 7 trainings (p = 1.0 is the same set for
-both methods). On CPU the trainings run side by side (``--jobs``: one process per core, one torch thread
-each); ``--epochs`` trades accuracy for time. What the grid costs on a 2-core CPU, measured: README,
-"Re-ID evaluation".
+Default grid and its cost (CPU): Inception, recipe ``cpu`` (64x32 input, 16 epochs, batch 64, bf16 autocast
+on CPUs with native bf16), p in {0.1, 0.3, 0.5, 1.0} x {none, patn}: 8 cells, 7 trainings (p = 1.0 is the
+same set for both methods). On CPU the trainings run two at a time (``--jobs``: one process per core, one
+torch thread each). The seven training sets hold ~150 + 570 + 950 + 1,900 + 3 x 1,850 = ~9,100 images, so 16
+epochs are ~146,000 image-steps; the PATN sets at p = 0.1, 0.3, 0.5 generate ~1,700 + 1,300 + 950 images;
+reduced-only sets are links. What the grid costs (measured): the README and docs/measurements.md#re-id-benchmark.
+``--epochs`` trades accuracy for time.
 """
 
 from __future__ import annotations
@@ -449,14 +451,14 @@ def _run_trainings(order: list[list[_Pending]], cells: list[Cell], opts: BenchOp
 
 
 def run_bench(opts: BenchOptions, executor: Executor = LOCAL_EXECUTOR) -> pd.DataFrame:
-    """Run (or resume) the grid; writes results, table and plot; returns the results table.
+    """Run (or resume) the grid; writes results, table and plot; returns the results table. The sets are
+    built by augment.run's library function on ``executor`` (local by default).
 
-    1. every unfinished cell's set is built (augment.run's library function on ``executor``, one after
-       another: generation uses every core);
+    1. every unfinished cell's set is built (augment.run, one after another: generation uses every core);
     2. cells are grouped by training set (content fingerprint): one training per group and seed;
     3. trainings run in ``jobs`` processes, largest sets first (CPU default: one process per core with one
-       torch thread each, as OpenMP threads stall when another process takes a core); every finished
-       training immediately writes its cells' cell.json and the results.
+       torch thread each: OpenMP threads stall when a core is taken, docs/measurements.md#re-id-benchmark);
+       every finished training immediately writes its cells' cell.json and the results.
     """
     opts.validate()
     cells = build_grid(opts)
