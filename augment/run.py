@@ -16,6 +16,11 @@ Output (``--out``, default ``runs/augment/<dataset>/<plan>``): a Market-1501-lay
 and ``query/`` linked to the real test split), ``plan.parquet``, ``manifest.parquet``,
 ``summary.json``, ``preview.png`` and ``market-annotation-train.csv``. Re-running the same
 command resumes: rows already done (checked by hash) are skipped.
+
+As a library: ``run_augmentation(PlanSpec(...), RunOptions(...), executor) -> RunSummary``, where the
+executor is ``augment.execute.LOCAL_EXECUTOR`` (the default) or ``cluster.ray_executor.RAY_EXECUTOR``;
+it raises UsageError (naming the flag), DatasetError or CheckpointError. Only :func:`main` reaches up
+to the cluster layer (``--executor ray``) and turns those errors into ``error: ...`` and status 2.
 """
 
 from __future__ import annotations

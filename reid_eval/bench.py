@@ -551,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="training batch (default: the recipe's)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    p.add_argument("--executor", choices=["local", "ray"], default="local", help="augment.run executor (default local)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local", help="augment.run executor")
     p.add_argument(
         "--gen-precision",
         choices=["auto", "fp32", "bf16"],
