@@ -1,8 +1,8 @@
 """Executing a plan: the output folder, the three batch stages, resumability, the manifest.
 
 The stages are plain functions of one *batch payload* (a dict of lists/arrays for up to
-``batch_size`` generated rows), so the in-process executor here and the Ray executor in
-``cluster/`` run exactly the same code on exactly the same batches:
+``batch_size`` generated rows), so the in-process executor here (:data:`LOCAL_EXECUTOR`) and the
+Ray executor in ``cluster/`` run exactly the same code on exactly the same batches:
 
     decode_stage(payload)        CPU: read and decode the source images
     GenerateStage(ckpt)(payload) the model (a GPU actor under Ray): source -> target pose
@@ -22,6 +22,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,11 +36,6 @@ from augment.data.imageio import encode_image, read_rgb, sha256_bytes, sha256_fi
 from augment.data.keypoints import NUM_JOINTS, Annotations, write_annotations
 from augment.data.market import MARKET_DIRS, DatasetError, MarketDataset, place_file
 from augment.plan import GENERATED, REAL, Plan, write_plan
-
-# Test hook (crash injection): exit the process abruptly, as SIGKILL would, after this many
-# images have been written by this process (mid-batch when not a multiple of the batch size).
-CRASH_ENV = "POSEAUG_TEST_EXIT_AFTER_IMAGES"
-_images_written = 0
 
 # generated_at: when the generator finished the batch; finished_at: when its files and shard were written
 # (under Ray the write tasks can lag the generator and catch up in a burst: rates use both, see steady_state)
@@ -257,7 +253,6 @@ def write_stage(payload: dict, out_root: str | os.PathLike) -> pd.DataFrame:
             continue
         data = encode_image(img, ext=Path(name).suffix)
         write_atomic(layout.train_dir / name, data)
-        _maybe_crash()
         rows.append((name, DONE, "", sha256_bytes(data), per_image))
     now = time.time()
     records = pd.DataFrame(rows, columns=RECORD_COLUMNS[:5])
@@ -271,12 +266,47 @@ def write_stage(payload: dict, out_root: str | os.PathLike) -> pd.DataFrame:
     return records
 
 
-def _maybe_crash() -> None:
-    global _images_written
-    _images_written += 1
-    limit = os.environ.get(CRASH_ENV)
-    if limit and _images_written >= int(limit):
-        os._exit(137)
+@dataclass(frozen=True)
+class ExecOptions:
+    """How generated rows are executed (shared by all executors)."""
+
+    checkpoint: Path
+    out: Path
+    batch_size: int = 32
+    device: str | None = None  # None: CUDA when present, else CPU
+    precision: str | None = None  # None (fp32), "bf16", "fp16"
+    actors: int | None = None  # Ray: generator actors (default: one per GPU, or 1 on CPU)
+    address: str | None = None  # Ray: cluster address; None starts a private local Ray
+
+
+@dataclass(frozen=True)
+class Executor:
+    """A named way to run batch payloads through decode -> generate -> write.
+
+    ``run(payloads, opts)`` returns once every payload's images and shard are on disk; the name is
+    recorded in ``summary.json``.
+    """
+
+    name: str
+    run: Callable[[list[dict], ExecOptions], None]
+
+    def __call__(self, payloads: list[dict], opts: ExecOptions) -> None:
+        self.run(payloads, opts)
+
+
+def run_local(payloads: list[dict], opts: ExecOptions) -> None:
+    """In-process batched loop: decode, generate, write, one batch at a time."""
+    from tqdm import tqdm
+
+    stage = GenerateStage(opts.checkpoint, device=opts.device, precision=opts.precision)
+    n = sum(len(p["output_name"]) for p in payloads)
+    with tqdm(total=n, unit="img", desc="generate (local)") as bar:
+        for p in payloads:
+            write_stage(stage(decode_stage(p)), opts.out)
+            bar.update(len(p["output_name"]))
+
+
+LOCAL_EXECUTOR = Executor("local", run_local)
 
 
 def place_real_rows(

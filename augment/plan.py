@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 from augment.data.atomic import atomic_path
 from augment.data.keypoints import NUM_JOINTS, Annotations, joints_present
 from augment.data.market import MarketDataset, parse_market_name
+from augment.runtime import UsageError
 
 PLAN_COLUMNS = [
     "output_name",
@@ -111,18 +112,26 @@ class PlanSpec:
     seed: int = 0
 
     def validate(self) -> None:
+        """Raises :class:`UsageError` naming the flag of the bad parameter (ValueError for an unknown protocol)."""
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; known: {sorted(PROTOCOLS)}")
+        if self.seed < 0:
+            raise UsageError("--seed", f"must be >= 0, got {self.seed}")
         if self.protocol == "portion":
             if self.portion is None or not (0.0 < self.portion <= 1.0):
-                raise ValueError(f"--portion must be in (0, 1], got {self.portion}")
+                raise UsageError("--portion", f"must be in (0, 1], got {self.portion}")
             if self.target_poses not in ("removed", "kept"):
-                raise ValueError(f"--target-poses must be 'removed' or 'kept' for --portion, got {self.target_poses!r}")
-        else:
+                raise UsageError(
+                    "--target-poses", f"must be 'removed' or 'kept' for --portion, got {self.target_poses!r}"
+                )
+        elif self.protocol == "ratio":
             if self.per_image is None or self.per_image < 1:
-                raise ValueError(f"{self.protocol}: generated images per real image must be >= 1, got {self.per_image}")
+                ratio = None if self.per_image is None else self.per_image + 1
+                raise UsageError("--ratio", f"must be >= 2, got {ratio}")
+        elif self.per_image is None or self.per_image < 1:
+            raise UsageError("--poses-per-image", f"must be >= 1, got {self.per_image}")
         if self.generate and not self.method:
-            raise ValueError("a generating plan needs a method")
+            raise UsageError("--method", "a generating plan needs a method")
 
     def name(self) -> str:
         """Short, file-system safe name, e.g. ``portion0.1-patn-s0`` (used for output folders)."""

@@ -26,7 +26,9 @@ A GPU node also needs CPU for the service's I/O: the measured I/O seconds per im
 node's cores (``--node-cpus``, default 16), bound a node's rate whenever they exceed the GPU time.
 Re-ID training per Table-5 cell (``reid_eval.recipes`` ``openreid``: ResNet-50 256x128 50 epochs,
 Inception 144x56 70 epochs) is estimated the same way from 3 x forward GFLOPs per training image
-(forward + backward); data loading is not counted, so these are lower bounds.
+(forward + backward); data loading is not counted, so these are lower bounds. Those figures come
+from ``reid_eval.costs``: re-ID sits above this layer, so only :func:`main` imports it and hands
+its estimate to :func:`estimate` as a function.
 
 Workloads (Market-1501: 12,936 training images, 751 identities): a 2x set generates 12,936 images,
 a 3x set 25,872, and the full Table-5 sweep per method sum_p round((1-p) x 12,936) for p = 0.1..0.9
@@ -50,7 +52,10 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+
+from augment.runtime import UsageError
 
 MARKET_TRAIN_IMAGES = 12_936
 MARKET_TRAIN_IDENTITIES = 751
@@ -109,6 +114,38 @@ def io_seconds_per_image(payloads: list[dict], out: Path) -> float:
     return (time.perf_counter() - t0) / n
 
 
+def _service_run(spec: str, data: Path, ckpt: Path, portion: float, out: Path, batch_size: int, precision: str) -> dict:
+    """One ``augment.run`` subprocess on executor ``spec`` (``local`` or ``ray:N``): its figures."""
+    from augment.bench import measure_service, service_command
+
+    executor, _, actors = spec.partition(":")
+    cmd = service_command(
+        data,
+        ckpt,
+        ["--portion", str(portion)],
+        executor,
+        out,
+        batch_size=batch_size,
+        device="cpu",
+        precision=precision,
+    )
+    if actors:
+        cmd += ["--actors", actors]
+    before = load_average()
+    s, peak_mib = measure_service(cmd, out)
+    return {
+        "executor": executor,
+        "actors": int(actors) if actors else None,
+        "generated": s["generated_this_run"],
+        "images_per_second": s["generated_images_per_second"],
+        "generate_seconds": s["generate_seconds"],
+        "overhead_seconds": s["executor_overhead_seconds"],
+        "total_seconds": s["total_seconds"],
+        "peak_rss_mib": round(peak_mib, 1),
+        "load_average": [before, load_average()],
+    }
+
+
 def measure_service(
     data: Path | None,
     executors: Sequence[str],
@@ -118,21 +155,15 @@ def measure_service(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Images/s of augment.run per executor (``local``, ``ray:N``) and of the model alone."""
-    from augment.bench import make_checkpoint, model_only_rate, run_measured
-    from augment.data.keypoints import find_keypoint_file, read_annotations
-    from augment.data.market import read_market
-    from augment.execute import make_payloads
-    from augment.plan import PlanSpec, TrainIndex, make_plan
+    from augment.bench import make_checkpoint, model_only_rate, plan_payloads
+    from augment.plan import PlanSpec
     from augment.synth import embedded_dataset
 
     data = data or embedded_dataset()
     tmp = Path(tempfile.mkdtemp(prefix="capacity-"))
     try:
         ckpt = make_checkpoint("patn", "synth", tmp)
-        dataset = read_market(data)
-        index = TrainIndex.from_dataset(dataset, read_annotations(find_keypoint_file(data, "annotation", "train")))
-        plan = make_plan(index, PlanSpec("portion", portion=portion, method="patn"))
-        payloads = make_payloads(plan.generated(), dataset, batch_size)
+        plan, payloads = plan_payloads(data, PlanSpec("portion", portion=portion, method="patn"), batch_size)
         amp = None if precision == "fp32" else precision
         load0 = load_average()
         model_rate = model_only_rate(ckpt, payloads, "cpu", amp)
@@ -142,58 +173,15 @@ def measure_service(
             f"patn synth (random weights), batch {batch_size}, {precision}; model alone {model_rate:.1f} img/s; "
             f"I/O alone {1e3 * io:.1f} ms/image (load {load0})"
         )
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("RAY_ADDRESS", None)  # a private local Ray, never someone else's
         runs = []
         for spec in executors:
-            executor, _, actors = spec.partition(":")
             out = tmp / spec.replace(":", "-")
-            cmd = [
-                sys.executable,
-                "-m",
-                "augment.run",
-                "--method",
-                "patn",
-                "--data",
-                str(data),
-                "--checkpoint",
-                str(ckpt),
-                "--portion",
-                str(portion),
-                "--executor",
-                executor,
-                "--out",
-                str(out),
-                "--batch-size",
-                str(batch_size),
-                "--device",
-                "cpu",
-                "--precision",
-                precision,
-            ]
-            if actors:
-                cmd += ["--actors", actors]
-            before = load_average()
-            rc, peak_mib, output = run_measured(cmd, env)
-            if rc != 0:
-                raise SystemExit(f"error: {' '.join(cmd)} failed ({rc}):\n{output[-3000:]}")
-            s = json.loads((out / "summary.json").read_text())
-            row = {
-                "executor": executor,
-                "actors": int(actors) if actors else None,
-                "generated": s["generated_this_run"],
-                "images_per_second": s["generated_images_per_second"],
-                "generate_seconds": s["generate_seconds"],
-                "overhead_seconds": s["executor_overhead_seconds"],
-                "total_seconds": s["total_seconds"],
-                "peak_rss_mib": round(peak_mib, 1),
-                "load_average": [before, load_average()],
-            }
+            row = _service_run(spec, data, ckpt, portion, out, batch_size, precision)
             runs.append(row)
             log(
                 f"[capacity] {spec:7s} {row['images_per_second']} img/s steady, start-up+shutdown "
-                f"{row['overhead_seconds']} s, generate {row['generate_seconds']} s, peak {peak_mib:.0f} MiB "
-                f"(load {before})"
+                f"{row['overhead_seconds']} s, generate {row['generate_seconds']} s, "
+                f"peak {row['peak_rss_mib']:.0f} MiB (load {row['load_average'][0]})"
             )
             shutil.rmtree(out, ignore_errors=True)
         local = next((r for r in runs if r["executor"] == "local" and r["images_per_second"]), None)
@@ -261,32 +249,6 @@ def measure_methods(
     return results
 
 
-def reid_flops(models: Sequence[str], recipe: str = "openreid") -> dict[str, dict]:
-    """Forward GFLOPs per image, input size and epochs of the re-ID models of ``recipe``."""
-    import torch
-
-    from generators.base import count_flops
-    from reid_eval.models import build_reid_model
-    from reid_eval.openreid_resnet import register
-    from reid_eval.recipes import get_recipe
-
-    register()
-    out = {}
-    for name in models:
-        m = get_recipe(recipe).models[name]
-        model, info = build_reid_model(m.architecture, MARKET_TRAIN_IDENTITIES, pretrained=False, **m.model_kwargs)
-        flops = count_flops(model, torch.zeros(1, 3, *m.input_size))
-        out[name] = {
-            "recipe": recipe,
-            "architecture": m.architecture,
-            "input_size": list(m.input_size),
-            "epochs": m.epochs,
-            "parameters": info.num_params,
-            "forward_gflops_per_image": round(flops.gflops_per_sample, 3),
-        }
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # estimates
 
@@ -304,47 +266,45 @@ class GpuModel:
         return gflops * 1e9 / (self.peak_tflops * 1e12 * self.efficiency)
 
 
-def estimate(service: dict | None, methods: dict[str, dict], reid: dict[str, dict], gpu: GpuModel) -> dict:
-    """Hours for each workload from the per-image costs (CPU measured, GPU estimated)."""
+def _generation_estimate(r: dict, io: float | None, work: dict[str, int], gpu: GpuModel) -> dict:
+    """One method's per-image costs and hours per workload, on this CPU and on a GPU node."""
+    gpu_s = gpu.seconds(r["gflops_per_image"])
+    node_s = max(gpu_s, (io or 0.0) / gpu.node_cpus)  # a GPU node: model on the GPU, I/O on its cores
+    cpu_s = r["seconds_per_image"] + (io or 0.0)
+    return {
+        "cpu_seconds_per_image": round(cpu_s, 4),
+        "gpu_ms_per_image_estimated": round(1e3 * gpu_s, 4),
+        "gpu_node_ms_per_image_estimated": round(1e3 * node_s, 4),
+        "io_bound_on_gpu_node": bool(io and io / gpu.node_cpus > gpu_s),
+        "cpu_cores_to_feed_one_gpu": None if io is None else round(io / gpu_s, 1),
+        "hours": {
+            w: {
+                "cpu_this_machine": round(n * cpu_s / SECONDS_PER_HOUR, 3),
+                "gpu_node_estimated": round(n * node_s / SECONDS_PER_HOUR, 6),
+            }
+            for w, n in work.items()
+        },
+    }
+
+
+ReidEstimate = Callable[[Sequence[int], dict[str, int], Callable[[float], float]], dict[str, dict]]
+
+
+def estimate(
+    service: dict | None, methods: dict[str, dict], gpu: GpuModel, reid_training: ReidEstimate | None = None
+) -> dict:
+    """Hours for each workload from the per-image costs (CPU measured, GPU estimated).
+
+    ``reid_training(cells, set_sizes, seconds)``: the re-ID trainings' GPU hours per model
+    (``reid_eval.costs.training_estimate`` with its models' figures, supplied by :func:`main`);
+    None leaves them out.
+    """
     io = (service or {}).get("io_seconds_per_image")
     work = generated_images()
     ok = {m: r for m, r in methods.items() if "error" not in r}
-    generation = {}
-    for name, r in ok.items():
-        gpu_s = gpu.seconds(r["gflops_per_image"])
-        node_s = max(gpu_s, (io or 0.0) / gpu.node_cpus)  # a GPU node: model on the GPU, I/O on its cores
-        cpu_s = r["seconds_per_image"] + (io or 0.0)
-        generation[name] = {
-            "cpu_seconds_per_image": round(cpu_s, 4),
-            "gpu_ms_per_image_estimated": round(1e3 * gpu_s, 4),
-            "gpu_node_ms_per_image_estimated": round(1e3 * node_s, 4),
-            "io_bound_on_gpu_node": bool(io and io / gpu.node_cpus > gpu_s),
-            "cpu_cores_to_feed_one_gpu": None if io is None else round(io / gpu_s, 1),
-            "hours": {
-                w: {
-                    "cpu_this_machine": round(n * cpu_s / SECONDS_PER_HOUR, 3),
-                    "gpu_node_estimated": round(n * node_s / SECONDS_PER_HOUR, 6),
-                }
-                for w, n in work.items()
-            },
-        }
-    cells = reid_cells(len(ok))
-    training = {}
-    for name, r in reid.items():
-        per_image = gpu.seconds(3 * r["forward_gflops_per_image"]) * r["epochs"]  # fwd + bwd, all epochs
-        training[name] = {
-            "gpu_hours_per_cell_estimated": {
-                label: round(n * per_image / SECONDS_PER_HOUR, 3)
-                for label, n in (
-                    ("1x", MARKET_TRAIN_IMAGES),
-                    ("2x", 2 * MARKET_TRAIN_IMAGES),
-                    ("3x", 3 * MARKET_TRAIN_IMAGES),
-                )
-            },
-            "sweep_cells": len(cells),
-            "sweep_training_images": sum(cells),
-            "sweep_gpu_hours_estimated": round(sum(cells) * per_image / SECONDS_PER_HOUR, 2),
-        }
+    generation = {name: _generation_estimate(r, io, work, gpu) for name, r in ok.items()}
+    set_sizes = {label: k * MARKET_TRAIN_IMAGES for label, k in (("1x", 1), ("2x", 2), ("3x", 3))}
+    training = reid_training(reid_cells(len(ok)), set_sizes, gpu.seconds) if reid_training else {}
     sweep_gen_gpu = sum(g["hours"]["sweep"]["gpu_node_estimated"] for g in generation.values())
     sweep_gen_cpu = sum(g["hours"]["sweep"]["cpu_this_machine"] for g in generation.values())
     sweep_reid_gpu = sum(t["sweep_gpu_hours_estimated"] for t in training.values())
@@ -375,32 +335,45 @@ def _h(x: float | None) -> str:
 
 
 def markdown(report: dict) -> str:
-    gpu, est, service, methods = report["gpu_model"], report["estimates"], report["service"], report["methods"]
-    work = est["workload_generated_images_per_method"]
+    """The report as Markdown: machine, service runs, generation per method, re-ID training, the sweep."""
     lines = [
         f"Machine: {report['machine']}; load average {report['load_average_start']} -> "
         f"{report['load_average_end']} (timings under load are not comparable).",
         "",
     ]
-    if service:
-        lines += [
-            "**Augmentation service, measured here** (embedded dataset, PATN synth generator, "
-            f"{service['precision']}, batch {service['batch_size']}; model alone "
-            f"{service['model_only_images_per_second']} img/s; service I/O "
-            f"{_ms(service['io_seconds_per_image'])} per image)",
-            "",
-            "| executor | actors | generated | img/s (steady) | generate (s) "
-            "| start-up + shutdown (s) | peak RSS (MiB) | load |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for r in service["runs"]:
-            lines.append(
-                f"| {r['executor']} | {r['actors'] or '-'} | {r['generated']} | {r['images_per_second']} | "
-                f"{r['generate_seconds']} | "
-                f"{r['overhead_seconds']} | {r['peak_rss_mib']:.0f} | {r['load_average'][0]} |"
-            )
-        lines.append("")
-    lines += [
+    if report["service"]:
+        lines += _service_lines(report["service"])
+    lines += _generation_lines(report)
+    if report["estimates"]["reid_training"]:
+        lines += _reid_lines(report)
+    lines += _sweep_lines(report)
+    return "\n".join(lines)
+
+
+def _service_lines(service: dict) -> list[str]:
+    lines = [
+        "**Augmentation service, measured here** (embedded dataset, PATN synth generator, "
+        f"{service['precision']}, batch {service['batch_size']}; model alone "
+        f"{service['model_only_images_per_second']} img/s; service I/O "
+        f"{_ms(service['io_seconds_per_image'])} per image)",
+        "",
+        "| executor | actors | generated | img/s (steady) | generate (s) "
+        "| start-up + shutdown (s) | peak RSS (MiB) | load |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in service["runs"]:
+        lines.append(
+            f"| {r['executor']} | {r['actors'] or '-'} | {r['generated']} | {r['images_per_second']} | "
+            f"{r['generate_seconds']} | "
+            f"{r['overhead_seconds']} | {r['peak_rss_mib']:.0f} | {r['load_average'][0]} |"
+        )
+    return lines + [""]
+
+
+def _generation_lines(report: dict) -> list[str]:
+    gpu, est, methods = report["gpu_model"], report["estimates"], report["methods"]
+    work = est["workload_generated_images_per_method"]
+    lines = [
         f"**Generation per method** (market presets, 128x64, batch 32). CPU: measured on this machine "
         f"(model + service I/O). GPU: ESTIMATED, H100 at {gpu['efficiency']:.0%} of "
         f"{gpu['peak_tflops']:.0f} TFLOP/s bf16 (optimistic for convnets this size; figures scale as "
@@ -425,35 +398,41 @@ def markdown(report: dict) -> str:
             f"{_h(60 * hrs['3x']['gpu_node_estimated'])} / {_h(60 * hrs['sweep']['gpu_node_estimated'])}"
             f"{' (I/O-bound)' if g['io_bound_on_gpu_node'] else ''} |"
         )
-    lines.append("")
-    if est["reid_training"]:
-        lines += [
-            f"**Re-ID training per Table-5 cell, ESTIMATED** (openreid recipe, 3 x forward FLOPs per training "
-            f"image, same GPU assumption; data loading not counted: lower bounds). Sweep = "
-            f"{len(est['methods_in_sweep'])} methods x 11 cells + 10 'None' cells.",
-            "",
-            "| re-ID model | input | epochs | fwd GFLOPs | GPU h per cell 1x / 2x / 3x | sweep cells | sweep GPU h |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for name, t in est["reid_training"].items():
-            r = report["reid_models"][name]
-            c = t["gpu_hours_per_cell_estimated"]
-            lines.append(
-                f"| {name} | {r['input_size'][0]}x{r['input_size'][1]} | {r['epochs']} | "
-                f"{r['forward_gflops_per_image']:.2f} | {_h(c['1x'])} / {_h(c['2x'])} / {_h(c['3x'])} | "
-                f"{t['sweep_cells']} | {_h(t['sweep_gpu_hours_estimated'])} |"
-            )
-        lines.append("")
+    return lines + [""]
+
+
+def _reid_lines(report: dict) -> list[str]:
+    est = report["estimates"]
+    lines = [
+        f"**Re-ID training per Table-5 cell, ESTIMATED** (openreid recipe, 3 x forward FLOPs per training "
+        f"image, same GPU assumption; data loading not counted: lower bounds). Sweep = "
+        f"{len(est['methods_in_sweep'])} methods x 11 cells + 10 'None' cells.",
+        "",
+        "| re-ID model | input | epochs | fwd GFLOPs | GPU h per cell 1x / 2x / 3x | sweep cells | sweep GPU h |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, t in est["reid_training"].items():
+        r = report["reid_models"][name]
+        c = t["gpu_hours_per_cell_estimated"]
+        lines.append(
+            f"| {name} | {r['input_size'][0]}x{r['input_size'][1]} | {r['epochs']} | "
+            f"{r['forward_gflops_per_image']:.2f} | {_h(c['1x'])} / {_h(c['2x'])} / {_h(c['3x'])} | "
+            f"{t['sweep_cells']} | {_h(t['sweep_gpu_hours_estimated'])} |"
+        )
+    return lines + [""]
+
+
+def _sweep_lines(report: dict) -> list[str]:
+    gpu, est = report["gpu_model"], report["estimates"]
     s = est["sweep_total"]
     on_g = s[f"hours_on_{gpu['gpus']}_gpus_estimated"]
-    lines += [
+    return [
         f"**Full Table-5 sweep** ({', '.join(est['methods_in_sweep'])}): {s['generated_images']:,} generated "
         f"images; generation {_h(s['generation_cpu_hours_this_machine'])} h on this CPU, "
         f"{_h(60 * s['generation_gpu_hours_estimated'])} GPU-node min (est.); re-ID training "
         f"{_h(s['reid_gpu_hours_estimated'])} GPU h (est.); total {_h(s['gpu_hours_estimated'])} GPU h, "
         f"~{_h(on_g)} h on {gpu['gpus']} GPUs (est.)."
     ]
-    return "\n".join(lines)
 
 
 def _ms(seconds: float | None) -> str:
@@ -514,12 +493,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    a = build_parser().parse_args(argv)
+@dataclass(frozen=True)
+class ReidCosts:
+    """The re-ID part of the report, supplied by :func:`main` (re-ID sits above this layer)."""
+
+    figures: Callable[[], dict[str, dict]]  # model -> reid_eval.costs.reid_flops figures
+    training: Callable[..., dict[str, dict]]  # reid_eval.costs.training_estimate(figures, cells, sizes, seconds)
+
+
+def check_args(a: argparse.Namespace, reid_known: Sequence[str]) -> tuple[list[str], list[str], str]:
+    """(executors, re-ID models, service precision) from the flags; UsageError naming a bad one."""
     if not 0 < a.gpu_efficiency <= 1:
-        raise SystemExit(f"error: --gpu-efficiency must be in (0, 1], got {a.gpu_efficiency}")
+        raise UsageError("--gpu-efficiency", f"must be in (0, 1], got {a.gpu_efficiency}")
     if not 0 < a.portion < 1:
-        raise SystemExit(f"error: --portion must be in (0, 1), got {a.portion}")
+        raise UsageError("--portion", f"must be in (0, 1), got {a.portion}")
     for flag, value in (
         ("--batch-size", a.batch_size),
         ("--repeats", a.repeats),
@@ -527,31 +514,33 @@ def main(argv: Sequence[str] | None = None) -> dict:
         ("--gpus", a.gpus),
     ):
         if value < 1:
-            raise SystemExit(f"error: {flag} must be >= 1, got {value}")
+            raise UsageError(flag, f"must be >= 1, got {value}")
     executors = [e for e in a.executors.split(",") if e]
     for e in executors:
         kind, _, n = e.partition(":")
         if kind not in ("local", "ray") or (kind == "ray" and not n.isdigit()) or (kind == "local" and n):
-            raise SystemExit(f"error: --executors: {e!r} is not local or ray:N")
+            raise UsageError("--executors", f"{e!r} is not local or ray:N")
     reid_models = [m for m in a.reid_models.split(",") if m]
-    from reid_eval.recipes import get_recipe
-
-    unknown = [m for m in reid_models if m not in get_recipe("openreid").models]
+    unknown = [m for m in reid_models if m not in reid_known]
     if unknown:
-        raise SystemExit(f"error: --reid-models: unknown {unknown}; known: {sorted(get_recipe('openreid').models)}")
+        raise UsageError("--reid-models", f"unknown {unknown}; known: {sorted(reid_known)}")
     precision = a.precision
     if precision == "auto":
         from augment.runtime import cpu_supports_bf16
 
         precision = "bf16" if cpu_supports_bf16() else "fp32"
+    return executors, reid_models, precision
 
+
+def build_report(a: argparse.Namespace, executors: list[str], precision: str, reid: ReidCosts) -> dict:
+    """Measure (service, methods), estimate and render; the JSON report with its Markdown."""
     t0 = time.perf_counter()
     report: dict = {"format": "poseaug-capacity/1", "machine": machine_info(), "load_average_start": load_average()}
     report["service"] = (
         None if a.skip_service else measure_service(a.data, executors, a.portion, a.batch_size, precision)
     )
     report["methods"] = {} if a.skip_methods else measure_methods(a.methods.split(","), a.batch_size, a.repeats)
-    report["reid_models"] = reid_flops(reid_models)
+    report["reid_models"] = reid.figures()
     gpu = GpuModel(a.gpu_peak_tflops, a.gpu_efficiency, a.node_cpus, a.gpus)
     report["gpu_model"] = {
         "peak_tflops": gpu.peak_tflops,
@@ -560,10 +549,29 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "gpus": gpu.gpus,
         "note": "ESTIMATED from FLOPs: no GPU was measured",
     }
-    report["estimates"] = estimate(report["service"], report["methods"], report["reid_models"], gpu)
+    training = partial(reid.training, report["reid_models"])
+    report["estimates"] = estimate(report["service"], report["methods"], gpu, training)
     report["load_average_end"] = load_average()
     report["seconds"] = round(time.perf_counter() - t0, 1)
     report["markdown"] = markdown(report)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """CLI entry: measure, estimate, write the JSON and Markdown; bad flags exit with status 2."""
+    from augment.bench import BenchError
+    from augment.data.market import DatasetError
+    from reid_eval import costs  # re-ID sits above the cluster layer: only main reaches up
+    from reid_eval.recipes import get_recipe
+
+    a = build_parser().parse_args(argv)
+    try:
+        executors, reid_models, precision = check_args(a, list(get_recipe("openreid").models))
+        reid = ReidCosts(partial(costs.reid_flops, reid_models, MARKET_TRAIN_IDENTITIES), costs.training_estimate)
+        report = build_report(a, executors, precision, reid)
+    except (UsageError, DatasetError, BenchError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=1) + "\n")
     a.out.with_suffix(".md").write_text(report["markdown"] + "\n")

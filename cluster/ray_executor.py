@@ -22,14 +22,10 @@ import os
 import pickle
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from augment.run import ExecOptions
+from augment.execute import ExecOptions, Executor
+from augment.runtime import UsageError
 
-# Test hook (fault injection): when set to a path, the first generator actor call that finds
-# no file there creates it and kills its own process, once per path.
-FAULT_ENV = "POSEAUG_FAULT_KILL_ACTOR_ONCE"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -48,10 +44,11 @@ def ray_session(address: str | None, *, num_cpus: int | None = None, num_gpus: i
         return
     if address:
         if address.startswith(("http://", "https://")):
-            raise SystemExit(
-                f"error: --address/RAY_ADDRESS {address} is a job-submission (dashboard) address; "
+            raise UsageError(
+                "--address",
+                f"{address} (or RAY_ADDRESS) is a job-submission (dashboard) address; "
                 "submit with `python -m cluster.submit --address URL -- ...`, or give the cluster's "
-                "GCS address (host:6379)"
+                "GCS address (host:6379)",
             )
         # a submitted job already carries its working_dir runtime_env; ray.init inherits it.
         # Actor output goes to the driver so that it shows in `ray job logs`.
@@ -96,10 +93,6 @@ class _GenerateUDF:
         self.stage = GenerateStage(checkpoint, device=device, precision=precision, torch_threads=torch_threads)
 
     def __call__(self, batch: dict) -> dict:
-        marker = os.environ.get(FAULT_ENV)
-        if marker and not os.path.exists(marker):
-            Path(marker).write_text(str(os.getpid()))
-            os._exit(1)  # simulate a crashed actor (test hook)
         out = [pickle.dumps(self.stage(pickle.loads(p))) for p in batch["payload"]]
         return {"payload": out}
 
@@ -121,10 +114,10 @@ def actor_resources(resources: dict, actors: int | None, device: str | None) -> 
     cpus = max(1, int(resources.get("CPU", 1)))
     use_gpu = gpus > 0 and device != "cpu"
     if device == "cuda" and gpus == 0:
-        raise SystemExit("error: --device cuda, but the Ray cluster has no GPU")
+        raise UsageError("--device", "cuda, but the Ray cluster has no GPU")
     n = actors or (gpus if use_gpu else 1)
     if use_gpu and n > gpus:
-        raise SystemExit(f"error: --actors {n} > {gpus} GPUs in the cluster")
+        raise UsageError("--actors", f"{n} > {gpus} GPUs in the cluster")
     res = {
         "num_gpus": 1 if use_gpu else 0,
         # CPU actors: leave half a CPU to the decode/write tasks (2 cores: fractional, no deadlock)
@@ -139,6 +132,7 @@ def actor_resources(resources: dict, actors: int | None, device: str | None) -> 
 
 
 def run_plan_on_ray(payloads: list[dict], opts: ExecOptions) -> None:
+    """Decode, generate and write every payload on Ray (see the module docstring)."""
     from tqdm import tqdm
 
     with ray_session(opts.address) as ray:
@@ -160,8 +154,6 @@ def run_plan_on_ray(payloads: list[dict], opts: ExecOptions) -> None:
         ds = ray.data.from_items([{"payload": pickle.dumps(p)} for p in payloads], override_num_blocks=len(payloads))
         ds = ds.map(_decode, num_cpus=0.25)
         extra = {"resources": plan["resources"]} if "resources" in plan else {}
-        if os.environ.get(FAULT_ENV):  # reaches actors of an already running Ray too
-            extra["runtime_env"] = {"env_vars": {FAULT_ENV: os.environ[FAULT_ENV]}}
         ds = ds.map_batches(
             _GenerateUDF,
             fn_constructor_kwargs={
@@ -182,3 +174,6 @@ def run_plan_on_ray(payloads: list[dict], opts: ExecOptions) -> None:
         with tqdm(total=total, unit="img", desc="generate (ray)") as bar:
             for row in ds.iter_rows():
                 bar.update(row["done"] + row["failed"])
+
+
+RAY_EXECUTOR = Executor("ray", run_plan_on_ray)

@@ -122,13 +122,9 @@ def augment_command(augment_args: Sequence[str]) -> list[str]:
     from augment.run import build_parser, spec_from_args  # bad flags fail here, not later on the cluster
 
     try:
-        spec_from_args(build_parser().parse_args(args)).validate()
-    except ValueError as e:
+        spec_from_args(build_parser().parse_args(args))
+    except ValueError as e:  # augment.run's UsageError, naming the flag
         raise SubmitError(str(e)) from None
-    except SystemExit as e:
-        if isinstance(e.code, str):  # augment.run's own "error: ..." checks
-            raise SubmitError(e.code.removeprefix("error: ")) from None
-        raise
     return [*AUGMENT_ENTRYPOINT, *args]
 
 

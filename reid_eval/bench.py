@@ -37,8 +37,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,8 +48,11 @@ import numpy as np
 import pandas as pd
 
 from augment.data.market import DatasetError
+from augment.execute import LOCAL_EXECUTOR, Executor
+from augment.plan import PlanSpec
 from augment.runtime import UsageError, bf16_is_native, resolve_device
 from reid_eval import published
+from reid_eval.bench_report import RESULT_COLUMNS, plot_rank1, render_markdown, write_outputs
 from reid_eval.recipes import MODEL_NAMES, RECIPES
 
 __all__ = [
@@ -62,6 +65,7 @@ __all__ = [
     "plot_rank1",
     "collect_results",
     "write_outputs",
+    "RESULT_COLUMNS",
     "build_parser",
     "main",
     "DEFAULT_PORTIONS",
@@ -72,34 +76,6 @@ DEFAULT_PORTIONS = (0.1, 0.3, 0.5, 1.0)
 DEFAULT_METHODS = ("none", "patn")
 DEFAULT_OUT = Path("runs/bench")
 CELL_FILE = "cell.json"
-RESULT_COLUMNS = [
-    "model",
-    "recipe",
-    "method",
-    "protocol",
-    "p",
-    "ratio",
-    "column",
-    "seed",
-    "rank1_pct",
-    "rank5_pct",
-    "rank10_pct",
-    "mAP_pct",
-    "cuhk03_rank1_pct",
-    "train_images",
-    "real_images",
-    "generated_images",
-    "train_ids",
-    "epochs",
-    "imagenet_weights",
-    "train_seconds",
-    "eval_seconds",
-    "set_seconds",
-    "seconds",
-    "reused_from",
-    "cell_dir",
-    "set_dir",
-]
 
 
 class BenchError(ValueError):
@@ -141,15 +117,15 @@ class Cell:
         """Whether the set needs generated images (a checkpoint): not for 'none' nor for p = 1."""
         return self.method != "none" and (self.protocol == "ratio" or self.value < 1.0)
 
-    def augment_args(self) -> list[str]:
-        """augment.run flags of this cell's training set (data, output and executor flags are added later)."""
+    def plan_spec(self) -> PlanSpec:
+        """The augment.run plan of this cell's training set."""
         if self.protocol == "ratio":
-            return ["--ratio", str(int(self.value)), "--method", self.base_method, "--seed", str(self.seed)]
-        args = ["--portion", f"{self.value:g}", "--seed", str(self.seed)]
+            return PlanSpec("ratio", per_image=int(self.value) - 1, method=self.base_method, seed=self.seed)
+        portion = float(f"{self.value:g}")  # as the command line spelled it (folder names use :g too)
         if self.method == "none":
-            return args + ["--no-generate"]
-        args += ["--method", self.base_method]
-        return args + (["--target-poses", "kept"] if self.kept_poses else [])
+            return PlanSpec("portion", portion=portion, generate=False, seed=self.seed)
+        target_poses = "kept" if self.kept_poses else "removed"
+        return PlanSpec("portion", portion=portion, target_poses=target_poses, method=self.base_method, seed=self.seed)
 
 
 @dataclass(frozen=True)
@@ -167,7 +143,6 @@ class BenchOptions:
     batch_size: int | None = None
     device: str = "auto"
     threads: int | None = None
-    executor: str = "local"
     gen_precision: str = "auto"  # auto | fp32 | bf16 (augment.run --precision)
     sets_dir: Path | None = None  # None: augment.run's default runs/augment/<dataset>/<plan>
     jobs: int | None = None  # training processes; None: one per core on CPU, 1 on CUDA
@@ -218,33 +193,25 @@ def _gen_precision(choice: str, device: str) -> str:
     return "bf16" if bf16_is_native(resolve_device(device)) else "fp32"
 
 
-def _build_set(cell: Cell, opts: BenchOptions) -> tuple[Path, float]:
-    """Run augment.run for the cell's training set; returns (set folder, seconds)."""
-    from augment.run import run as augment_run
+def _build_set(cell: Cell, opts: BenchOptions, executor: Executor) -> tuple[Path, float]:
+    """Build the cell's training set with augment.run's library function; returns (set folder, seconds)."""
+    from augment.run import RunOptions, run_augmentation
 
-    args = cell.augment_args() + [
-        "--executor",
-        opts.executor,
-        "--precision",
-        _gen_precision(opts.gen_precision, opts.device),
-    ]
-    if opts.device != "auto":
-        args += ["--device", opts.device]
-    if opts.data is not None:
-        args += ["--data", str(opts.data)]
-    if cell.base_method in opts.checkpoints:
-        args += ["--checkpoint", str(opts.checkpoints[cell.base_method])]
-    if opts.sets_dir is not None:
-        args += ["--out", str(Path(opts.sets_dir) / cell.name)]
-    print(f"[bench] building the set: python -m augment.run {' '.join(args)}")
+    spec = cell.plan_spec()
+    run_opts = RunOptions(
+        data=opts.data,
+        checkpoint=opts.checkpoints.get(cell.base_method),
+        out=Path(opts.sets_dir) / cell.name if opts.sets_dir is not None else None,
+        device=opts.device,
+        precision=_gen_precision(opts.gen_precision, opts.device),
+    )
+    print(f"[bench] building the set {spec.name()} of cell {cell.name} ({executor.name} executor)")
     t0 = time.perf_counter()
     try:
-        summary = augment_run(args)
-    except (SystemExit, ValueError) as e:  # augment's usage errors, DatasetError, CheckpointError
-        raise BenchError(
-            f"building the set of cell {cell.name} failed: {e}\n  (command: python -m augment.run {' '.join(args)})"
-        ) from e
-    return Path(summary["out"]), time.perf_counter() - t0
+        summary = run_augmentation(spec, run_opts, executor)
+    except (ValueError, FileNotFoundError) as e:  # UsageError, DatasetError, CheckpointError, missing weights
+        raise BenchError(f"building the set of cell {cell.name} failed: {e}") from e
+    return Path(summary.out), time.perf_counter() - t0
 
 
 def _cell_dir(cell: Cell, opts: BenchOptions) -> Path:
@@ -366,17 +333,7 @@ def _finish_cell(p: _Pending, metrics: dict, seconds: float, source: Path | None
     return info
 
 
-def run_bench(opts: BenchOptions) -> pd.DataFrame:
-    """Run (or resume) the grid; writes results, table and plot; returns the results table.
-
-    1. every unfinished cell's set is built (augment.run, one after another: generation uses every core);
-    2. cells are grouped by training set (content fingerprint): one training per group and seed;
-    3. trainings run in ``jobs`` processes, largest sets first (CPU default: one process per core with one
-       torch thread each: OpenMP threads stall when a core is taken, docs/measurements.md#re-id-benchmark);
-       every finished training immediately writes its cells' cell.json and the results.
-    """
-    opts.validate()
-    cells = build_grid(opts)
+def _check_checkpoints(cells: list[Cell], opts: BenchOptions) -> None:
     if opts.data is not None:
         missing = sorted({c.base_method for c in cells if c.generates and c.base_method not in opts.checkpoints})
         if missing:
@@ -384,18 +341,18 @@ def run_bench(opts: BenchOptions) -> pd.DataFrame:
                 f"--data is given, so every generating method needs --checkpoint METHOD=PATH; "
                 f"missing for {', '.join(missing)}"
             )
+
+
+def _prepare_sets(
+    cells: list[Cell], opts: BenchOptions, executor: Executor
+) -> tuple[dict[tuple, Path], list[_Pending]]:
+    """Build the sets of the unfinished cells, one after another (generation uses every core).
+
+    Returns (train key -> folder of a finished cell trained on that set, the cells still to train).
+    """
     from reid_eval.datasets import load_splits
 
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    t_bench = time.perf_counter()
-    print(
-        f"[bench] {len(cells)} cells: models {', '.join(opts.models)}, recipe {opts.recipe}, "
-        f"portions {list(opts.portions)}, ratios {list(opts.ratios)}, methods {list(opts.methods)}, "
-        f"seeds {list(opts.seeds)} -> {out}"
-    )
-
-    trained: dict[tuple, Path] = {}  # train key -> folder of the cell that trained on that set
+    trained: dict[tuple, Path] = {}
     pending: list[_Pending] = []
     for i, cell in enumerate(cells, 1):
         cell_dir, settings = _cell_dir(cell, opts), _cell_settings(cell, opts)
@@ -407,91 +364,116 @@ def run_bench(opts: BenchOptions) -> pd.DataFrame:
                 f"(Rank-1 {done['rank1_pct']:.1f}%), skipped"
             )
             continue
-        set_dir, set_seconds = _build_set(cell, opts)
+        set_dir, set_seconds = _build_set(cell, opts, executor)
         splits = load_splits(set_dir, opts.test_data)
         cell_dir.mkdir(parents=True, exist_ok=True)
-        pending.append(
-            _Pending(
-                cell,
-                cell_dir,
-                settings,
-                set_dir,
-                set_seconds,
-                _train_key(splits.fingerprint, cell, opts),
-                len(splits.train_items),
-            )
-        )
-    print(f"[bench] sets ready in {(time.perf_counter() - t_bench) / 60:.1f} min")
+        key = _train_key(splits.fingerprint, cell, opts)
+        pending.append(_Pending(cell, cell_dir, settings, set_dir, set_seconds, key, len(splits.train_items)))
+    return trained, pending
 
+
+def _group_trainings(pending: list[_Pending], trained: dict[tuple, Path]) -> list[list[_Pending]]:
+    """Cells grouped by training set, largest first; groups whose set a finished cell trained on reuse it now."""
     groups: dict[tuple, list[_Pending]] = {}
     for p in pending:
         groups.setdefault(p.key, []).append(p)
-    # groups whose set was already trained by a finished cell: reuse at once
     for key in [k for k in groups if k in trained and (trained[k] / "metrics.json").exists()]:
         for p in groups.pop(key):
             metrics = json.loads((trained[key] / "metrics.json").read_text())
             _finish_cell(p, metrics, p.set_seconds, trained[key])
             print(f"[bench] {p.cell.model} {p.cell.name}: same training set as {trained[key]}: metrics reused")
-    order = sorted(groups.values(), key=lambda g: -g[0].train_images)  # largest first balances the workers
+    return sorted(groups.values(), key=lambda g: -g[0].train_images)  # largest first balances the workers
+
+
+def _training_job(group: list[_Pending], opts: BenchOptions, verbose: bool, threads: int | None) -> dict:
+    """What a (worker) process needs to train a group's first cell: picklable TrainOptions fields."""
+    p = group[0]
+    return {
+        "verbose": verbose,
+        "options": dict(
+            data=p.set_dir,
+            model=p.cell.model,
+            recipe=opts.recipe,
+            out=p.cell_dir,
+            test_data=opts.test_data,
+            epochs=opts.epochs,
+            batch_size=opts.batch_size,
+            device=opts.device,
+            seed=p.cell.seed,
+            threads=threads,
+            overwrite=True,
+        ),
+    }
+
+
+def _record_training(group: list[_Pending], metrics: dict, cells: list[Cell], opts: BenchOptions, t_bench: float):
+    """A finished training: cell.json of every cell of its group, then the results so far."""
+    first, seconds = group[0], metrics["seconds_total"]
+    _finish_cell(first, metrics, first.set_seconds + seconds, None)
+    for p in group[1:]:
+        _finish_cell(p, metrics, p.set_seconds, first.cell_dir)
+    names = ", ".join(p.cell.name for p in group)
+    print(
+        f"[bench] {first.cell.model} {names}: Rank-1 {100 * metrics['rank1']:.1f}%, mAP "
+        f"{100 * metrics['mAP']:.1f}% ({metrics['training']['train_images']} images, {seconds:.0f} s); "
+        f"bench {(time.perf_counter() - t_bench) / 60:.1f} min so far"
+    )
+    write_outputs(collect_results(cells, opts), opts)
+
+
+def _run_trainings(order: list[list[_Pending]], cells: list[Cell], opts: BenchOptions, t_bench: float) -> None:
+    """One training per group, in ``jobs`` processes (one: in this process, its output shown)."""
     jobs = _jobs(opts, len(order))
     threads = opts.threads if opts.threads is not None else (1 if jobs > 1 else None)
     print(
         f"[bench] {len(order)} trainings ({sum(len(g) for g in order)} cells) in {jobs} process(es)"
         f"{f', {threads} torch thread(s) each' if threads else ''}; progress in each cell's train.log"
     )
-
-    def job(group: list[_Pending]) -> dict:
-        p = group[0]
-        return {
-            "verbose": jobs == 1,
-            "options": dict(
-                data=p.set_dir,
-                model=p.cell.model,
-                recipe=opts.recipe,
-                out=p.cell_dir,
-                test_data=opts.test_data,
-                epochs=opts.epochs,
-                batch_size=opts.batch_size,
-                device=opts.device,
-                seed=p.cell.seed,
-                threads=threads,
-                overwrite=True,
-            ),
-        }
-
-    def finished(group: list[_Pending], metrics: dict) -> None:
-        first, seconds = group[0], metrics["seconds_total"]
-        _finish_cell(first, metrics, first.set_seconds + seconds, None)
-        for p in group[1:]:
-            _finish_cell(p, metrics, p.set_seconds, first.cell_dir)
-        names = ", ".join(p.cell.name for p in group)
-        print(
-            f"[bench] {first.cell.model} {names}: Rank-1 {100 * metrics['rank1']:.1f}%, mAP "
-            f"{100 * metrics['mAP']:.1f}% ({metrics['training']['train_images']} images, {seconds:.0f} s); "
-            f"bench {(time.perf_counter() - t_bench) / 60:.1f} min so far"
-        )
-        write_outputs(collect_results(cells, opts), opts)
-
     if jobs == 1:
         for group in order:
             print(f"[bench] training {group[0].cell.model} {group[0].cell.name} on {group[0].set_dir}")
-            finished(group, _train_cell(job(group)))
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+            _record_training(group, _train_cell(_training_job(group, opts, True, threads)), cells, opts, t_bench)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        # spawn: the parent has used OpenMP (generation), which a forked child may deadlock on
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-            started = {}
-            for group in order:
-                started[pool.submit(_train_cell, job(group))] = group
-                print(
-                    f"[bench] queued {group[0].cell.model} {group[0].cell.name} "
-                    f"({group[0].train_images} images) -> {group[0].cell_dir / 'train.log'}"
-                )
-            for future in as_completed(started):
-                finished(started[future], future.result())
+    # spawn: the parent has used OpenMP (generation), which a forked child may deadlock on
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        started = {}
+        for group in order:
+            started[pool.submit(_train_cell, _training_job(group, opts, False, threads))] = group
+            print(
+                f"[bench] queued {group[0].cell.model} {group[0].cell.name} "
+                f"({group[0].train_images} images) -> {group[0].cell_dir / 'train.log'}"
+            )
+        for future in as_completed(started):
+            _record_training(started[future], future.result(), cells, opts, t_bench)
 
+
+def run_bench(opts: BenchOptions, executor: Executor = LOCAL_EXECUTOR) -> pd.DataFrame:
+    """Run (or resume) the grid; writes results, table and plot; returns the results table. The sets are
+    built by augment.run's library function on ``executor`` (local by default).
+
+    1. every unfinished cell's set is built (augment.run, one after another: generation uses every core);
+    2. cells are grouped by training set (content fingerprint): one training per group and seed;
+    3. trainings run in ``jobs`` processes, largest sets first (CPU default: one process per core with one
+       torch thread each: OpenMP threads stall when a core is taken, docs/measurements.md#re-id-benchmark);
+       every finished training immediately writes its cells' cell.json and the results.
+    """
+    opts.validate()
+    cells = build_grid(opts)
+    _check_checkpoints(cells, opts)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_bench = time.perf_counter()
+    print(
+        f"[bench] {len(cells)} cells: models {', '.join(opts.models)}, recipe {opts.recipe}, "
+        f"portions {list(opts.portions)}, ratios {list(opts.ratios)}, methods {list(opts.methods)}, "
+        f"seeds {list(opts.seeds)} -> {out}"
+    )
+    trained, pending = _prepare_sets(cells, opts, executor)
+    print(f"[bench] sets ready in {(time.perf_counter() - t_bench) / 60:.1f} min")
+    _run_trainings(_group_trainings(pending, trained), cells, opts, t_bench)
     results = collect_results(cells, opts)
     paths = write_outputs(results, opts)
     print(paths["table_text"])
@@ -511,186 +493,6 @@ def collect_results(cells: list[Cell], opts: BenchOptions) -> pd.DataFrame:
         if info is not None:
             rows.append(_row(cell, opts, json.loads((cell_dir / "metrics.json").read_text()), info))
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
-
-
-def write_outputs(results: pd.DataFrame, opts: BenchOptions) -> dict:
-    out = Path(opts.out)
-    paths = {
-        "csv": out / "results.csv",
-        "parquet": out / "results.parquet",
-        "table": out / "table.md",
-        "plot": out / "rank1.png",
-    }
-    results.to_csv(paths["csv"], index=False)
-    results.to_parquet(paths["parquet"], index=False)
-    text = render_markdown(
-        results,
-        opts.models,
-        opts.methods,
-        opts.portions,
-        opts.ratios,
-        recipe=opts.recipe,
-        data=str(opts.data) if opts.data else "embedded dataset (data/synth-market)",
-    )
-    paths["table"].write_text(text)
-    plot_rank1(results, opts.models, opts.methods, opts.portions, opts.ratios, paths["plot"])
-    paths["table_text"] = text
-    return paths
-
-
-# ------------------------------------------------------------------------------------------------ tables
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def _columns(portions: Sequence[float], ratios: Sequence[int]) -> list:
-    return [published.column_key(portion=p) for p in portions] + [published.column_key(ratio=r) for r in ratios]
-
-
-def _header(columns: list) -> str:
-    labels = [f"{c:.1f}" if isinstance(c, float) else c for c in columns]
-    return "| method (model) | " + " | ".join(labels) + " |\n|---|" + "---|" * len(labels) + "\n"
-
-
-def _mean_by_cell(results: pd.DataFrame, metric: str) -> dict:
-    """(model, method, column) -> (mean over seeds, number of seeds)."""
-    if results.empty:
-        return {}
-    grouped = results.groupby(["model", "method", "column"])[metric].agg(["mean", "count"])
-    return {key: (float(row["mean"]), int(row["count"])) for key, row in grouped.iterrows()}
-
-
-def render_markdown(
-    results: pd.DataFrame,
-    models: Sequence[str],
-    methods: Sequence[str],
-    portions: Sequence[float],
-    ratios: Sequence[int],
-    recipe: str = "",
-    data: str = "",
-) -> str:
-    """Markdown: the Table-5 layout with "ours / published" Rank-1 (%), our cells in detail, and the published
-    Table 5 with its source. Ours: Market-1501 CMC Rank-1 (torchreid's), mean over seeds."""
-    columns = _columns(portions, ratios)
-    ours = _mean_by_cell(results, "rank1_pct")
-    seeds = sorted(results["seed"].unique().tolist()) if not results.empty else []
-    lines = [
-        "# Re-ID Rank-1 (%) vs portion of real training data: ours / published\n\n",
-        f"Ours: {data}, recipe `{recipe}`, Rank-1 = Market-1501 CMC (torchreid), mean over seeds {seeds}. "
-        f'Published: {published.PATN_SOURCE}. "–": not run / not published.\n\n',
-        _header(columns),
-    ]
-    for model in models:
-        for method in methods:
-            cells = []
-            for col in columns:
-                if isinstance(col, str) and method == "none":
-                    mine = None  # the reduced-only protocol has no 2x/3x
-                else:
-                    mine = ours.get((model, method, str(col)), (None, 0))[0]
-                theirs = published.published_value(method, model, col)
-                cells.append(f"{_fmt(mine)} / {_fmt(theirs)}")
-            label = f"{published.method_label(method)} ({published.model_label(model)})"
-            lines.append(f"| {label} | " + " | ".join(cells) + " |\n")
-    lines.append(
-        "\n## Our cells\n\n| model | method | p / ratio | seeds | Rank-1 | Rank-5 | mAP | cuhk03 Rank-1 | "
-        "train images (generated) | seconds |\n|---|---|---|---|---|---|---|---|---|---|\n"
-    )
-    if not results.empty:
-        detail = (
-            results.groupby(["model", "method", "protocol", "column"], sort=False)
-            .agg(
-                seeds=("seed", "count"),
-                rank1=("rank1_pct", "mean"),
-                rank5=("rank5_pct", "mean"),
-                mAP=("mAP_pct", "mean"),
-                cuhk03=("cuhk03_rank1_pct", "mean"),
-                images=("train_images", "mean"),
-                generated=("generated_images", "mean"),
-                seconds=("seconds", "sum"),
-                reused=("reused_from", lambda s: bool((s != "").all())),
-            )
-            .reset_index()
-        )
-        for _, r in detail.iterrows():
-            col = f"p={r['column']}" if r["protocol"] == "portion" else r["column"]
-            secs = "reused" if r["reused"] else f"{r['seconds']:.0f}"
-            lines.append(
-                f"| {published.model_label(r['model'])} | {published.method_label(r['method'])} | {col} | "
-                f"{r['seeds']} | {r['rank1']:.1f} | {r['rank5']:.1f} | {r['mAP']:.1f} | {r['cuhk03']:.1f} | "
-                f"{r['images']:.0f} ({r['generated']:.0f}) | {secs} |\n"
-            )
-    lines.append(f"\n## Published: {published.PATN_SOURCE}\n\n")
-    all_columns = _columns(published.PATN_PORTIONS, published.PATN_RATIOS)
-    lines.append(_header(all_columns))
-    for (method, model), row in published.PATN_TABLE5.items():
-        label = f"{published.method_label(method)} ({published.model_label(model)})"
-        lines.append(f"| {label} | " + " | ".join(_fmt(row.get(c)) for c in all_columns) + " |\n")
-    return "".join(lines)
-
-
-# -------------------------------------------------------------------------------------------------- plot
-def plot_rank1(
-    results: pd.DataFrame,
-    models: Sequence[str],
-    methods: Sequence[str],
-    portions: Sequence[float],
-    ratios: Sequence[int],
-    path: str | os.PathLike,
-) -> Path:
-    """Rank-1 (%) vs p (and 2x/3x to the right): one colour per method, a marker per model; ours solid,
-    published dashed. Writes a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ratio_x = {f"{r}x": 1.0 + 0.15 * (k + 1) for k, r in enumerate(sorted(set(ratios) | {2, 3}))}
-
-    def x_of(col) -> float:
-        return ratio_x[col] if isinstance(col, str) else float(col)
-
-    colours = plt.get_cmap("tab10")
-    markers = ["o", "s", "^", "D"]
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    ours = _mean_by_cell(results, "rank1_pct")
-    for mi, model in enumerate(models):
-        for ci, method in enumerate(methods):
-            colour, marker = colours(ci % 10), markers[mi % len(markers)]
-            label = f"{published.method_label(method)} ({published.model_label(model)})"
-            cols = _columns(portions, [] if method == "none" else ratios)
-            pts = [(x_of(c), ours[(model, method, str(c))][0]) for c in cols if (model, method, str(c)) in ours]
-            if pts:
-                xs, ys = zip(*sorted(pts))
-                ax.plot(xs, ys, "-", color=colour, marker=marker, label=f"{label} ours")
-            row = published.PATN_TABLE5.get((method, model))
-            if row:
-                pub = sorted((x_of(c), v) for c, v in row.items() if not isinstance(c, str) or int(c[:-1]) in ratios)
-                xs, ys = zip(*pub)
-                ax.plot(
-                    xs,
-                    ys,
-                    "--",
-                    color=colour,
-                    marker=marker,
-                    markerfacecolor="none",
-                    alpha=0.8,
-                    label=f"{label} published",
-                )
-    ticks = [0.1 * k for k in range(1, 11)] + [ratio_x[f"{r}x"] for r in sorted(ratios)]
-    ax.set_xticks(ticks, [f"{t:.1f}" for t in ticks[:10]] + [f"{r}x" for r in sorted(ratios)])
-    if ratios:
-        ax.axvline(1.075, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("portion p of the real training images (then augmentation ratio)")
-    ax.set_ylabel("Rank-1 (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.set_title("Re-ID Rank-1 vs training data: ours (solid) vs PATN Table 5 (dashed)")
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
 
 
 # --------------------------------------------------------------------------------------------------- CLI
@@ -779,7 +581,6 @@ def options_from_args(a: argparse.Namespace) -> BenchOptions:
         batch_size=a.batch_size,
         device=a.device,
         threads=a.threads,
-        executor=a.executor,
         gen_precision=a.gen_precision,
         sets_dir=a.sets_dir,
         jobs=a.jobs,
@@ -787,11 +588,18 @@ def options_from_args(a: argparse.Namespace) -> BenchOptions:
 
 
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
+    """CLI entry: the results table; bad options print ``error: ...`` and exit with status 2."""
     args = build_parser().parse_args(argv)
     try:
-        return run_bench(options_from_args(args))
+        executor = LOCAL_EXECUTOR
+        if args.executor == "ray":
+            from cluster.ray_executor import RAY_EXECUTOR  # the one place re-ID reaches the cluster layer
+
+            executor = RAY_EXECUTOR
+        return run_bench(options_from_args(args), executor)
     except (BenchError, UsageError, DatasetError) as e:
-        raise SystemExit(f"error: {e}") from None
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -42,8 +42,16 @@ from augment.data.market import DatasetError
 from augment.runtime import UsageError, resolve_device, rng_state, seed_everything, set_rng_state
 from reid_eval import compat
 from reid_eval.datasets import ReidSplits, load_splits, register_market_dir
+from reid_eval.engine import ReidSoftmaxEngine, build_datamanager, build_model, build_optimizer, pretrained_note
 from reid_eval.models import MODEL_SPECS, MissingPretrainedWeightsError
-from reid_eval.recipes import MODEL_NAMES, RECIPES, Recipe, build_transforms, get_recipe, resolve_precision
+from reid_eval.recipes import (
+    MODEL_NAMES,
+    RECIPES,
+    ModelRecipe,
+    Recipe,
+    get_recipe,
+    resolve_precision,
+)
 
 __all__ = [
     "TrainOptions",
@@ -125,70 +133,6 @@ def default_out(opts: TrainOptions) -> Path:
     return DEFAULT_RUNS / Path(opts.data).resolve().name / f"{opts.model}-{opts.recipe}-s{opts.seed}"
 
 
-# --------------------------------------------------------------------------------------------------- engine
-_torchreid = compat.import_torchreid()
-
-
-class ReidSoftmaxEngine(_torchreid.reid.engine.ImageSoftmaxEngine):
-    """torchreid's ImageSoftmaxEngine on any device, with optional autocast and channels-last inputs.
-
-    Per epoch it keeps the mean loss and training accuracy (``epoch_stats()``).
-    """
-
-    def __init__(
-        self,
-        datamanager,
-        model,
-        optimizer,
-        scheduler,
-        device: torch.device,
-        autocast_dtype: torch.dtype | None = None,
-        channels_last: bool = False,
-        label_smooth: bool = False,
-    ):
-        super().__init__(
-            datamanager, model, optimizer, scheduler=scheduler, use_gpu=device.type == "cuda", label_smooth=label_smooth
-        )
-        self.device, self.autocast_dtype, self.channels_last = device, autocast_dtype, channels_last
-        self._sums = {"loss": 0.0, "acc": 0.0, "batches": 0}
-
-    def _inputs(self, imgs: torch.Tensor) -> torch.Tensor:
-        imgs = imgs.to(self.device, non_blocking=True)
-        return imgs.contiguous(memory_format=torch.channels_last) if self.channels_last else imgs
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
-
-    def forward_backward(self, data):
-        imgs, pids = self.parse_data_for_train(data)
-        imgs, pids = self._inputs(imgs), pids.to(self.device, non_blocking=True)
-        with self._autocast():
-            outputs = self.model(imgs)
-        outputs = tuple(o.float() for o in outputs) if isinstance(outputs, tuple) else outputs.float()
-        loss = self.compute_loss(self.criterion, outputs, pids)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        logits = outputs[0] if isinstance(outputs, tuple) else outputs
-        summary = {"loss": loss.item(), "acc": _torchreid.reid.metrics.accuracy(logits, pids)[0].item()}
-        self._sums["loss"] += summary["loss"]
-        self._sums["acc"] += summary["acc"]
-        self._sums["batches"] += 1
-        return summary
-
-    @torch.no_grad()
-    def extract_features(self, input):
-        with self._autocast():
-            return self.model(self._inputs(input)).float()
-
-    def epoch_stats(self) -> dict:
-        """Mean loss and accuracy (%) over the batches since the last call, and their number."""
-        n = max(1, self._sums["batches"])
-        stats = {"loss": self._sums["loss"] / n, "acc": self._sums["acc"] / n, "batches": self._sums["batches"]}
-        self._sums = {"loss": 0.0, "acc": 0.0, "batches": 0}
-        return stats
-
-
 # -------------------------------------------------------------------------------------------------- helpers
 class _Tee:
     """A text stream writing to several streams (stdout and the log file)."""
@@ -236,22 +180,6 @@ def _save_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
-def _pretrained_note(info, pretrained_choice) -> str:
-    from reid_eval.models import imagenet_weights_path
-
-    spec = MODEL_SPECS[info.name]
-    if info.imagenet_weights:
-        return f"ImageNet weights loaded from {info.weights_file} ({info.loaded_tensors} tensors)"
-    if spec.imagenet_file is None:
-        return f"from scratch ({info.name} has no ImageNet weights; Open-ReID trains it from scratch)"
-    if pretrained_choice is False:
-        return "from scratch (ImageNet weights not used: --pretrained off or the recipe)"
-    return (
-        f"from scratch: ImageNet weights not found at {imagenet_weights_path(spec.imagenet_file)} "
-        "(nothing is downloaded; place the file there to use them)"
-    )
-
-
 def _versions() -> dict:
     import torchvision
 
@@ -276,7 +204,7 @@ def _registrations() -> None:
 
 # ---------------------------------------------------------------------------------------------------- run
 @dataclass(frozen=True)
-class _Plan:
+class RunPlan:
     """Everything a run resolved from its options, before any training."""
 
     opts: TrainOptions
@@ -307,7 +235,7 @@ class _Plan:
         return json.loads(json.dumps(key))  # JSON types (lists, not tuples): compares equal after reading back
 
 
-def _plan(opts: TrainOptions, splits: ReidSplits) -> _Plan:
+def _plan(opts: TrainOptions, splits: ReidSplits) -> RunPlan:
     recipe = get_recipe(opts.recipe)
     if opts.precision is not None:
         recipe = replace(recipe, precision=opts.precision)
@@ -342,7 +270,7 @@ def _plan(opts: TrainOptions, splits: ReidSplits) -> _Plan:
     except ValueError as e:
         raise UsageError("--precision", str(e).removeprefix("--precision ")) from None
     workers = opts.workers if opts.workers is not None else (0 if device.type == "cpu" else min(8, os.cpu_count() or 1))
-    return _Plan(opts, recipe, epochs, batch_size, device, dtype, workers, Path(opts.out or default_out(opts)))
+    return RunPlan(opts, recipe, epochs, batch_size, device, dtype, workers, Path(opts.out or default_out(opts)))
 
 
 def _existing(out: Path, key: dict, overwrite: bool) -> tuple[dict | None, dict | None]:
@@ -371,66 +299,6 @@ def _existing(out: Path, key: dict, overwrite: bool) -> tuple[dict | None, dict 
     return None, compat.load_checkpoint(ckpt_path)
 
 
-def _build_datamanager(torchreid, name: str, plan: _Plan, height: int, width: int):
-    dm = torchreid.reid.data.ImageDataManager(
-        root="",
-        sources=name,
-        targets=name,
-        height=height,
-        width=width,
-        transforms=None,
-        use_gpu=plan.device.type == "cuda",
-        batch_size_train=plan.batch_size,
-        batch_size_test=plan.recipe.batch_size_test,
-        workers=plan.workers,
-        train_sampler="RandomSampler",
-    )
-    # the recipe's transforms replace torchreid's string-built ones (Open-ReID's crop is not among them)
-    train_tf, test_tf = build_transforms(plan.recipe, height, width)
-    dm.transform_tr, dm.transform_te = train_tf, test_tf
-    dm.train_loader.dataset.transform = train_tf
-    for loaders in dm.test_loader.values():
-        for loader in loaders.values():
-            loader.dataset.transform = test_tf
-    return dm
-
-
-def _build_model(plan: _Plan, num_classes: int):
-    from reid_eval.models import build_reid_model
-
-    model_recipe = plan.recipe.model(plan.opts.model)
-    pretrained = {"auto": model_recipe.pretrained, "off": False, "require": True}[plan.opts.pretrained]
-    model, info = build_reid_model(
-        model_recipe.architecture, num_classes, pretrained=pretrained, loss="softmax", **model_recipe.model_kwargs
-    )
-    if info.imagenet_weights and hasattr(model, "pretrained_head_init"):
-        model.pretrained_head_init()
-    model = model.to(plan.device)
-    if plan.recipe.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model, info, pretrained
-
-
-def _build_optimizer(torchreid, plan: _Plan, model, imagenet: bool):
-    r, m = plan.recipe, plan.recipe.model(plan.opts.model)
-    staged = imagenet and m.base_lr_mult != 1.0 and bool(m.new_layers)
-    optimizer = torchreid.reid.optim.build_optimizer(
-        model,
-        optim=r.optim,
-        lr=m.lr,
-        weight_decay=r.weight_decay,
-        momentum=r.momentum,
-        sgd_nesterov=r.nesterov,
-        adam_beta1=r.adam_betas[0],
-        adam_beta2=r.adam_betas[1],
-        staged_lr=staged,
-        new_layers=list(m.new_layers),
-        base_lr_mult=m.base_lr_mult,
-    )
-    scheduler = compat.build_scheduler(optimizer, "single_step", stepsize=m.step_epochs, gamma=r.gamma)
-    return optimizer, scheduler, staged
-
-
 def run_training(opts: TrainOptions) -> dict:
     """Train and evaluate one model (see the module docstring); returns the metrics dict written to
     metrics.json. A finished run with the same run key is returned as it is."""
@@ -451,9 +319,25 @@ def run_training(opts: TrainOptions) -> dict:
         return _train(plan, splits, key, resume)
 
 
-def _train(plan: _Plan, splits: ReidSplits, key: dict, resume: dict | None) -> dict:
-    t_start = time.perf_counter()
-    torchreid = _torchreid
+@dataclass
+class _Session:
+    """A run's built training state: torchreid data manager, model, optimizer, engine."""
+
+    name: str  # the torchreid dataset name of the training folder
+    model_recipe: ModelRecipe
+    dm: object  # torchreid ImageDataManager
+    model: torch.nn.Module
+    info: object  # reid_eval.models build info (parameters, ImageNet weights)
+    note: str  # where the initial weights came from
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    staged: bool  # staged learning rates (ImageNet base at a lower rate)
+    engine: ReidSoftmaxEngine
+
+
+def _build_session(plan: RunPlan, splits: ReidSplits) -> _Session:
+    """Seed, then build in a fixed order (data manager, model, optimizer): the order the RNG is drawn in."""
+    torchreid = compat.import_torchreid()
     if plan.opts.threads is not None and plan.device.type == "cpu":
         torch.set_num_threads(plan.opts.threads)
     if plan.device.type == "cuda":
@@ -470,11 +354,11 @@ def _train(plan: _Plan, splits: ReidSplits, key: dict, resume: dict | None) -> d
         f"gallery {summary['gallery']['images']}; {plan.epochs} epochs, batch {plan.batch_size}, "
         f"{plan.device.type} {plan.precision_name}, seed {plan.opts.seed}"
     )
-    dm = _build_datamanager(torchreid, name, plan, height, width)
-    model, info, pretrained_choice = _build_model(plan, splits.num_train_pids)
-    note = _pretrained_note(info, pretrained_choice)
+    dm = build_datamanager(torchreid, name, plan, height, width)
+    model, info, pretrained_choice = build_model(plan, splits.num_train_pids)
+    note = pretrained_note(info, pretrained_choice)
     print(f"[reid] model: {info.num_params:,} parameters; {note}")
-    optimizer, scheduler, staged = _build_optimizer(torchreid, plan, model, info.imagenet_weights)
+    optimizer, scheduler, staged = build_optimizer(torchreid, plan, model, info.imagenet_weights)
     engine = ReidSoftmaxEngine(
         dm,
         model,
@@ -485,41 +369,54 @@ def _train(plan: _Plan, splits: ReidSplits, key: dict, resume: dict | None) -> d
         plan.recipe.channels_last,
         plan.recipe.label_smooth,
     )
-    start_epoch, history = 0, []
-    if resume is not None:
-        model.load_state_dict(resume["state_dict"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        set_rng_state(resume["rng"], plan.device)
-        start_epoch, history = int(resume["epoch"]), list(resume["meta"]["history"])
-        print(f"[reid] resuming {plan.out / CHECKPOINT_FILE} after epoch {start_epoch}/{plan.epochs}")
-    meta = {
-        "model": plan.opts.model,
-        "architecture": info.name,
-        "num_classes": splits.num_train_pids,
-        "input_size": [height, width],
-        "model_kwargs": model_recipe.model_kwargs,
-        "pid_to_label": {str(k): v for k, v in splits.pid_to_label.items()},
-        "history": history,
-    }
-    batches = len(dm.train_loader)
-    print_freq = plan.opts.print_freq or max(1, batches // 4)
-    engine.max_epoch = plan.epochs
+    return _Session(name, model_recipe, dm, model, info, note, optimizer, scheduler, staged, engine)
+
+
+def _restore(s: _Session, plan: RunPlan, resume: dict | None) -> tuple[int, list]:
+    """(first epoch to train, history so far): from the resumable checkpoint, or (0, [])."""
+    if resume is None:
+        return 0, []
+    s.model.load_state_dict(resume["state_dict"])
+    s.optimizer.load_state_dict(resume["optimizer"])
+    s.scheduler.load_state_dict(resume["scheduler"])
+    set_rng_state(resume["rng"], plan.device)
+    start_epoch = int(resume["epoch"])
+    print(f"[reid] resuming {plan.out / CHECKPOINT_FILE} after epoch {start_epoch}/{plan.epochs}")
+    return start_epoch, list(resume["meta"]["history"])
+
+
+def _save_state(s: _Session, plan: RunPlan, epoch: int, rank1: float | None, meta: dict, key: dict) -> None:
+    """checkpoint.pt: weights, optimizer, scheduler, every RNG state, and what makes it resumable."""
+    _save_checkpoint(
+        plan.out / CHECKPOINT_FILE,
+        {
+            "state_dict": s.model.state_dict(),
+            "epoch": epoch,
+            "rank1": rank1,
+            "optimizer": s.optimizer.state_dict(),
+            "scheduler": s.scheduler.state_dict(),
+            "rng": rng_state(plan.device),
+            "meta": meta,
+            "run_key": key,
+        },
+    )
+
+
+def _train_epochs(s: _Session, plan: RunPlan, start_epoch: int, meta: dict, key: dict) -> float:
+    """Train the remaining epochs (a checkpoint after each, history in ``meta``); returns the seconds."""
+    history = meta["history"]
+    print_freq = plan.opts.print_freq or max(1, len(s.dm.train_loader) // 4)
+    s.engine.max_epoch = plan.epochs
     t_train = time.perf_counter()
     for epoch in range(start_epoch, plan.epochs):
         t0 = time.perf_counter()
-        engine.epoch = epoch
-        engine.train(print_freq=print_freq)  # torchreid: one epoch, progress lines, then scheduler.step()
-        stats = engine.epoch_stats()
+        s.engine.epoch = epoch
+        s.engine.train(print_freq=print_freq)  # torchreid: one epoch, progress lines, then scheduler.step()
+        stats = s.engine.epoch_stats()
         seconds = time.perf_counter() - t0
+        lr = s.optimizer.param_groups[-1]["lr"]
         history.append(
-            {
-                "epoch": epoch + 1,
-                "seconds": round(seconds, 3),
-                "loss": stats["loss"],
-                "acc": stats["acc"],
-                "lr": optimizer.param_groups[-1]["lr"],
-            }
+            {"epoch": epoch + 1, "seconds": round(seconds, 3), "loss": stats["loss"], "acc": stats["acc"], "lr": lr}
         )
         remaining = seconds * (plan.epochs - epoch - 1)
         print(
@@ -527,61 +424,40 @@ def _train(plan: _Plan, splits: ReidSplits, key: dict, resume: dict | None) -> d
             f"{seconds:.1f} s ({stats['batches'] * plan.batch_size / max(seconds, 1e-9):.1f} img/s), "
             f"ETA {remaining / 60:.1f} min"
         )
-        _save_checkpoint(
-            plan.out / CHECKPOINT_FILE,
-            {
-                "state_dict": model.state_dict(),
-                "epoch": epoch + 1,
-                "rank1": None,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": rng_state(plan.device),
-                "meta": meta,
-                "run_key": key,
-            },
-        )
-    train_seconds = time.perf_counter() - t_train
+        _save_state(s, plan, epoch + 1, None, meta, key)
+    return time.perf_counter() - t_train
 
-    t_eval = time.perf_counter()
-    result = compat.evaluate_engine(
-        engine,
-        dist_metric=plan.recipe.dist_metric,
-        normalize_feature=plan.recipe.normalize_feature,
-        max_rank=min(50, len(splits.gallery_items)),
-    )[name]
-    eval_seconds = time.perf_counter() - t_eval
-    _save_checkpoint(
-        plan.out / CHECKPOINT_FILE,
-        {
-            "state_dict": model.state_dict(),
-            "epoch": plan.epochs,
-            "rank1": float(result["rank1"]),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": rng_state(plan.device),
-            "meta": meta,
-            "run_key": key,
-        },
-    )
 
-    epochs_run = plan.epochs - start_epoch
-    images = len(dm.train_loader) * plan.batch_size * epochs_run
-    metrics = {
-        k: result[k]
-        for k in (
-            "rank1",
-            "rank5",
-            "rank10",
-            "mAP",
-            "mAP_openreid",
-            "cuhk03_rank1",
-            "cuhk03_rank5",
-            "cuhk03_rank10",
-            "allshots_rank1",
-            "allshots_rank5",
-            "allshots_rank10",
-        )
-    }
+_RESULT_KEYS = (
+    "rank1",
+    "rank5",
+    "rank10",
+    "mAP",
+    "mAP_openreid",
+    "cuhk03_rank1",
+    "cuhk03_rank5",
+    "cuhk03_rank10",
+    "allshots_rank1",
+    "allshots_rank5",
+    "allshots_rank10",
+)
+
+
+@dataclass(frozen=True)
+class _Timing:
+    start: float  # perf_counter at the start of the run
+    start_epoch: int  # first epoch trained in this process (> 0 when resumed)
+    train_seconds: float
+    eval_seconds: float
+
+
+def _metrics(s: _Session, plan: RunPlan, splits: ReidSplits, result: dict, t: _Timing, key: dict, meta: dict) -> dict:
+    """metrics.json: the evaluation's figures, then how they were obtained."""
+    history = meta["history"]
+    batches = len(s.dm.train_loader)
+    epochs_run = plan.epochs - t.start_epoch
+    images = batches * plan.batch_size * epochs_run
+    metrics = {k: result[k] for k in _RESULT_KEYS}
     metrics.update(
         {
             "units": "fractions in [0, 1]",
@@ -592,56 +468,92 @@ def _train(plan: _Plan, splits: ReidSplits, key: dict, resume: dict | None) -> d
             "num_skipped_queries": result["num_skipped_queries"],
             "model": {
                 "name": plan.opts.model,
-                "architecture": info.name,
-                "num_params": info.num_params,
-                "input_size": [height, width],
-                "imagenet_weights": info.imagenet_weights,
-                "weights_file": info.weights_file,
-                "pretrained_note": note,
-                "staged_lr": staged,
-                **model_recipe.model_kwargs,
+                "architecture": s.info.name,
+                "num_params": s.info.num_params,
+                "input_size": list(s.model_recipe.input_size),
+                "imagenet_weights": s.info.imagenet_weights,
+                "weights_file": s.info.weights_file,
+                "pretrained_note": s.note,
+                "staged_lr": s.staged,
+                **s.model_recipe.model_kwargs,
             },
             "recipe": plan.recipe.to_json(),
             "training": {
                 "epochs": plan.epochs,
-                "resumed_from_epoch": start_epoch,
+                "resumed_from_epoch": t.start_epoch,
                 "batch_size": plan.batch_size,
                 "iterations_per_epoch": batches,
                 "train_images": len(splits.train_items),
                 "train_ids": splits.num_train_pids,
                 "generated_images": splits.generated_train_images,
-                "seconds": round(train_seconds, 2),
-                "seconds_per_epoch": round(train_seconds / max(1, epochs_run), 2),
-                "images_per_second": round(images / max(train_seconds, 1e-9), 2),
+                "seconds": round(t.train_seconds, 2),
+                "seconds_per_epoch": round(t.train_seconds / max(1, epochs_run), 2),
+                "images_per_second": round(images / max(t.train_seconds, 1e-9), 2),
                 "final_loss": history[-1]["loss"] if history else None,
                 "final_train_acc": history[-1]["acc"] if history else None,
                 "history": history,
             },
             "evaluation": {
-                "seconds": round(eval_seconds, 2),
+                "seconds": round(t.eval_seconds, 2),
                 "dist_metric": plan.recipe.dist_metric,
-                "feature": model_recipe.model_kwargs.get("eval_output", "model eval output"),
+                "feature": s.model_recipe.model_kwargs.get("eval_output", "model eval output"),
                 "normalize_feature": plan.recipe.normalize_feature,
             },
-            "data": splits.summary(),
-            "device": str(plan.device),
-            "precision": plan.precision_name,
-            "channels_last": plan.recipe.channels_last,
-            "torch_threads": torch.get_num_threads(),
-            "workers": plan.workers,
-            "seed": plan.opts.seed,
-            "seconds_total": round(time.perf_counter() - t_start, 2),
-            "versions": _versions(),
-            "command": " ".join(sys.argv),
-            "run_key": key,
-            "paths": {
-                "out": str(plan.out),
-                "checkpoint": str(plan.out / CHECKPOINT_FILE),
-                "log": str(plan.out / LOG_FILE),
-            },
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
     )
+    metrics.update(_run_info(plan, splits, key, t))
+    return metrics
+
+
+def _run_info(plan: RunPlan, splits: ReidSplits, key: dict, t: _Timing) -> dict:
+    """The data, device, precision, versions, command and paths of a run (the tail of metrics.json)."""
+    return {
+        "data": splits.summary(),
+        "device": str(plan.device),
+        "precision": plan.precision_name,
+        "channels_last": plan.recipe.channels_last,
+        "torch_threads": torch.get_num_threads(),
+        "workers": plan.workers,
+        "seed": plan.opts.seed,
+        "seconds_total": round(time.perf_counter() - t.start, 2),
+        "versions": _versions(),
+        "command": " ".join(sys.argv),
+        "run_key": key,
+        "paths": {
+            "out": str(plan.out),
+            "checkpoint": str(plan.out / CHECKPOINT_FILE),
+            "log": str(plan.out / LOG_FILE),
+        },
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def _train(plan: RunPlan, splits: ReidSplits, key: dict, resume: dict | None) -> dict:
+    """Build (or restore), train the remaining epochs, evaluate on the real query/gallery, write metrics.json."""
+    t_start = time.perf_counter()
+    s = _build_session(plan, splits)
+    start_epoch, history = _restore(s, plan, resume)
+    height, width = s.model_recipe.input_size
+    meta = {
+        "model": plan.opts.model,
+        "architecture": s.info.name,
+        "num_classes": splits.num_train_pids,
+        "input_size": [height, width],
+        "model_kwargs": s.model_recipe.model_kwargs,
+        "pid_to_label": {str(k): v for k, v in splits.pid_to_label.items()},
+        "history": history,
+    }
+    train_seconds = _train_epochs(s, plan, start_epoch, meta, key)
+    t_eval = time.perf_counter()
+    result = compat.evaluate_engine(
+        s.engine,
+        dist_metric=plan.recipe.dist_metric,
+        normalize_feature=plan.recipe.normalize_feature,
+        max_rank=min(50, len(splits.gallery_items)),
+    )[s.name]
+    eval_seconds = time.perf_counter() - t_eval
+    _save_state(s, plan, plan.epochs, float(result["rank1"]), meta, key)
+    metrics = _metrics(s, plan, splits, result, _Timing(t_start, start_epoch, train_seconds, eval_seconds), key, meta)
     _write_json(plan.out / METRICS_FILE, metrics)
     print(
         f"[reid] Rank-1 {100 * metrics['rank1']:.1f}%  Rank-5 {100 * metrics['rank5']:.1f}%  "
@@ -707,11 +619,13 @@ def options_from_args(a: argparse.Namespace) -> TrainOptions:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
+    """CLI entry: the metrics; bad input prints ``error: ...`` and exits with status 2."""
     args = build_parser().parse_args(argv)
     try:
         return run_training(options_from_args(args))
     except (UsageError, DatasetError, MissingPretrainedWeightsError) as e:
-        raise SystemExit(f"error: {e}") from None
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -1,13 +1,18 @@
 """The Ray executor writes exactly the images the local executor writes, and survives a crashed actor."""
 
+from dataclasses import replace
 from pathlib import Path
 
+import faults
 import pandas as pd
 import pytest
 
 from augment.data.imageio import sha256_file
-from augment.run import run
-from cluster.ray_executor import FAULT_ENV, actor_resources
+from augment.plan import PlanSpec
+from augment.run import RunOptions, run_augmentation
+from augment.runtime import UsageError
+from cluster import ray_executor
+from cluster.ray_executor import RAY_EXECUTOR, actor_resources
 
 
 @pytest.fixture(scope="module")
@@ -29,34 +34,29 @@ def test_actor_resources_never_ask_for_absent_gpus():
     assert r["num_gpus"] == 0 and r["actors"] == 1 and r["device"] == "cpu" and r["num_cpus"] < 2
     r = actor_resources({"CPU": 16.0, "GPU": 4.0, "generator": 4.0}, None, None)
     assert r["num_gpus"] == 1 and r["actors"] == 4 and r["resources"] == {"generator": 1}
-    with pytest.raises(SystemExit, match="no GPU"):
+    with pytest.raises(UsageError, match="--device: cuda, but the Ray cluster has no GPU"):
         actor_resources({"CPU": 2.0}, None, "cuda")
-    with pytest.raises(SystemExit, match="--actors 3 > 2 GPUs"):
+    with pytest.raises(UsageError, match="--actors: 3 > 2 GPUs"):
         actor_resources({"CPU": 8.0, "GPU": 2.0}, 3, None)
 
 
+def test_a_dashboard_address_is_refused():
+    with pytest.raises(UsageError, match="--address: http://h:8265 .*job-submission"):
+        with ray_executor.ray_session("http://h:8265"):
+            pass
+
+
 def test_ray_equals_local_and_survives_a_killed_actor(local_ray, tiny_market, tiny_checkpoint, tmp_path, monkeypatch):
-    common = [
-        "--method",
-        "patn",
-        "--data",
-        str(tiny_market),
-        "--checkpoint",
-        str(tiny_checkpoint),
-        "--portion",
-        "0.3",
-        "--seed",
-        "2",
-        "--batch-size",
-        "4",
-    ]
-    run([*common, "--executor", "local", "--out", str(tmp_path / "local")])
+    spec = PlanSpec("portion", portion=0.3, seed=2)
+    opts = RunOptions(data=tiny_market, checkpoint=tiny_checkpoint, batch_size=4)
+    run_augmentation(spec, replace(opts, out=tmp_path / "local"))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     marker = tmp_path / "killed-once"
-    monkeypatch.setenv(FAULT_ENV, str(marker))  # the first actor call exits its process
-    summary = run([*common, "--executor", "ray", "--out", str(tmp_path / "ray")])
+    # the first actor call exits its process; Ray Data restarts the actor and retries the batch
+    monkeypatch.setattr(ray_executor, "_GenerateUDF", faults.actor_killed_once(marker))
+    summary = run_augmentation(spec, replace(opts, out=tmp_path / "ray"), RAY_EXECUTOR)
     assert marker.exists(), "the fault hook did not fire"
-    assert summary["generated_this_run"] > 0
+    assert summary.generated_this_run > 0 and summary.executor == "ray"
     assert hashes(tmp_path / "ray") == hashes(tmp_path / "local")
     m = pd.read_parquet(tmp_path / "ray" / "manifest.parquet")
     assert m.output_name.is_unique and (m.status == "done").all()

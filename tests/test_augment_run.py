@@ -1,7 +1,6 @@
 """The augmentation service end to end on the tiny embedded dataset (local executor)."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +11,10 @@ import pytest
 
 from augment.data.imageio import read_rgb, sha256_file
 from augment.data.keypoints import read_annotations
-from augment.data.market import parse_market_name, read_market
-from augment.execute import CRASH_ENV
-from augment.plan import read_plan
-from augment.run import run
+from augment.data.market import DatasetError, parse_market_name, read_market
+from augment.plan import PlanSpec, read_plan
+from augment.run import RunOptions, main, run_augmentation
+from augment.runtime import UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +54,7 @@ def file_hashes(train_dir: Path) -> dict:
 @pytest.fixture(scope="module")
 def reference_run(tiny_market, tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("aug") / "p03"
-    summary = run(augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.3", "--seed", "1"))
+    summary = main(augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.3", "--seed", "1"))
     return out, summary
 
 
@@ -87,15 +86,15 @@ def test_output_layout_manifest_and_reader(reference_run, tiny_market):
     np.testing.assert_array_equal(ann[row.output_name].reshape(-1), row.target_kps)
     s = json.loads((out / "summary.json").read_text())
     assert s["generated_this_run"] == len(gen) and (out / "preview.png").stat().st_size > 0
-    assert summary["rows"]["generated_done"] == len(gen)
+    assert summary.rows["generated_done"] == len(gen) and s == json.loads(summary.to_json())
 
 
 def test_rerun_is_idempotent(reference_run, tiny_market, tiny_checkpoint):
     out, _ = reference_run
     before = file_hashes(out / "bounding_box_train")
     manifest_before = pd.read_parquet(out / "manifest.parquet")
-    summary = run(augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.3", "--seed", "1"))
-    assert summary["generated_this_run"] == 0 and summary["already_done"] == len(
+    summary = main(augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.3", "--seed", "1"))
+    assert summary.generated_this_run == 0 and summary.already_done == len(
         manifest_before[manifest_before.kind == "generated"]
     )
     assert file_hashes(out / "bounding_box_train") == before
@@ -111,8 +110,8 @@ def test_deleted_or_corrupted_image_is_redone(reference_run, tiny_market, tiny_c
     before = file_hashes(out / "bounding_box_train")
     (out / "bounding_box_train" / gen[0]).unlink()
     (out / "bounding_box_train" / gen[1]).write_bytes(b"garbage")
-    summary = run(augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.3", "--seed", "1"))
-    assert summary["generated_this_run"] == 2
+    summary = main(augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.3", "--seed", "1"))
+    assert summary.generated_this_run == 2
     assert file_hashes(out / "bounding_box_train") == before
 
 
@@ -122,44 +121,34 @@ def test_crash_and_resume_gives_the_same_images(reference_run, tiny_market, tiny
     out = tmp_path / "crashed"
     cmd = [
         sys.executable,
-        "-m",
-        "augment.run",
+        str(ROOT / "tests" / "faults.py"),  # augment.run with an abrupt exit after that many images written
+        "--exit-after-images",
+        str(crash_after),
+        "--",
         *augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.3", "--seed", "1"),
     ]
-    env = {**os.environ, CRASH_ENV: str(crash_after)}
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 137, proc.stderr[-2000:]
     assert not (out / "manifest.parquet").exists()
     partial = [p for p in (out / "bounding_box_train").iterdir() if "_patn-" in p.name]
     assert 0 < len(partial) < len(read_plan(ref_out / "plan.parquet").generated())
-    summary = run(augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.3", "--seed", "1"))
-    assert summary["already_done"] == (crash_after // 4) * 4  # finished batches were kept
+    summary = main(augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.3", "--seed", "1"))
+    assert summary.already_done == (crash_after // 4) * 4  # finished batches were kept
     assert file_hashes(out / "bounding_box_train") == file_hashes(ref_out / "bounding_box_train")
     m = pd.read_parquet(out / "manifest.parquet")
     assert m.output_name.is_unique and (m.status == "done").all()
 
 
 def test_no_generate_and_kept_poses(tiny_market, tmp_path):
-    summary = run(
-        [
-            "--data",
-            str(tiny_market),
-            "--out",
-            str(tmp_path / "none"),
-            "--portion",
-            "0.5",
-            "--no-generate",
-            "--executor",
-            "local",
-        ]
-    )
+    spec = PlanSpec("portion", portion=0.5, generate=False)
+    summary = run_augmentation(spec, RunOptions(data=tiny_market, out=tmp_path / "none"))
     m = pd.read_parquet(tmp_path / "none" / "manifest.parquet")
-    assert (m.kind == "real").all() and summary["checkpoint"] is None
+    assert (m.kind == "real").all() and summary.checkpoint is None and summary.executor == "local"
     assert len(read_market(tmp_path / "none").train) == len(m) < len(read_market(tiny_market).train)
 
 
 def test_plan_only_needs_no_checkpoint(tiny_market, tmp_path):
-    run(["--data", str(tiny_market), "--out", str(tmp_path / "p"), "--ratio", "2", "--plan-only"])
+    main(["--data", str(tiny_market), "--out", str(tmp_path / "p"), "--ratio", "2", "--plan-only"])
     plan = read_plan(tmp_path / "p" / "plan.parquet")
     assert plan.summary["generated_rows"] > 0 and not (tmp_path / "p" / "bounding_box_train").exists()
 
@@ -167,22 +156,23 @@ def test_plan_only_needs_no_checkpoint(tiny_market, tmp_path):
 @pytest.mark.parametrize(
     "args,msg",
     [
-        (["--portion", "0"], "--portion"),
+        (["--portion", "0"], "error: --portion: must be in (0, 1]"),
         (["--portion", "0.5", "--ratio", "2"], "not allowed with"),
-        (["--ratio", "1"], "--ratio"),
-        (["--ratio", "2", "--target-poses", "kept"], "--target-poses"),
-        (["--portion", "0.5", "--batch-size", "0"], "--batch-size"),
+        (["--ratio", "1"], "error: --ratio: must be >= 2, got 1"),
+        (["--ratio", "2", "--target-poses", "kept"], "error: --target-poses: goes with --portion"),
+        (["--portion", "0.5", "--batch-size", "0"], "error: --batch-size: must be >= 1"),
+        (["--portion", "0.5", "--seed", "-1"], "error: --seed: must be >= 0"),
     ],
 )
 def test_bad_flags(tiny_market, tmp_path, args, msg, capsys):
     with pytest.raises(SystemExit) as e:
-        run(["--data", str(tiny_market), "--out", str(tmp_path / "x"), *args])
-    assert msg in str(e.value) + capsys.readouterr().err
+        main(["--data", str(tiny_market), "--out", str(tmp_path / "x"), *args])
+    assert e.value.code == 2 and msg in capsys.readouterr().err
 
 
-def test_bad_paths_named(tiny_market, tiny_checkpoint, tmp_path):
-    with pytest.raises(SystemExit, match="--checkpoint .*nope.pt"):
-        run(
+def test_bad_paths_named(tiny_market, tiny_checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(
             [
                 "--data",
                 str(tiny_market),
@@ -194,57 +184,80 @@ def test_bad_paths_named(tiny_market, tiny_checkpoint, tmp_path):
                 str(tmp_path / "o"),
             ]
         )
-    with pytest.raises(SystemExit, match="--checkpoint is required"):
-        run(["--data", str(tiny_market), "--portion", "0.5", "--out", str(tmp_path / "o")])
-    from augment.data.market import DatasetError
-
+    assert e.value.code == 2 and "error: --checkpoint: " in capsys.readouterr().err
+    spec = PlanSpec("portion", portion=0.5)
+    with pytest.raises(UsageError, match="--checkpoint: .*nope.pt"):
+        run_augmentation(spec, RunOptions(data=tiny_market, checkpoint=tmp_path / "nope.pt", out=tmp_path / "o"))
+    with pytest.raises(UsageError, match="--checkpoint: required with --data"):
+        run_augmentation(spec, RunOptions(data=tiny_market, out=tmp_path / "o"))
     with pytest.raises(DatasetError, match="does not exist"):
-        run(["--data", str(tmp_path / "missing"), "--portion", "0.5", "--no-generate"])
+        run_augmentation(PlanSpec("portion", portion=0.5, generate=False), RunOptions(data=tmp_path / "missing"))
 
 
 def test_other_plan_in_same_folder_refused(reference_run, tiny_market, tiny_checkpoint):
     out, _ = reference_run
-    from augment.data.market import DatasetError
-
     with pytest.raises(DatasetError, match="another plan_hash"):
-        run(augment_args(tiny_market, tiny_checkpoint, out, "--portion", "0.5", "--seed", "1"))
+        run_augmentation(
+            PlanSpec("portion", portion=0.5, seed=1),
+            RunOptions(data=tiny_market, checkpoint=tiny_checkpoint, out=out, batch_size=4),
+        )
 
 
 def test_unknown_method_and_other_method_checkpoint(tiny_market, tmp_path):
     from generators.base import build
     from generators.checkpoint import save
 
-    with pytest.raises(SystemExit, match="--method: unknown method 'nope'"):
-        run(["--data", str(tiny_market), "--method", "nope", "--portion", "0.5", "--out", str(tmp_path / "o")])
+    opts = RunOptions(data=tiny_market, out=tmp_path / "o")
+    with pytest.raises(UsageError, match="--method: unknown method 'nope'"):
+        run_augmentation(PlanSpec("portion", portion=0.5, method="nope"), opts)
     other = save(tmp_path / "resnet.pt", build("resnet", "synth", ngf=8, n_blocks=1, ndf=8))
-    with pytest.raises(SystemExit, match="holds a 'resnet' generator but --method is 'patn'"):
-        run(["--data", str(tiny_market), "--checkpoint", str(other), "--portion", "0.5", "--out", str(tmp_path / "o")])
+    with pytest.raises(UsageError, match="holds a 'resnet' generator but --method is 'patn'"):
+        run_augmentation(PlanSpec("portion", portion=0.5), RunOptions(data=tiny_market, checkpoint=other, out=opts.out))
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(SystemExit, match="junk.pt: truncated or corrupt"):
-        run(
-            [
-                "--data",
-                str(tiny_market),
-                "--checkpoint",
-                str(tmp_path / "junk.pt"),
-                "--portion",
-                "0.5",
-                "--out",
-                str(tmp_path / "o"),
-            ]
+    with pytest.raises(UsageError, match="junk.pt: truncated or corrupt"):
+        run_augmentation(
+            PlanSpec("portion", portion=0.5),
+            RunOptions(data=tiny_market, checkpoint=tmp_path / "junk.pt", out=opts.out),
         )
     assert not (tmp_path / "o").exists()  # refused before any work
 
 
-def test_dataset_without_keypoints_refused(tiny_market, tmp_path):
+def test_dataset_without_keypoints_refused(tiny_market, tmp_path, capsys):
     import shutil
-
-    from augment.data.market import DatasetError
 
     data = tmp_path / "nokp"
     shutil.copytree(tiny_market, data, ignore=shutil.ignore_patterns("*.csv"))
     with pytest.raises(DatasetError, match="market-annotation-train.csv not found"):
-        run(["--data", str(data), "--portion", "0.5", "--no-generate", "--out", str(tmp_path / "o")])
+        run_augmentation(PlanSpec("portion", portion=0.5, generate=False), RunOptions(data=data, out=tmp_path / "o"))
+    with pytest.raises(SystemExit) as e:  # the command line says the same, with status 2
+        main(["--data", str(data), "--portion", "0.5", "--no-generate", "--out", str(tmp_path / "o")])
+    assert e.value.code == 2 and "market-annotation-train.csv not found" in capsys.readouterr().err
+
+
+def test_ensure_embedded_checkpoint_trains_through_the_library(tmp_path, monkeypatch):
+    """A missing embedded-dataset checkpoint is trained by generators.train.train(RunConfig), not its CLI."""
+    from augment import run as run_module
+    from generators import train as gen_train
+    from generators.checkpoint import CheckpointError
+
+    monkeypatch.chdir(tmp_path)
+    seen = []
+
+    def fake_train(config):
+        seen.append(config)
+        ckpt = config.out / "checkpoints" / "latest.pt"
+        ckpt.parent.mkdir(parents=True)
+        ckpt.write_bytes(b"x")
+
+    monkeypatch.setattr(gen_train, "train", fake_train)
+    ckpt = run_module.ensure_embedded_checkpoint("patn", Path("data/synth"), 7)
+    assert ckpt == Path("runs/generators/patn-synth/checkpoints/latest.pt") and ckpt.is_file()
+    (config,) = seen
+    assert (config.method, config.preset, config.data, config.iterations) == ("patn", "synth", Path("data/synth"), 7)
+    assert run_module.ensure_embedded_checkpoint("patn", Path("data/synth"), 7) == ckpt and len(seen) == 1
+    monkeypatch.setattr(gen_train, "train", lambda config: None)
+    with pytest.raises(CheckpointError, match="training did not produce it"):
+        run_module.ensure_embedded_checkpoint("pg2", Path("data/synth"), None)
 
 
 def test_steady_state_window_runs_from_first_generation_to_last_write():

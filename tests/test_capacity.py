@@ -1,4 +1,7 @@
-"""cluster.capacity: the workload arithmetic and the estimate built from per-image costs."""
+"""cluster.capacity: the workload arithmetic and the estimate built from per-image costs
+(the re-ID part from reid_eval.costs, which only capacity's main imports)."""
+
+from functools import partial
 
 import pytest
 
@@ -10,6 +13,7 @@ from cluster.capacity import (
     markdown,
     reid_cells,
 )
+from reid_eval.costs import training_estimate
 
 
 def test_market_workloads():
@@ -34,7 +38,7 @@ def test_estimate_is_bound_by_io_when_the_gpu_outruns_the_node_cpus():
     }
     reid = {"inception": {"forward_gflops_per_image": 2.0, "epochs": 10}}
     service = {"io_seconds_per_image": 0.002}  # 0.5 ms per image on a 4-core node
-    r = estimate(service, methods, reid, gpu)
+    r = estimate(service, methods, gpu, partial(training_estimate, reid))
     assert r["methods_in_sweep"] == ["fast", "slow"]  # the failed measurement is left out
     slow, fast = r["generation"]["slow"], r["generation"]["fast"]
     assert not slow["io_bound_on_gpu_node"] and fast["io_bound_on_gpu_node"]
@@ -61,3 +65,28 @@ def test_estimate_is_bound_by_io_when_the_gpu_outruns_the_node_cpus():
     assert "| slow | 50.00 | 0.202 |" in text and "(I/O-bound) |" in text
     assert "| broken | failed: no market preset |" in text
     assert "| inception | 144x56 | 10 |" in text
+
+
+def test_without_reid_figures_the_estimate_has_no_reid_part():
+    gpu = GpuModel(peak_tflops=100.0, efficiency=0.5, node_cpus=4)
+    r = estimate(None, {"m": {"gflops_per_image": 1.0, "seconds_per_image": 0.01}}, gpu)
+    assert r["reid_training"] == {} and r["sweep_total"]["reid_gpu_hours_estimated"] == 0
+    t = r["generation"]["m"]
+    assert t["cpu_cores_to_feed_one_gpu"] is None and not t["io_bound_on_gpu_node"]
+
+
+def test_cluster_library_does_not_import_reid_eval():
+    """Re-ID sits above the cluster layer: only capacity's main() imports reid_eval (function-level)."""
+    import ast
+    import inspect
+
+    import cluster.capacity as capacity
+
+    tree = ast.parse(inspect.getsource(capacity))
+    for fn in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.Module))]:
+        body = fn.body if isinstance(fn, ast.Module) else []
+        if isinstance(fn, ast.FunctionDef) and fn.name != "main":
+            body = list(ast.walk(fn))
+        for node in body:
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("reid_eval"):
+                raise AssertionError(f"{getattr(fn, 'name', 'module')} imports {node.module}")

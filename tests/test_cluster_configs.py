@@ -255,7 +255,8 @@ def test_augment_command_always_runs_the_ray_executor(args, expected):
         (["--portion", "0.5", "--executor=local"], "--executor local"),
         (["--portion", "0.5", "--address", "http://h:8265"], "--address"),
         (["--portion", "1.5"], "portion"),
-        (["--ratio", "1"], "--ratio must be >= 2"),
+        (["--ratio", "1"], "--ratio: must be >= 2"),
+        (["--portion", "0.5", "--method", "nope"], "--method: unknown method"),
     ],
 )
 def test_augment_command_rejects_before_submitting(args, message):

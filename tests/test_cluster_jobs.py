@@ -24,10 +24,9 @@ from ray.job_submission import JobStatus
 from test_local_head import wait_for
 
 from augment.data.imageio import sha256_file
-from augment.run import run
+from augment.run import main as augment_main
 from cluster import submit
 from cluster.local_head import LocalRayHead
-from cluster.ray_executor import FAULT_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB_DEADLINE_S = 150
@@ -80,8 +79,8 @@ def test_killed_driver_job_resumes_to_the_local_result(head, tiny_market, tiny_c
         "--seed",
         "3",
     ]
-    reference = run([*common, "--executor", "local", "--out", str(tmp_path / "local")])
-    planned = reference["rows"]["generated_done"]
+    reference = augment_main([*common, "--executor", "local", "--out", str(tmp_path / "local")])
+    planned = reference.rows["generated_done"]
     assert planned >= 10
 
     out = tmp_path / "ray-job"
@@ -123,10 +122,19 @@ def test_killed_driver_job_resumes_to_the_local_result(head, tiny_market, tiny_c
 
     # 2. the same command again, new submission id; this time one generator actor dies too -----------
     marker = tmp_path / "actor-killed-once"
-    env = submit.runtime_env(ROOT)
-    env["env_vars"][FAULT_ENV] = str(marker)  # the driver passes it on to the Ray Data actors
+    # the same augment.run arguments, through the test entry point that kills the first generator actor
+    faulty = [
+        "python",
+        "tests/faults.py",
+        "--kill-actor-once",
+        str(marker),
+        "--",
+        *command[len(submit.AUGMENT_ENTRYPOINT) :],
+    ]
     t1 = time.perf_counter()
-    second = client.submit_job(entrypoint=shlex.join(command), submission_id="augment-resumed", runtime_env=env)
+    second = client.submit_job(
+        entrypoint=shlex.join(faulty), submission_id="augment-resumed", runtime_env=submit.runtime_env(ROOT)
+    )
     status = wait_for(client, second, JOB_DEADLINE_S)
     logs = client.get_job_logs(second)
     assert status == JobStatus.SUCCEEDED, logs[-3000:]

@@ -135,7 +135,9 @@ def test_bad_specs():
     for spec, msg in [
         (PlanSpec("portion", portion=0.0), "--portion"),
         (PlanSpec("portion", portion=1.5), "--portion"),
-        (PlanSpec("ratio", per_image=0), ">= 1"),
+        (PlanSpec("ratio", per_image=0), "--ratio: must be >= 2, got 1"),
+        (PlanSpec("poses", per_image=0), "--poses-per-image: must be >= 1"),
+        (PlanSpec("portion", portion=0.5, seed=-1), "--seed: must be >= 0"),
         (PlanSpec("nope"), "unknown protocol"),
         (PlanSpec("portion", portion=0.5, target_poses="all"), "--target-poses"),
     ]:

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from augment.plan import PlanSpec
 from reid_eval import bench, published
 from reid_eval.bench import BenchError, BenchOptions, Cell, build_grid, render_markdown
 
@@ -76,7 +77,7 @@ def test_cells_sharing_a_set_in_one_run_train_once(tiny_market, tmp_path):
     assert results.set_index("method").loc["patn", "rank1_pct"] == results.set_index("method").loc["none", "rank1_pct"]
 
 
-def test_generating_cells_need_a_checkpoint_with_data(tiny_market, tmp_path):
+def test_generating_cells_need_a_checkpoint_with_data(tiny_market, tmp_path, capsys):
     opts = tiny_options(tiny_market, tmp_path, methods=("none", "patn"))
     with pytest.raises(BenchError, match="--checkpoint METHOD=PATH; missing for patn"):
         bench.run_bench(opts)
@@ -87,8 +88,9 @@ def test_generating_cells_need_a_checkpoint_with_data(tiny_market, tmp_path):
         )
     with pytest.raises(BenchError, match="--portions"):
         bench.run_bench(tiny_options(tiny_market, tmp_path, portions=(0.0,)))
-    with pytest.raises(SystemExit, match="METHOD=PATH"):
+    with pytest.raises(SystemExit) as e:
         bench.main(["--checkpoint", "patn"])
+    assert e.value.code == 2 and "METHOD=PATH" in capsys.readouterr().err
 
 
 def test_grid_and_augment_flags():
@@ -107,31 +109,23 @@ def test_grid_and_augment_flags():
         "portion1-patn-kept-s0",
     ]
     assert not any(c.method == "none" and c.protocol == "ratio" for c in cells)
-    assert Cell("inception", "none", "portion", 0.3, 1).augment_args() == [
-        "--portion",
-        "0.3",
-        "--seed",
-        "1",
-        "--no-generate",
+    # each cell's set is an augment.run plan (the same spec as the command line's flags)
+    assert Cell("inception", "none", "portion", 0.3, 1).plan_spec() == PlanSpec(
+        "portion", portion=0.3, generate=False, seed=1
+    )
+    assert Cell("inception", "patn*", "portion", 0.3, 0).plan_spec() == PlanSpec(
+        "portion", portion=0.3, target_poses="kept", method="patn"
+    )
+    assert Cell("inception", "patn", "ratio", 2, 0).plan_spec() == PlanSpec("ratio", per_image=1, method="patn")
+    from augment.run import build_parser, spec_from_args
+
+    flags = [
+        (Cell("inception", "none", "portion", 0.3, 1), ["--portion", "0.3", "--seed", "1", "--no-generate"]),
+        (Cell("inception", "patn*", "portion", 0.3, 0), ["--portion", "0.3", "--target-poses", "kept"]),
+        (Cell("inception", "patn", "ratio", 3, 2), ["--ratio", "3", "--seed", "2"]),
     ]
-    assert Cell("inception", "patn*", "portion", 0.3, 0).augment_args() == [
-        "--portion",
-        "0.3",
-        "--seed",
-        "0",
-        "--method",
-        "patn",
-        "--target-poses",
-        "kept",
-    ]
-    assert Cell("inception", "patn", "ratio", 2, 0).augment_args() == [
-        "--ratio",
-        "2",
-        "--method",
-        "patn",
-        "--seed",
-        "0",
-    ]
+    for cell, argv in flags:
+        assert cell.plan_spec() == spec_from_args(build_parser().parse_args(argv))
     assert Cell("inception", "patn", "portion", 1.0, 0).generates is False
     assert Cell("inception", "patn", "portion", 0.9, 0).generates and Cell("x", "patn", "ratio", 3, 0).generates
     assert Cell("inception", "none", "portion", 0.1, 0).column == 0.1

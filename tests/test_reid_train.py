@@ -12,7 +12,7 @@ from torch import nn
 
 from augment import runtime
 from augment.data.market import read_market
-from reid_eval import compat, recipes, train
+from reid_eval import compat, engine, recipes, train
 from reid_eval.models import build_reid_model
 from reid_eval.recipes import RECIPES, RandomSizedRectCrop
 
@@ -48,11 +48,12 @@ def test_tiny_training_run_end_to_end(tiny_market, tmp_path):
 
     # same command again: the finished run is returned, not retrained
     mtime = (out / "metrics.json").stat().st_mtime_ns
-    again = train.main(["--data", str(tiny_market), "--out", str(out), "--epochs", "1", *TINY])
+    args = ["--data", str(tiny_market), "--out", str(out), "--epochs", "1", *TINY]
+    again = train.run_training(train.options_from_args(train.build_parser().parse_args(args)))  # the library call
     assert again["rank1"] == written["rank1"] and (out / "metrics.json").stat().st_mtime_ns == mtime
     # another run into the same folder is refused, naming what differs
-    with pytest.raises(SystemExit, match="epochs"):
-        train.main(["--data", str(tiny_market), "--out", str(out), "--epochs", "2", *TINY])
+    with pytest.raises(runtime.UsageError, match="epochs"):
+        train.run_training(replace(train.options_from_args(train.build_parser().parse_args(args)), epochs=2))
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tiny_market, tmp_path, monkeypatch):
@@ -83,15 +84,25 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_market, tmp_path, monk
     assert resumed["rank1"] == straight["rank1"] and resumed["mAP"] == straight["mAP"]
 
 
-def test_bad_options_name_the_flag(tiny_market, tmp_path):
-    with pytest.raises(SystemExit, match="--epochs"):
-        train.main(["--data", str(tiny_market), "--out", str(tmp_path), "--epochs", "0", *TINY])
-    with pytest.raises(SystemExit, match="--batch-size"):
-        train.main(["--data", str(tiny_market), "--out", str(tmp_path), "--model", "inception", "--batch-size", "1"])
-    with pytest.raises(SystemExit, match="--pretrained: require: inception"):
-        train.main(["--data", str(tiny_market), "--out", str(tmp_path), "--pretrained", "require", *TINY])
-    with pytest.raises(SystemExit, match="dataset root does not exist"):
-        train.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path)])
+def test_bad_options_name_the_flag(tiny_market, tmp_path, capsys):
+    for argv, message in [
+        (["--data", str(tiny_market), "--out", str(tmp_path), "--epochs", "0", *TINY], "--epochs"),
+        (
+            ["--data", str(tiny_market), "--out", str(tmp_path), "--model", "inception", "--batch-size", "1"],
+            "--batch-size",
+        ),
+        (
+            ["--data", str(tiny_market), "--out", str(tmp_path), "--pretrained", "require", *TINY],
+            "--pretrained: require: inception",
+        ),
+        (["--data", str(tmp_path / "missing"), "--out", str(tmp_path)], "dataset root does not exist"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            train.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("error: ") and message in err
+    with pytest.raises(runtime.UsageError, match="--epochs: must be >= 1"):
+        train.run_training(train.TrainOptions(data=tiny_market, epochs=0))
 
 
 # ----------------------------------------------------------------------------------------------- recipes
@@ -140,8 +151,8 @@ def test_staged_learning_rate_only_with_imagenet_weights():
 
     torchreid = compat.import_torchreid()
     opts = train.TrainOptions(data="unused", model="resnet50", recipe="openreid")
-    plan = train._Plan(opts, RECIPES["openreid"], 50, 256, torch.device("cpu"), None, 0, "unused")
-    optimizer, scheduler, staged = train._build_optimizer(torchreid, plan, Tiny(), imagenet=True)
+    plan = train.RunPlan(opts, RECIPES["openreid"], 50, 256, torch.device("cpu"), None, 0, "unused")
+    optimizer, scheduler, staged = engine.build_optimizer(torchreid, plan, Tiny(), imagenet=True)
     assert staged and [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.01, 0.1])
     assert optimizer.param_groups[0]["params"][0] is not None and optimizer.defaults["nesterov"]
     assert len(optimizer.param_groups[0]["params"]) == 2  # conv1 weight and bias: the pretrained base
@@ -149,7 +160,7 @@ def test_staged_learning_rate_only_with_imagenet_weights():
         optimizer.step()
         scheduler.step()
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.001, 0.01])  # x0.1 at epoch 40
-    optimizer, _, staged = train._build_optimizer(torchreid, plan, Tiny(), imagenet=False)
+    optimizer, _, staged = engine.build_optimizer(torchreid, plan, Tiny(), imagenet=False)
     assert not staged and [g["lr"] for g in optimizer.param_groups] == [0.1]
 
 

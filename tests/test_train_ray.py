@@ -225,9 +225,9 @@ def test_two_ray_workers_train_like_one_process(local_ray, root, tmp_path, monke
     assert checked > 20
 
     # augment.run uses the multi-worker checkpoint unchanged
-    from augment.run import run
+    from augment.run import main as augment_main
 
-    summary = run(
+    summary = augment_main(
         [
             "--method",
             "patn",
@@ -243,4 +243,4 @@ def test_two_ray_workers_train_like_one_process(local_ray, root, tmp_path, monke
             str(tmp_path / "aug"),
         ]
     )
-    assert summary["generated_this_run"] > 0 and summary["rows"].get("generated_failed", 0) == 0
+    assert summary.generated_this_run > 0 and summary.rows.get("generated_failed", 0) == 0
