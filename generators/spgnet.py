@@ -1,4 +1,4 @@
-# Long on purpose: one method, one readable file (conditions, networks, losses, training step, top to bottom).
+# Long file: one method, one readable file (conditions, networks, losses, training step, top to bottom).
 """SPGNet (Lv et al., CVPR 2021, "Learning Semantic Person Image Generation by Region-Adaptive
 Normalization"), the "SPGNet-pose" variant: the official generator, discriminator, losses and
 schedule, conditioned on pose-rendered part maps and an analytic part-affine flow instead of

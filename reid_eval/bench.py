@@ -1,3 +1,4 @@
+# Long file: the grid, its cells and their sets, the grouped trainings and the resume rules read as one.
 """``python -m reid_eval.bench``: the PATN Table-5 grid (re-ID Rank-1 vs the portion of real training data).
 
     python -m reid_eval.bench                                   # embedded dataset, CPU grid (below)

@@ -1,3 +1,4 @@
+# Long file: one training run from options to metrics (plan, session, epochs, resume, report) and its CLI.
 """``python -m reid_eval.train``: train one re-ID model on a Market-1501-layout folder and evaluate it.
 
     python -m reid_eval.train --data runs/augment/synth-market/portion0.1-patn-s0 --model inception --recipe cpu

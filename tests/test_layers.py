@@ -4,9 +4,10 @@ Layers, lowest first (docs/README.md): the data layer (``augment.data``), the em
 (``augment.synth``), the runtime (``augment.runtime``), ``generators``, the service (the rest of
 ``augment``), ``cluster``, ``reid_eval``. Every import of a project module, at module level or inside
 a function, must point to the same layer or one below, with two sharper rules: the data layer imports
-nothing else of the project, and ``reid_eval`` does not import ``cluster``. The one exception is a
-command's ``main()``, which may reach up to choose an implementation (``augment.run.main`` picks the
-Ray executor, ``generators.train.main`` picks multi-worker training).
+nothing else of the project, and ``reid_eval`` does not import ``cluster`` (re-ID runs without Ray).
+The one exception is a command's ``main()``, which may reach for an implementation to choose
+(``augment.run.main`` and ``reid_eval.bench.main`` pick the Ray executor, ``generators.train.main``
+picks multi-worker training).
 
 Sizes: no function over ``MAX_FUNCTION_LINES`` and no file over ``MAX_FILE_LINES`` unless the file says
 why in a ``# Long file: <reason>`` line at its top.
@@ -85,7 +86,7 @@ def violations() -> list[str]:
             if dest is None or dest == source:
                 continue
             upward = LAYERS.index(dest) > LAYERS.index(source)
-            if source == "augment.data" or (source, dest) in FORBIDDEN or (upward and "main" not in scope):
+            if source == "augment.data" or (((source, dest) in FORBIDDEN or upward) and "main" not in scope):
                 where = f"{path.relative_to(ROOT)}:{line}"
                 bad.append(f"{where}: {source} imports {dest}{' in ' + scope[-1] + '()' if scope else ''}")
     return sorted(set(bad))
