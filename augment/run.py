@@ -156,6 +156,12 @@ class _Run:
 # phases
 
 
+def _method(name: str):
+    from generators.base import get_method
+
+    return get_method(name)
+
+
 def check_spec(spec: PlanSpec) -> None:
     """The plan spec's own checks, plus: a generating plan's method is a registered one."""
     spec.validate()
@@ -197,6 +203,17 @@ def ensure_embedded_checkpoint(method: str, data: Path, iterations: int | None) 
     return ckpt
 
 
+def untrained_checkpoint(method: str) -> Path:
+    """The checkpoint of a method with nothing to train (its config alone), written once."""
+    from generators.base import build
+    from generators.checkpoint import save
+
+    ckpt = DEFAULT_RUNS / "generators" / method / "checkpoints" / "latest.pt"
+    if not ckpt.is_file():
+        save(ckpt, build(method, "synth"), iteration=0)
+    return ckpt
+
+
 def check_checkpoint(path: Path, method: str, dataset_fingerprint: str) -> str:
     """Refuse, before any work, a missing, corrupt or other-method checkpoint; returns its content hash."""
     from generators.checkpoint import CheckpointError, read_checkpoint
@@ -222,6 +239,8 @@ def resolve_checkpoint(spec: PlanSpec, opts: RunOptions, plan: Plan, inputs: _In
         return None, ""
     if opts.checkpoint is not None:
         checkpoint = opts.checkpoint
+    elif not _method(spec.method).trainable:  # e.g. the copy control: nothing to train, on any dataset
+        checkpoint = untrained_checkpoint(spec.method)
     elif opts.data is None:
         checkpoint = ensure_embedded_checkpoint(spec.method, inputs.data, opts.train_iterations)
     else:

@@ -282,3 +282,22 @@ def test_steady_state_window_runs_from_first_generation_to_last_write():
     assert images == 24  # the first batch's images were made before the window opened
     assert seconds == pytest.approx(10.03 - 2.0)
     assert steady_state(pd.DataFrame(columns=["output_name", "batch_id", "generated_at", "finished_at"])) == (0.0, 0)
+
+
+def test_copy_control_needs_no_checkpoint_and_copies_its_sources(tiny_market, tmp_path, monkeypatch):
+    """``--method copy`` on any dataset: no checkpoint to give or train; every generated image is its
+    source image (re-encoded as JPEG), with the generated row's name, label and camera."""
+    monkeypatch.chdir(tmp_path)  # its config-only checkpoint goes to runs/generators/copy/
+    out = tmp_path / "copy"
+    args = ["--method", "copy", "--data", str(tiny_market), "--out", str(out), "--executor", "local"]
+    summary = main([*args, "--portion", "0.3", "--batch-size", "3"])
+    assert Path(summary.checkpoint) == Path("runs/generators/copy/checkpoints/latest.pt")
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    gen = manifest[(manifest["kind"] == "generated") & (manifest["status"] == "done")]
+    assert len(gen) > 5
+    paths = {r.name: r.path for r in read_market(tiny_market).train}
+    for row in gen.itertuples():
+        made = read_rgb(out / "bounding_box_train" / row.output_name).astype(int)
+        source = read_rgb(paths[row.source_name]).astype(int)
+        assert np.abs(made - source).mean() < 2.0  # JPEG re-encoding at quality 95, nothing else
+        assert parse_market_name(row.output_name).pid == parse_market_name(row.source_name).pid
