@@ -13,6 +13,7 @@ from augment.data.keypoints import is_pairable_name
 from augment.data.market import (
     LAYOUTS,
     DatasetError,
+    link_split,
     parse_image_name,
     parse_market_name,
     read_market,
@@ -283,3 +284,22 @@ def test_layout_registry_and_unknown_layout(tmp_path):
         read_market(tmp_path, layout="viper")
     with pytest.raises(DatasetError, match="not a dataset root.*MSMT17"):
         read_market(tmp_path)
+
+
+def test_link_split_for_folder_and_list_layouts(tmp_path):
+    duke = read_market(make_folders(tmp_path / "duke", DUKE))
+    msmt = read_market(make_msmt17(tmp_path / "MSMT17_V1"))
+    for ds in (duke, msmt):
+        out = tmp_path / "out" / ds.layout
+        out.mkdir(parents=True)
+        for split, folder in (("gallery", "bounding_box_test"), ("query", "query")):
+            for _ in range(2):  # idempotent
+                link = link_split(ds, split, out / folder)
+            assert link == out / folder
+        assert link.is_symlink() == (ds.layout == "duke")
+        back = read_market(out, splits=("gallery", "query"))
+        assert back.layout == ds.layout
+        assert items(back.gallery) == items(ds.gallery) and items(back.query) == items(ds.query)
+    assert link_split(msmt, "query", tmp_path / "none") is not None
+    empty = read_market(make_folders(tmp_path / "d2", {"bounding_box_train": DUKE["bounding_box_train"]}))
+    assert link_split(empty, "query", tmp_path / "q") is None and not (tmp_path / "q").exists()

@@ -57,6 +57,15 @@ MSMT17_LISTS = {
 }
 
 
+@dataclass(frozen=True)
+class Layout:
+    """One registered layout: how to read it, and a line for messages and docs."""
+
+    name: str
+    description: str
+    read: Callable[[Path, tuple], MarketDataset]
+
+
 def skip_reason(split: str, name: ImageName) -> str | None:
     """None when the image belongs to ``split``, else why it is skipped (only Market names junk or distract)."""
     if name.is_junk:
@@ -82,10 +91,21 @@ def _check_train(root: Path, where: Path, train: list[ImageRecord], skipped: Ski
     raise DatasetError(f"{where}: no training images ({why}); {root} has nothing to train or augment from")
 
 
-def _finish(root, layout, found, skipped, missing, split_dirs, splits, train_where) -> MarketDataset:
+def _finish(
+    root: Path,
+    layout: str,
+    found: dict[str, list[ImageRecord]],
+    skipped: SkipCounter,
+    *,
+    splits: tuple[str, ...],
+    missing: list[str],
+    split_dirs: dict[str, Path] | None,
+    train_source: Path,
+) -> MarketDataset:
+    """The index, once the training split (when asked for) is known to hold an image."""
     if "train" in splits:
         files = sum(n for r, n in skipped.counts.items() if r.endswith(" in train"))
-        _check_train(root, train_where, found["train"], skipped, files)
+        _check_train(root, train_source, found["train"], skipped, files)
     return MarketDataset(
         root, layout, found["train"], found["gallery"], found["query"], skipped, tuple(missing), split_dirs
     )
@@ -101,7 +121,7 @@ def read_folders(root: Path, dirs: dict[str, str], layout: str | None, scheme: s
         if folder is not None and folder.is_dir():
             listings[split] = _listing(folder)
         elif split == "train":
-            raise DatasetError(f"{root / dirs['train']}: missing training folder {dirs['train']}/")
+            raise DatasetError(f"{root}: missing the training folder {dirs['train']}/")
         else:
             missing.append(split)
     if scheme is None:
@@ -120,8 +140,16 @@ def read_folders(root: Path, dirs: dict[str, str], layout: str | None, scheme: s
                 continue
             found[split].append(ImageRecord(e.name, Path(e.path), split, name.pid, name.camera, e.stat().st_size))
     split_dirs = {s: root / dirs[s] for s in listings}
-    layout = layout or scheme
-    return _finish(root, layout, found, skipped, missing, split_dirs, splits, root / dirs.get("train", ""))
+    return _finish(
+        root,
+        layout or scheme,
+        found,
+        skipped,
+        splits=splits,
+        missing=missing,
+        split_dirs=split_dirs,
+        train_source=root / dirs["train"],
+    )
 
 
 def _has_market_dirs(root: Path) -> bool:
@@ -180,15 +208,6 @@ def _read_cuhk03(variant: str | None) -> Callable[[Path, tuple], MarketDataset]:
         return ds
 
     return read
-
-
-@dataclass(frozen=True)
-class Layout:
-    """One registered layout: how to read it, and a line for messages and docs."""
-
-    name: str
-    description: str
-    read: Callable[[Path, tuple], MarketDataset]
 
 
 def _msmt17_base(root: Path) -> Path | None:
@@ -306,7 +325,16 @@ def read_msmt17_lists(root: Path, splits, *, trainval: bool = False) -> MarketDa
                 skipped.add("validation images (list_val.txt) not used for training", r.name)
     _check_unique(found)
     layout = "msmt17-trainval" if trainval else "msmt17"
-    return _finish(root, layout, found, skipped, missing, None, splits, base / MSMT17_LISTS["train"])
+    return _finish(
+        root,
+        layout,
+        found,
+        skipped,
+        splits=splits,
+        missing=missing,
+        split_dirs=None,
+        train_source=base / MSMT17_LISTS["train"],
+    )
 
 
 def _read_msmt17(trainval: bool) -> Callable[[Path, tuple], MarketDataset]:

@@ -70,6 +70,7 @@ __all__ = [
     "detect_layout",
     "fingerprint_records",
     "is_image_file",
+    "link_split",
     "make_market_dirs",
     "merge_skips",
     "parse_image_name",
@@ -124,6 +125,31 @@ def place_file(src: Path, dst: Path, mode: str = "copy") -> None:
             os.symlink(os.path.abspath(src), tmp)
         else:
             shutil.copyfile(src, tmp)
+
+
+def link_split(dataset: MarketDataset, split: str, dst: str | os.PathLike) -> Path | None:
+    """Make ``dst`` show ``split``'s images in the Market-1501 layout without copying them; idempotent.
+
+    Where one folder holds exactly the split (:meth:`MarketDataset.split_folder`), ``dst`` is a symlink
+    to it (its junk files stay behind the link; readers skip them again); otherwise (MSMT17's list
+    splits) ``dst`` is a folder of one symlink per image, named by the index. None when the split is
+    empty (nothing is made).
+    """
+    records = dataset.split(split)
+    if not records:
+        return None
+    dst = Path(dst)
+    folder = dataset.split_folder(split)
+    if folder is not None:
+        if not dst.is_symlink() and not dst.exists():
+            os.symlink(folder.resolve(), dst, target_is_directory=True)
+        return dst
+    dst.mkdir(parents=True, exist_ok=True)
+    for rec in records:
+        link = dst / rec.name
+        if not (link.is_symlink() and os.readlink(link) == os.path.abspath(rec.path)):
+            place_file(rec.path, link, "symlink")
+    return dst
 
 
 def write_market(dataset: MarketDataset, out: str | os.PathLike, *, mode: str = "copy") -> Path:
