@@ -28,8 +28,9 @@ def folder(tmp_path):
 
 def test_report_per_file(folder):
     before = tree_digest(folder)
-    paths = sorted(folder.iterdir()) + [folder / "gone.jpg"]
+    paths = sorted(folder.iterdir()) + [folder / "gone.jpg", folder / "ok0.jpg"]  # ok0 twice: checked once
     report = check_images(paths, divisor=4, workers=3)
+    assert report.by_path()[folder / "big.jpg"].size == (64, 32)
     assert report.size == (32, 16) and report.size_divisible  # the most common size
     errors = {s.path.name: s.error for s in report.unreadable}
     assert errors == {

@@ -81,6 +81,9 @@ class ImageCheckReport:
     size_rule: str = "refuse"
     problems: list[str] = field(default_factory=list)  # set by check_images: what strict mode refuses
 
+    def by_path(self) -> dict[Path, ImageStatus]:
+        return {s.path: s for s in self.images}
+
     @property
     def unreadable(self) -> list[ImageStatus]:
         return [s for s in self.images if not s.readable]
@@ -167,7 +170,7 @@ def check_images(
     strict: bool = False,
     workers: int | None = None,
 ) -> ImageCheckReport:
-    """Decode every file of ``paths`` (threads, in chunks) and report per file (module docstring).
+    """Decode every distinct file of ``paths`` (threads, in chunks) and report per file (module docstring).
 
     ``size``: the dataset's (H, W) (None: the most common decoded size). ``strict``: raise a
     :class:`DatasetError` naming the offending files (at most :data:`MAX_NAMED`) instead of returning
@@ -177,7 +180,7 @@ def check_images(
         raise ValueError(f"size_rule={size_rule!r}; choose one of {SIZE_RULES}")
     if divisor < 1:
         raise ValueError(f"divisor must be >= 1, got {divisor}")
-    paths = [Path(p) for p in paths]
+    paths = list(dict.fromkeys(Path(p) for p in paths))  # a plan names an image many times: decode it once
     chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
