@@ -165,3 +165,110 @@ def test_match_images_counts_both_directions(tmp_path):
     assert "0009_c1s1_000451_03.jpg" in report.examples["annotation rows without an image"][0]
     with pytest.raises(DatasetError, match="0009"):
         match_images(ann, recs, strict=True)
+
+
+GOOD = kp_row("0001_c1s1_000001_01.jpg", [1] * 18, [1] * 18)
+
+
+def test_bom_accepted(tmp_path):
+    """Excel saves CSVs with a UTF-8 BOM: both readers take it."""
+    p = tmp_path / "a.csv"
+    p.write_bytes(b"\xef\xbb\xbf" + (HEADER + GOOD).encode())
+    assert read_annotations(p).names == ["0001_c1s1_000001_01.jpg"]
+    q = tmp_path / "p.csv"
+    q.write_bytes(b"\xef\xbb\xbffrom,to\r\na.jpg,b.jpg\r\n")
+    assert read_pairs(q).values.tolist() == [["a.jpg", "b.jpg"]]
+
+
+@pytest.mark.parametrize(
+    "value,msg",
+    [
+        ("NaN", "joint 3 \\(Relb\\) is NaN, not a finite"),
+        ("Infinity", "joint 3 \\(Relb\\) is Infinity, not a finite"),
+        ("-Infinity", "joint 3 \\(Relb\\) is -Infinity, not a finite"),
+        ("1e400", "joint 3 \\(Relb\\) is inf, not a finite"),
+        ("true", "joint 3 \\(Relb\\) is true, not an integer"),
+        ("false", "joint 3 \\(Relb\\) is false, not an integer"),
+        ("3.5", "joint 3 \\(Relb\\) is 3.5, not an integer"),
+        ('"4"', 'joint 3 \\(Relb\\) is "4", not an integer'),
+        ("null", "joint 3 \\(Relb\\) is null, not an integer"),
+        ("[4]", "joint 3 \\(Relb\\) is \\[4\\], not an integer"),
+        ("99999999999", "joint 3 \\(Relb\\) is 99999999999, out of range"),
+    ],
+)
+def test_bad_coordinates_named_with_line_column_and_joint(tmp_path, value, msg):
+    ys = ["5"] * 18
+    ys[3] = value
+    p = tmp_path / "a.csv"
+    p.write_text(HEADER + GOOD + f"0001_c1s1_000002_01.jpg:[{', '.join(ys)}]:{json.dumps([5] * 18)}\n")
+    with pytest.raises(DatasetError, match=rf"a\.csv:3: keypoints_y {msg}"):
+        read_annotations(p)
+
+
+def test_integral_floats_read_as_integers(tmp_path):
+    """Decision: 12.0 is the pixel 12 (the community files hold ints; accepting 12.0 is harmless)."""
+    p = tmp_path / "a.csv"
+    p.write_text(HEADER + "0001_c1s1_000001_01.jpg:[12.0" + ", 5" * 17 + "]:[1e1" + ", 5" * 17 + "]\n")
+    kp = read_annotations(p)["0001_c1s1_000001_01.jpg"]
+    assert kp[0].tolist() == [12, 10] and kp.dtype == np.int32
+
+
+def test_wrong_joint_count_named(tmp_path):
+    p = tmp_path / "a.csv"
+    p.write_text(HEADER + GOOD + kp_row("0001_c1s1_000002_01.jpg", [1] * 18, [1] * 17))
+    with pytest.raises(DatasetError, match=r"a\.csv:3: keypoints_x must list 18 integers, got 17 values"):
+        read_annotations(p)
+
+
+def test_undecodable_bytes_named_with_line(tmp_path):
+    p = tmp_path / "a.csv"
+    p.write_bytes((HEADER + GOOD).encode() + b"0001_c1s1_00\xe9002_01.jpg:[]:[]\n")
+    with pytest.raises(DatasetError, match=r"a\.csv:3: byte 0xe9 at column 13 is not UTF-8"):
+        read_annotations(p)
+    q = tmp_path / "p.csv"
+    q.write_bytes(b"from,to\na.jpg,b.jpg\n\xff\xfe,c.jpg\n")
+    with pytest.raises(DatasetError, match=r"p\.csv:3: byte 0xff at column 1 is not UTF-8"):
+        read_pairs(q)
+
+
+def test_empty_name_and_line_endings(tmp_path):
+    p = tmp_path / "a.csv"
+    p.write_text(HEADER + f":{json.dumps([1] * 18)}:{json.dumps([1] * 18)}\n")
+    with pytest.raises(DatasetError, match=r"a\.csv:2: empty image name"):
+        read_annotations(p)
+    # old Mac line breaks (\r) and Windows ones (\r\n) read like \n, as open(newline="") iterates
+    for sep in ("\r", "\r\n"):
+        p.write_bytes((HEADER + GOOD + "\n").replace("\n", sep).encode())
+        assert read_annotations(p).names == ["0001_c1s1_000001_01.jpg"]
+
+
+def test_frame_check_off(tmp_path):
+    """image_size=None: native-size images, any non-negative coordinate is inside."""
+    p = tmp_path / "a.csv"
+    p.write_text(HEADER + kp_row("0001_c2_f0000001.jpg", [300] + [-1] * 17, [150] + [-1] * 17))
+    assert read_annotations(p, image_size=None)["0001_c2_f0000001.jpg"][0].tolist() == [300, 150]
+    assert read_annotations(p)["0001_c2_f0000001.jpg"][0].tolist() == [MISSING, MISSING]
+
+
+def test_annotation_skips_plain_dict(tmp_path):
+    ys = [5] * 18
+    ys[3] = 130
+    p = tmp_path / "a.csv"
+    p.write_text(HEADER + kp_row("0001_c1s1_000001_01.jpg", ys, [5] * 18))
+    s = read_annotations(p).skips()
+    assert s == {
+        "joints outside the 128x64 image (set missing)": {
+            "count": 1,
+            "examples": [f"{p}:2 0001_c1s1_000001_01.jpg Relb=(130,5)"],
+        }
+    }
+
+
+def test_msmt17_person_zero_is_pairable():
+    """Only Market-1501 names junk (-1) and distractors (0000); MSMT17's 0000 is a person."""
+    names = ["0000_000_01_0303morning_0015_0.jpg", "0000_001_02_0303morning_0020_0.jpg"]
+    pairs = build_pairs(Annotations(names, np.stack([full_pose(0), full_pose(1)])))
+    assert len(pairs) == 2
+    assert not build_pairs(
+        Annotations(["0000_c1s1_000001_01.jpg", "0000_c2s1_000002_01.jpg"], np.stack([full_pose(0)] * 2))
+    ).shape[0]

@@ -1,5 +1,6 @@
 """Market-1501 names, index rules, layouts, writing and fingerprints."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from augment.data.market import (
     DatasetError,
     MarketName,
     dataset_fingerprint,
+    merge_skips,
     parse_market_name,
     read_market,
     write_market,
@@ -111,12 +113,31 @@ def test_renamed_layout(tmp_path):
     assert ds.layout == "renamed" and len(ds.train) == 1 and len(ds.gallery) == 1 and ds.query == []
 
 
-def test_missing_split_folder_named(tmp_path):
+def test_missing_query_folder_is_an_empty_split(tmp_path):
+    """Rule: a missing gallery or query folder is an empty split, recorded (the renamed layout has none)."""
     root = make_root(tmp_path)
-    (root / "query" / "0001_c1s1_001051_00.jpg").unlink()
-    (root / "query" / "0001_c3s1_001251_00.jpg").unlink()
+    for p in (root / "query").iterdir():
+        p.unlink()
     (root / "query").rmdir()
-    with pytest.raises(DatasetError, match="query"):
+    ds = read_market(root)
+    assert ds.query == [] and ds.missing_splits == ("query",) and len(ds.train) == 3
+    assert ds.summary()["missing_splits"] == ["query"]
+    assert any("query" in line and "read as empty" in line for line in ds.summary_lines())
+
+
+def test_missing_or_empty_train_folder_named(tmp_path):
+    root = make_root(tmp_path)
+    for p in (root / "bounding_box_train").iterdir():
+        p.unlink()
+    with pytest.raises(DatasetError, match=r"bounding_box_train: no training images \(the folder is empty\)"):
+        read_market(root)
+    touch(root / "bounding_box_train" / "-1_c1s1_000401_03.jpg")
+    touch(root / "bounding_box_train" / "Thumbs.db")
+    with pytest.raises(DatasetError, match=r"no training images \(all 2 files were skipped: junk .* 1; non-image"):
+        read_market(root)
+    assert len(read_market(root, splits=("gallery", "query")).gallery) == 3  # train not asked for: fine
+    (root / "bounding_box_train").rename(root / "elsewhere")
+    with pytest.raises(DatasetError, match="bounding_box_train"):
         read_market(root)
 
 
@@ -150,3 +171,31 @@ def test_write_modes(tmp_path):
         out = write_market(ds, tmp_path / mode, mode=mode)
         assert read_market(out).fingerprint() == ds.fingerprint()
     assert (tmp_path / "symlink" / "query" / "0001_c1s1_001051_00.jpg").is_symlink()
+
+
+def test_upper_case_extension_and_spaces(tmp_path):
+    """Rule: .JPG (any case) is an image under the same rules, its name kept; paths with spaces work."""
+    root = tmp_path / "my data" / "Market copy"
+    touch(root / "bounding_box_train" / "0002_c1s1_000451_03.JPG")
+    touch(root / "bounding_box_train" / "0002_c2s1_000551_01.jpg")
+    touch(root / "bounding_box_test" / "0001_c1s1_001051_03.Jpeg")
+    ds = read_market(root)
+    assert [r.name for r in ds.train] == ["0002_c1s1_000451_03.JPG", "0002_c2s1_000551_01.jpg"]
+    assert [r.name for r in ds.gallery] == ["0001_c1s1_001051_03.Jpeg"]
+    # generated names get a lower-case extension (torchreid globs *.jpg) and never equal a real one
+    assert (
+        parse_market_name("0002_c1s1_000451_03.JPG").with_tag("patn-0").filename() == "0002_c1s1_000451_03_patn-0.jpg"
+    )
+    out = write_market(ds, tmp_path / "out dir")
+    assert read_market(out).fingerprint() == ds.fingerprint()
+    assert (out / "bounding_box_train" / "0002_c1s1_000451_03.JPG").is_file()
+
+
+def test_skips_are_a_plain_dict(tmp_path):
+    ds = read_market(make_root(tmp_path))
+    s = ds.skips()
+    assert s["junk (-1) images in train"] == {"count": 1, "examples": ["-1_c1s1_000401_03.jpg"]}
+    assert s["non-image files in train"] == {"count": 1, "examples": ["Thumbs.db"]}
+    assert json.loads(json.dumps(s)) == s
+    merged = merge_skips(s, s)
+    assert merged["junk (-1) images in train"] == {"count": 2, "examples": ["-1_c1s1_000401_03.jpg"] * 2}
