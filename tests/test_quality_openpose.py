@@ -259,3 +259,49 @@ def test_missing_openpose_weights(tmp_path, monkeypatch):
     torch.save({"conv1_1.weight": torch.zeros(1)}, bad)
     with pytest.raises(ValueError, match="not an OpenPose"):
         load_body_pose(bad)
+
+
+@pytest.mark.parametrize("pool_padding", ["valid", "same"])
+def test_keras_h5_weights_load_like_the_torch_file(weights, tmp_path, pool_padding):
+    """pose_estimator.h5 in Keras 2's ``model.save`` layout: ``model_weights/<layer>/<layer>/kernel:0`` (kh, kw,
+    cin, cout) and ``bias:0``; the pools' padding read from the model config."""
+    h5py = pytest.importorskip("h5py")
+    import json
+
+    state = torch.load(weights, weights_only=True)
+    layers = [{"class_name": "InputLayer", "config": {"name": "input_1"}}]
+    layers += [
+        {"class_name": "MaxPooling2D", "config": {"name": f"pool{i}_stage1", "padding": pool_padding}}
+        for i in (1, 2, 3)
+    ]
+    path = tmp_path / "pose_estimator.h5"
+    with h5py.File(path, "w") as h5:
+        h5.attrs["model_config"] = json.dumps({"class_name": "Model", "config": {"layers": layers}}).encode()
+        group = h5.create_group("model_weights")
+        for key, value in state.items():
+            name, param = key.split(".")
+            sub = group.require_group(name).require_group(name)
+            if param == "weight":
+                sub["kernel:0"] = value.permute(2, 3, 1, 0).numpy()
+            else:
+                sub["bias:0"] = value.numpy()
+    keras = load_body_pose(path)
+    assert keras.ceil_pool == (pool_padding == "same")
+    torch_net = load_body_pose(weights, ceil_pool=keras.ceil_pool)
+    x = torch.rand(1, 3, 44, 20) - 0.5  # 20 -> 10 -> 5 -> 2 (floor) or 3 (ceil)
+    with torch.no_grad():
+        a, b = keras(x), torch_net(x)
+    assert a[1].shape[-1] == (3 if pool_padding == "same" else 2)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_detect_keypoints_is_maps_then_decode(weights):
+    net = load_body_pose(weights)
+    cfg = PoseConfig(scales=(1.0,), boxsize=32)
+    rgb = np.stack([person_image(s, 32, 16) for s in range(3)])
+    from generators.quality.pose_decode import detect_keypoints
+
+    out = detect_keypoints(net, rgb, cfg, batch_size=2)
+    assert out.shape == (3, 18, 2) and out.dtype == np.int64
+    assert np.array_equal(out, decode(*pose_maps(net, rgb, cfg), cfg))
+    assert ((out == -1) | ((out >= 0) & (out < [32, 16]))).all()
