@@ -202,5 +202,5 @@ def test_torch_fidelity_file_name_and_foreign_files(fid_weights, tmp_path, monke
     assert isinstance(load_inception("fid"), InceptionV3)
     bad = tmp_path / "other.pth"
     torch.save({"fc.weight": torch.zeros(3, 3)}, bad)
-    with pytest.raises(ValueError, match="not a Inception"):
+    with pytest.raises(ValueError, match="does not hold Inception"):
         load_inception("fid", bad)

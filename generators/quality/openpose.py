@@ -10,7 +10,7 @@ Layout (names are the original Caffe layer names, which both published conversio
   38 / 19), ReLU after all but Mconv7.
 The network returns stage 6's (PAF, heatmap) at stride 8.
 
-Weights, by path only (neither file has a standard cache location):
+Weights by path (``--openpose-weights``), or either file dropped into the torch cache folder:
 - ``body_pose_model.pth``: the PyTorch conversion published with Hzzone/pytorch-openpose (flat keys
   ``conv1_1.weight`` ...). That repository's own model class applies a ReLU after ``Mconv7_stage6_L2`` (its
   no-ReLU list names ``Mconv7_stage6_L1`` twice); the Caffe model has none. ``final_heatmap_relu=True``

@@ -90,7 +90,7 @@ def load_exact(net: nn.Module, state: Mapping[str, torch.Tensor], file: Path, wh
     extra = [k for k in state if k not in wanted]
     if missing or extra:
         raise ValueError(
-            f"{file} is not a {what} state dict: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"{file} does not hold {what} weights: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
             f"unexpected {extra[:3]}{'...' if len(extra) > 3 else ''}"
         )
     for key, value in state.items():
