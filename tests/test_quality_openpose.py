@@ -159,12 +159,12 @@ PERSON |= {8: (9, 34), 9: (9, 46), 10: (9, 58), 11: (15, 34), 12: (15, 46), 13: 
 PERSON |= {16: (10, 5), 17: (14, 5)}
 
 
-def test_decoding_of_hand_made_maps_matches_reference(reference, monkeypatch):
+def reference_decode(reference, monkeypatch, heat: np.ndarray, paf: np.ndarray):
+    """(candidate, subset) of the reference body code on given full-resolution maps: a stand-in network returns
+    them and the resizes and padding become identities."""
     body, util = reference
-    small = {j: (x // 2 + 30, y // 2 + 8) for j, (x, y) in PERSON.items() if j not in (4, 7, 10)}
-    heat, paf = stick_figures(64, 48, [PERSON, small])
 
-    class Maps(torch.nn.Module):  # stands in for the network: returns the maps at full resolution
+    class Maps(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.p = torch.nn.Parameter(torch.zeros(1))
@@ -178,22 +178,42 @@ def test_decoding_of_hand_made_maps_matches_reference(reference, monkeypatch):
     monkeypatch.setattr(util, "padRightDownCorner", lambda img, stride, pad: (img, [0, 0, 0, 0]))
     ref = body.Body.__new__(body.Body)
     ref.model = Maps()
-    candidate, subset = ref(np.zeros((64, 48, 3), dtype=np.uint8))
+    return ref(np.zeros(heat.shape[:2] + (3,), dtype=np.uint8))
 
-    cfg = PoseConfig()
-    heat_t = torch.from_numpy(heat.astype(np.float32).astype(np.float64)).permute(2, 0, 1)[None]
-    paf_t = torch.from_numpy(paf.astype(np.float32).astype(np.float64)).permute(2, 0, 1)[None]
+
+def my_decode(heat: np.ndarray, paf: np.ndarray, cfg: PoseConfig = PoseConfig()):
+    """(candidate, subset, keypoints) of this code on the same maps (float32 values, as the reference sees them)."""
+    to = lambda a: torch.from_numpy(a.astype(np.float32).astype(np.float64)).permute(2, 0, 1)[None]
+    heat_t, paf_t = to(heat), to(paf)
     peaks = find_peaks(heat_t, cfg)[0]
-    mine_candidate, mine_subset = assemble_people(
-        peaks, connect_limbs(peaks, paf_t[0].permute(1, 2, 0).numpy(), 64, cfg), cfg
-    )
+    connections = connect_limbs(peaks, paf_t[0].permute(1, 2, 0).numpy(), heat.shape[0], cfg)
+    return (*assemble_people(peaks, connections, cfg), decode(heat_t, paf_t, cfg)[0])
+
+
+def test_decoding_of_hand_made_maps_matches_reference(reference, monkeypatch):
+    small = {j: (x // 2 + 30, y // 2 + 8) for j, (x, y) in PERSON.items() if j not in (4, 7, 10)}
+    heat, paf = stick_figures(64, 48, [PERSON, small])
+    candidate, subset = reference_decode(reference, monkeypatch, heat, paf)
+    mine_candidate, mine_subset, keypoints = my_decode(heat, paf)
     np.testing.assert_allclose(mine_candidate, candidate, rtol=1e-12)
     np.testing.assert_allclose(mine_subset, subset, rtol=1e-12)
     assert len(subset) == 2  # both people, the small one without its wrists and right ankle
-    keypoints = decode(heat_t, paf_t, cfg)[0]
-    expected = best_person(candidate, subset)
-    assert np.array_equal(keypoints, expected)
+    assert np.array_equal(keypoints, best_person(candidate, subset))
     assert [tuple(keypoints[j]) for j in (0, 1, 13)] == [(6, 12), (14, 12), (58, 15)]  # (y, x) of the big one
+
+
+def test_people_without_a_neck_are_merged_through_the_ears(reference, monkeypatch):
+    """Without the neck the arms and the head start separate people; the shoulder-ear limbs (the last two)
+    merge them; the legs (3 joints each) are deleted as weak."""
+    neckless = {j: yx for j, yx in PERSON.items() if j != 1}
+    heat, paf = stick_figures(64, 32, [neckless])
+    candidate, subset = reference_decode(reference, monkeypatch, heat, paf)
+    mine_candidate, mine_subset, keypoints = my_decode(heat, paf)
+    np.testing.assert_allclose(mine_candidate, candidate, rtol=1e-12)
+    np.testing.assert_allclose(mine_subset, subset, rtol=1e-12)
+    assert len(subset) == 1 and subset[0, -1] == 11
+    present = sorted(j for j in range(18) if keypoints[j, 0] >= 0)
+    assert present == [0, 2, 3, 4, 5, 6, 7, 14, 15, 16, 17]
 
 
 def skimage014_reference(img: np.ndarray, size, order: int) -> np.ndarray:
