@@ -33,6 +33,7 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from generator_inputs import random_poses  # noqa: E402
 from torch import nn  # noqa: E402
 
 import augment.data.pose as P  # noqa: E402
@@ -321,8 +322,6 @@ def test_rank_metrics_on_the_device_equal_the_cpu():
 
 
 def test_pose_encoders_on_the_device_equal_numpy():
-    from test_pose import random_poses
-
     kps = np.concatenate([random_poses(96, seed=21), random_poses(32, seed=22, p_missing=0.4, keep_torso=False)])
     other = np.roll(kps, 1, axis=0)
     on_device = torch.from_numpy(kps).to(DEVICE)
