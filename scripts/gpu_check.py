@@ -138,10 +138,11 @@ def plan(cfg: CheckConfig, methods: list[str], device: str) -> list[Step]:
 
     def bench_step(method: str) -> Step:
         name = f"bench:{method}"
+        lighter = {} if method == first or cfg.dry_run else {"repeats": 2, "probe_seconds": 30}
         return Step(
             name,
             "bench",
-            {**p["bench"], "method": method, "device": device},
+            {**p["bench"], **lighter, "method": method, "device": device},
             _timeout(cfg, name, "bench:patn" if method == first else "bench"),
             f"generators.bench {method}/{p['bench']['preset']}: eager fp32 vs fast path, then the largest batch",
         )
