@@ -26,6 +26,7 @@ and ``gpu_check.log`` (every step's own output).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -197,7 +198,8 @@ def run_step(step: Step, limit: float, work: Path, log) -> dict:
         try:
             rc = child.wait(timeout=limit)
         except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)  # the step's whole process group (DataLoader workers too)
+            with contextlib.suppress(ProcessLookupError):  # the step's whole process group (its workers too)
+                os.killpg(child.pid, signal.SIGKILL)
             child.wait()
             rc = None
     record["seconds"] = round(time.perf_counter() - t0, 2)
@@ -262,8 +264,6 @@ def _tail(text: str, lines: int = 15) -> str:
 
 def run_check(cfg: CheckConfig, log_line=print) -> dict:
     """Run every step of the plan within the budget; write and return the report (see the module docstring)."""
-    from gpu_check_report import markdown, summarize
-
     cfg.validate()
     cfg.out.mkdir(parents=True, exist_ok=True)
     started, deadline = time.time(), time.perf_counter() + cfg.total_budget
@@ -280,6 +280,7 @@ def run_check(cfg: CheckConfig, log_line=print) -> dict:
         env_step = Step("env", "env", {}, _timeout(cfg, "env", "env"), "machine, torch, CUDA, packages, methods")
         env = run_step(env_step, env_step.timeout, work, log)
         report["steps"].append(env)
+        write_report(report, cfg.out)
         log_line(f"[gpu-check] env: {env['status']} in {env['seconds']} s")
         info = env.get("result") or {}
         device = "cpu" if cfg.dry_run else cfg.device
@@ -295,12 +296,26 @@ def run_check(cfg: CheckConfig, log_line=print) -> dict:
             else:
                 record = run_step(step, min(step.timeout, left), work, log)
             report["steps"].append(record)
+            report["seconds"] = round(time.time() - started, 1)
+            write_report(report, cfg.out)  # after every step: a check killed from outside keeps its results
             log_line(f"[gpu-check] {step.name}: {record['status']} in {record.get('seconds', 0)} s")
     report["seconds"] = round(time.time() - started, 1)
-    report["summary"] = summarize(report)
-    (cfg.out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    (cfg.out / "gpu_check.md").write_text(markdown(report))
+    write_report(report, cfg.out)
     return report
+
+
+def write_report(report: dict, out: Path) -> None:
+    """gpu_check.json and gpu_check.md in ``out``, with the summary of the steps done so far."""
+    from gpu_check_report import markdown, summarize
+
+    report["summary"] = summarize(report)
+    for name, text in (
+        ("gpu_check.json", json.dumps(report, indent=1, default=str) + "\n"),
+        ("gpu_check.md", markdown(report)),
+    ):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
 
 
 def _skipped(step: Step, reason: str) -> dict:
