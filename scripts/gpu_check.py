@@ -182,6 +182,7 @@ def run_step(step: Step, limit: float, work: Path, log) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     # idle OpenMP threads sleep instead of spinning against the other processes on the CPUs
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    env["TMPDIR"] = str(work)  # the steps' temporary files (checkpoints, images) go when the check ends
     if step.kind == "pytest":
         figures = work / "test-figures.jsonl"
         env.update(POSEAUG_CUDA_TEST_FIGURES=str(figures), CUBLAS_WORKSPACE_CONFIG=":4096:8")

@@ -120,15 +120,16 @@ def headline(report: dict) -> list[str]:
         )
     cores = s.get("cores_to_feed")
     if cores:
-        line = f"CPU to feed it: decode + write {1000 * cores['decode_write_cpu_seconds_per_image']:.2f} CPU ms/image"
+        parts = []
         if "at_patn_best" in cores:
-            line += f" -> {_f(cores['at_patn_best'])} cores at the PATN best rate"
+            parts.append(f"{_f(cores['at_patn_best'])} cores at the PATN best rate")
         if "at_gpu_stage_best" in cores:
-            line += (
-                f", {_f(cores['at_gpu_stage_best'])} at the service's GPU stage rate "
+            parts.append(
+                f"{_f(cores['at_gpu_stage_best'])} at the service's GPU stage rate "
                 f"(+{_f(cores['gpu_stage_process_cores'], 2)} for the generator process itself)"
             )
-        lines.append(line)
+        per_image = 1000 * cores["decode_write_cpu_seconds_per_image"]
+        lines.append(f"CPU to feed it: decode + write {per_image:.2f} CPU ms/image -> " + (", ".join(parts) or "-"))
     for name, status in s.get("not_ok", {}).items():
         step = _steps(report)[name]
         why = step.get("reason") or (step.get("error") or "").strip().splitlines()[-1:] or [""]
