@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from generator_inputs import TEMPLATE, random_poses
 from skimage.draw import disk as sk_disk
 from skimage.draw import polygon as sk_polygon
 from skimage.measure import grid_points_in_poly
@@ -25,48 +26,6 @@ from augment.data.keypoints import JOINTS
 
 H, W = 128, 64
 SQUARE5 = footprint_rectangle((5, 5))
-
-
-# A standing person in a 128x64 crop, (y, x).
-TEMPLATE = np.array(
-    [
-        [20, 32],
-        [30, 32],
-        [30, 22],
-        [48, 18],
-        [64, 16],
-        [30, 42],
-        [48, 46],
-        [64, 48],
-        [66, 26],
-        [90, 26],
-        [115, 26],
-        [66, 38],
-        [90, 38],
-        [115, 38],
-        [17, 35],
-        [17, 29],
-        [19, 38],
-        [19, 26],
-    ]
-)
-
-
-def random_poses(n, seed, p_missing=0.15, keep_torso=True):
-    """(n,18,2) int poses: jittered template, half of them snapped to a 4-px lattice (so vertical,
-    horizontal and coincident limbs occur), a few uniform over the image, some joints missing."""
-    rng = np.random.default_rng(seed)
-    kps = TEMPLATE + rng.integers(-10, 11, (n, 18, 2))
-    snap = rng.random(n) < 0.5
-    kps[snap] = (kps[snap] // 4) * 4
-    wild = rng.random(n) < 0.2
-    kps[wild] = np.stack([rng.integers(0, H, (wild.sum(), 18)), rng.integers(0, W, (wild.sum(), 18))], -1)
-    kps = np.clip(kps, 0, [H - 1, W - 1])
-    drop = rng.random((n, 18)) < p_missing
-    if keep_torso:
-        drop[:, [J[j] for j in P.TORSO_POINTS]] = False
-    kps[drop] = -1
-    return kps.astype(np.int32)
 
 
 def only(**joints):
