@@ -209,11 +209,11 @@ def measure_methods(
     """Per registered method (market preset): GFLOPs/image and CPU images/s of the fast path."""
     import torch
 
-    from generators.base import METHODS, build, load_builtin_methods
+    from generators.base import build, load_builtin_methods, network_methods
     from generators.bench import BenchConfig, bench_method
 
     load_builtin_methods()
-    names = sorted(m for m in METHODS if "market" in METHODS[m].presets) if list(methods) == ["all"] else methods
+    names = network_methods() if list(methods) == ["all"] else methods
     results: dict[str, dict] = {}
     for name in names:
         before = load_average()

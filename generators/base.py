@@ -363,6 +363,13 @@ def load_builtin_methods() -> None:
             importlib.import_module(module)
 
 
+def network_methods() -> list[str]:
+    """Sorted names of the registered methods that have networks to train (every method but controls
+    such as ``copy``): what "all" means to benchmarks, precision checks and capacity estimates."""
+    load_builtin_methods()
+    return sorted(name for name, impl in METHODS.items() if impl.trainable)
+
+
 def get_method(name: str) -> Method:
     """The registered method ``name``; an unknown name raises ValueError listing the known ones."""
     load_builtin_methods()

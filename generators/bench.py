@@ -54,7 +54,15 @@ import torch
 from torch import nn
 
 from augment.runtime import UsageError, bf16_is_native, resolve_device
-from generators.base import METHODS, Bundle, build, count_flops, count_parameters, load_builtin_methods
+from generators.base import (
+    METHODS,
+    Bundle,
+    build,
+    count_flops,
+    count_parameters,
+    load_builtin_methods,
+    network_methods,
+)
 
 # Agreement with eager fp32 on [-1,1] outputs (1 grey level = 2/255 = 0.0078): (max, mean) |diff|.
 # fp32 variants differ in summation order only. Under bf16 (8 significant bits) the spread-weight
@@ -482,7 +490,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
         bundles.append(load(cfg.checkpoint, device=device))
     else:
         load_builtin_methods()
-        names = sorted(METHODS) if cfg.methods == ["all"] else cfg.methods
+        names = network_methods() if cfg.methods == ["all"] else cfg.methods
         for name in names:
             if name not in METHODS:
                 raise UsageError("--method", f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}, all")

@@ -114,7 +114,7 @@ def env(params: dict, emit: Emit) -> dict:
     """Machine, torch/CUDA, packages present, registered generator methods, commit."""
     import torch
 
-    from generators import METHODS
+    from generators.base import network_methods
 
     info: dict = {
         "python": sys.version.split()[0],
@@ -126,7 +126,7 @@ def env(params: dict, emit: Emit) -> dict:
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-        "methods": sorted(METHODS),
+        "methods": network_methods(),
         "packages": {name: _version(name) for name in PACKAGES + OPTIONAL_PACKAGES},
     }
     if torch.cuda.is_available():

@@ -38,7 +38,8 @@ from torch import nn  # noqa: E402
 
 import augment.data.pose as P  # noqa: E402
 from augment.runtime import cpu_supports_bf16  # noqa: E402
-from generators import METHODS, build  # noqa: E402
+from generators import build  # noqa: E402
+from generators.base import network_methods  # noqa: E402
 from generators.bench import bench_inputs, spread_weights  # noqa: E402
 from generators.inference import model_to_uint8  # noqa: E402
 
@@ -58,7 +59,7 @@ pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(DEVICE is None, reason=f"needs a CUDA GPU ({REHEARSAL_ENV}=1 rehearses on the CPU)"),
 ]
-METHOD_NAMES = sorted(METHODS)
+METHOD_NAMES = network_methods()
 SIZE = (128, 64)
 
 # Agreement with the contiguous fp32 forward (TF32 off), in grey levels of the written uint8 image:
