@@ -11,14 +11,22 @@ factory (reid_eval.models, reid_eval.openreid_resnet) and trained by torchreid's
 (``ReidSoftmaxEngine`` adds the device, autocast and channels-last handling), one epoch at a time;
 evaluation uses reid_eval.metrics (Market CMC, mAP, Open-ReID's cuhk03-style CMC).
 
+An epoch is one pass over the training set in random order (torchreid's RandomSampler, drop_last), or with
+``--images-per-epoch N`` N images drawn uniformly with replacement: floor(N / batch) steps per epoch whatever
+the set's size, so a small set trains as many steps, and sees as many images, as a set of N images (the
+bench's ``none-iters`` control). Either way ``metrics.json`` records the optimizer steps (``iterations``) and
+``images_seen`` (steps x batch).
+
 Output (``--out``, default ``runs/reid/<data folder>/<model>-<recipe>-s<seed>``):
   metrics.json   Rank-1/5/10, mAP (fractions), the cuhk03-style CMC, whether ImageNet weights were used,
-                 timings, the dataset fingerprint and summary, the recipe, the device and precision;
+                 iterations and images seen, timings, the dataset fingerprint and summary, the recipe, the
+                 device and precision;
   checkpoint.pt  {'state_dict', 'epoch', 'rank1', 'optimizer', 'scheduler', 'rng', 'meta', 'run_key'},
                  written after every epoch; loads with reid_eval.compat.load_checkpoint;
   train.log      everything printed.
 Re-running the same command returns the finished metrics, or resumes from the last finished epoch
-(same data, recipe, epochs, batch, seed and precision; otherwise it refuses unless ``--overwrite``).
+(same data, recipe, epochs, batch, seed, precision and images per epoch; otherwise it refuses unless
+``--overwrite``).
 Every random choice (initialisation, sampler, crops, flips, dropout) flows from ``--seed``.
 """
 
@@ -93,6 +101,9 @@ class TrainOptions:
     print_freq: int | None = None  # batches between torchreid's progress lines; default: 4 lines per epoch
     overwrite: bool = False
     threads: int | None = None  # torch intra-op threads on CPU; default torch's
+    # images drawn per epoch, with replacement (seeded); None: one pass over the set (a permutation). The bench's
+    # none-iters control sets it to another set's size, so both train the same steps and see as many images.
+    images_per_epoch: int | None = None
 
     def validate(self) -> None:
         checks = [
@@ -119,6 +130,11 @@ class TrainOptions:
             ),
             (self.print_freq is None or self.print_freq >= 1, "--print-freq", f"must be >= 1, got {self.print_freq}"),
             (self.threads is None or self.threads >= 1, "--threads", f"must be >= 1, got {self.threads}"),
+            (
+                self.images_per_epoch is None or self.images_per_epoch >= 2,
+                "--images-per-epoch",
+                f"must be >= 2 (BatchNorm needs two samples), got {self.images_per_epoch}",
+            ),
             (
                 self.device != "cuda" or torch.cuda.is_available(),
                 "--device",
@@ -233,6 +249,8 @@ class RunPlan:
             "precision": self.precision_name,
             "pretrained": self.opts.pretrained,
         }
+        if self.opts.images_per_epoch is not None:  # only then: the keys of earlier runs stay valid
+            key["images_per_epoch"] = self.opts.images_per_epoch
         return json.loads(json.dumps(key))  # JSON types (lists, not tuples): compares equal after reading back
 
 
@@ -261,9 +279,10 @@ def _plan(opts: TrainOptions, splits: ReidSplits) -> RunPlan:
             "(BatchNorm needs two samples per batch)"
         )
     batch_size = opts.batch_size or recipe.batch_size
-    if batch_size > num_train:
-        print(f"[reid] note: batch size {batch_size} > {num_train} training images: using batch {num_train}")
-        batch_size = num_train
+    per_epoch = opts.images_per_epoch or num_train  # drop_last: a batch larger than an epoch never runs
+    if batch_size > per_epoch:
+        print(f"[reid] note: batch size {batch_size} > {per_epoch} images per epoch: using batch {per_epoch}")
+        batch_size = per_epoch
     recipe = replace(recipe, batch_size=batch_size)
     device = resolve_device(opts.device)
     try:
@@ -417,7 +436,14 @@ def _train_epochs(s: _Session, plan: RunPlan, start_epoch: int, meta: dict, key:
         seconds = time.perf_counter() - t0
         lr = s.optimizer.param_groups[-1]["lr"]
         history.append(
-            {"epoch": epoch + 1, "seconds": round(seconds, 3), "loss": stats["loss"], "acc": stats["acc"], "lr": lr}
+            {
+                "epoch": epoch + 1,
+                "seconds": round(seconds, 3),
+                "loss": stats["loss"],
+                "acc": stats["acc"],
+                "lr": lr,
+                "iterations": stats["batches"],  # optimizer steps of this epoch
+            }
         )
         remaining = seconds * (plan.epochs - epoch - 1)
         print(
@@ -458,6 +484,8 @@ def _metrics(s: _Session, plan: RunPlan, splits: ReidSplits, result: dict, t: _T
     batches = len(s.dm.train_loader)
     epochs_run = plan.epochs - t.start_epoch
     images = batches * plan.batch_size * epochs_run
+    # steps counted by the engine, epoch by epoch (resumed epochs included; older histories lack the count)
+    iterations = sum(int(h.get("iterations", batches)) for h in history)
     metrics = {k: result[k] for k in _RESULT_KEYS}
     metrics.update(
         {
@@ -484,6 +512,10 @@ def _metrics(s: _Session, plan: RunPlan, splits: ReidSplits, result: dict, t: _T
                 "resumed_from_epoch": t.start_epoch,
                 "batch_size": plan.batch_size,
                 "iterations_per_epoch": batches,
+                "iterations": iterations,  # optimizer steps in all
+                "images_seen": iterations * plan.batch_size,
+                "images_per_epoch": plan.opts.images_per_epoch or len(splits.train_items),
+                "sampler": "with replacement" if plan.opts.images_per_epoch else "one pass (permutation)",
                 "train_images": len(splits.train_items),
                 "train_ids": splits.num_train_pids,
                 "generated_images": splits.generated_train_images,
@@ -596,6 +628,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--print-freq", type=int, help="batches between progress lines (default: 4 per epoch)")
     p.add_argument("--overwrite", action="store_true", help="replace another run in --out")
+    p.add_argument(
+        "--images-per-epoch",
+        type=int,
+        help="draw N training images per epoch with replacement (seeded) instead of one pass over the set, e.g. "
+        "another set's size to train as many steps as on it (default: one pass)",
+    )
     return p
 
 
@@ -616,6 +654,7 @@ def options_from_args(a: argparse.Namespace) -> TrainOptions:
         print_freq=a.print_freq,
         overwrite=a.overwrite,
         threads=a.threads,
+        images_per_epoch=a.images_per_epoch,
     )
 
 
