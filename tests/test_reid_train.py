@@ -78,8 +78,9 @@ def test_images_per_epoch_resamples_with_replacement_from_the_seed():
         train.TrainOptions(data="x", images_per_epoch=1).validate()
 
 
-def test_interrupted_run_resumes_to_the_same_weights(tiny_market, tmp_path, monkeypatch):
-    base = ["--data", str(tiny_market), "--epochs", "2", *TINY]
+@pytest.mark.parametrize("sampling", [[], ["--images-per-epoch", "20"]], ids=["one-pass", "with-replacement"])
+def test_interrupted_run_resumes_to_the_same_weights(tiny_market, tmp_path, monkeypatch, sampling):
+    base = ["--data", str(tiny_market), "--epochs", "2", *TINY, *sampling]
     train.main(base + ["--out", str(tmp_path / "straight")])
 
     calls = {"n": 0}
@@ -104,6 +105,9 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_market, tmp_path, monk
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     assert resumed["rank1"] == straight["rank1"] and resumed["mAP"] == straight["mAP"]
+    assert (
+        resumed["training"]["iterations"] == straight["training"]["iterations"] == 2 * ((20 if sampling else 31) // 8)
+    )
 
 
 def test_bad_options_name_the_flag(tiny_market, tmp_path, capsys):
