@@ -7,7 +7,14 @@ Modules (import them directly; importing the package imports nothing heavy):
   openreid_resnet  Open-ReID's ResNet-50 head on torchreid's ResNet-50
   datasets         any Market-layout folder as a torchreid ImageDataset (unique registrations)
   recipes          openreid / torchreid / cpu training recipes and their transforms
-  train            ``python -m reid_eval.train``: one training run -> metrics.json, checkpoint, log
-  bench            ``python -m reid_eval.bench``: the PATN Table-5 grid -> results, table, plot
+  engine           torchreid's softmax engine on any device; data manager (one pass or resampled), model, optimizer
+  train            ``python -m reid_eval.train``: one training run -> metrics.json (train_metrics), checkpoint, log
+  bench            ``python -m reid_eval.bench``: the PATN Table-5 grid with controls, generator-training regimes
+                   and seeds -> results, summary, table, plot; in phases:
+    bench_grid       cells, methods and controls (none, none-iters, copy), the sets they train on
+    bench_generators the generators a grid needs per regime (full, kept, disjoint), trained once and cached
+    bench_run        what each cell needs, its set, every training on one pool of processes, finished cells
+    bench_stats      recovery, mean / std / n over seeds
+    bench_report     results and summary files, the Markdown table, the plot
   published        the published numbers shown beside ours, with their sources
 """

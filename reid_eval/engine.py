@@ -14,7 +14,14 @@ from reid_eval.recipes import build_transforms
 if TYPE_CHECKING:
     from reid_eval.train import RunPlan
 
-__all__ = ["ReidSoftmaxEngine", "build_datamanager", "build_model", "build_optimizer", "pretrained_note"]
+__all__ = [
+    "ReidSoftmaxEngine",
+    "build_datamanager",
+    "build_model",
+    "build_optimizer",
+    "pretrained_note",
+    "resampling_loader",
+]
 
 _torchreid = compat.import_torchreid()
 
@@ -101,7 +108,26 @@ def build_datamanager(torchreid, name: str, plan: RunPlan, height: int, width: i
     for loaders in dm.test_loader.values():
         for loader in loaders.values():
             loader.dataset.transform = test_tf
+    if plan.opts.images_per_epoch is not None:
+        dm.train_loader = resampling_loader(dm.train_loader, plan.opts.images_per_epoch)
     return dm
+
+
+def resampling_loader(loader: torch.utils.data.DataLoader, images_per_epoch: int) -> torch.utils.data.DataLoader:
+    """``loader`` drawing ``images_per_epoch`` images per epoch uniformly with replacement (drop_last, as
+    torchreid's): floor(images_per_epoch / batch) steps per epoch whatever the set's size. The sampler takes
+    its seed from torch's global RNG at each epoch, like torchreid's RandomSampler, so the run's seed fixes
+    the draws and a resumed run (global RNG restored) continues them."""
+    sampler = torch.utils.data.RandomSampler(loader.dataset, replacement=True, num_samples=images_per_epoch)
+    return torch.utils.data.DataLoader(
+        loader.dataset,
+        sampler=sampler,
+        batch_size=loader.batch_size,
+        shuffle=False,
+        num_workers=loader.num_workers,
+        pin_memory=loader.pin_memory,
+        drop_last=True,
+    )
 
 
 def build_model(plan: RunPlan, num_classes: int):

@@ -85,6 +85,8 @@ OPENREID_MARKET: dict[str, tuple[float, float, float, float]] = {
 
 METHOD_LABELS: dict[str, str] = {
     "none": "None",
+    "none-iters": "None-iters",
+    "copy": "Copy",
     "patn": "PATN",
     "patn*": "PATN*",
     "vunet": "VUNet",

@@ -1,4 +1,3 @@
-# Long file: one training run from options to metrics (plan, session, epochs, resume, report) and its CLI.
 """``python -m reid_eval.train``: train one re-ID model on a Market-1501-layout folder and evaluate it.
 
     python -m reid_eval.train --data runs/augment/synth-market/portion0.1-patn-s0 --model inception --recipe cpu
@@ -11,14 +10,22 @@ factory (reid_eval.models, reid_eval.openreid_resnet) and trained by torchreid's
 (``ReidSoftmaxEngine`` adds the device, autocast and channels-last handling), one epoch at a time;
 evaluation uses reid_eval.metrics (Market CMC, mAP, Open-ReID's cuhk03-style CMC).
 
+An epoch is one pass over the training set in random order (torchreid's RandomSampler, drop_last), or with
+``--images-per-epoch N`` N images drawn uniformly with replacement: floor(N / batch) steps per epoch whatever
+the set's size, so a small set trains as many steps, and sees as many images, as a set of N images (the
+bench's ``none-iters`` control). Either way ``metrics.json`` records the optimizer steps (``iterations``) and
+``images_seen`` (steps x batch).
+
 Output (``--out``, default ``runs/reid/<data folder>/<model>-<recipe>-s<seed>``):
   metrics.json   Rank-1/5/10, mAP (fractions), the cuhk03-style CMC, whether ImageNet weights were used,
-                 timings, the dataset fingerprint and summary, the recipe, the device and precision;
+                 iterations and images seen, timings, the dataset fingerprint and summary, the recipe, the
+                 device and precision;
   checkpoint.pt  {'state_dict', 'epoch', 'rank1', 'optimizer', 'scheduler', 'rng', 'meta', 'run_key'},
                  written after every epoch; loads with reid_eval.compat.load_checkpoint;
   train.log      everything printed.
 Re-running the same command returns the finished metrics, or resumes from the last finished epoch
-(same data, recipe, epochs, batch, seed and precision; otherwise it refuses unless ``--overwrite``).
+(same data, recipe, epochs, batch, seed, precision and images per epoch; otherwise it refuses unless
+``--overwrite``).
 Every random choice (initialisation, sampler, crops, flips, dropout) flows from ``--seed``.
 """
 
@@ -28,7 +35,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -53,6 +59,7 @@ from reid_eval.recipes import (
     get_recipe,
     resolve_precision,
 )
+from reid_eval.train_metrics import CHECKPOINT_FILE, LOG_FILE, METRICS_FILE, Timing, metrics_record
 
 __all__ = [
     "TrainOptions",
@@ -67,11 +74,7 @@ __all__ = [
     "UsageError",
 ]
 
-METRICS_FILE = "metrics.json"
-CHECKPOINT_FILE = "checkpoint.pt"
-LOG_FILE = "train.log"
 DEFAULT_RUNS = Path("runs/reid")
-CMC_KEEP = 20  # CMC ranks stored in metrics.json
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,9 @@ class TrainOptions:
     print_freq: int | None = None  # batches between torchreid's progress lines; default: 4 lines per epoch
     overwrite: bool = False
     threads: int | None = None  # torch intra-op threads on CPU; default torch's
+    # images drawn per epoch, with replacement (seeded); None: one pass over the set (a permutation). The bench's
+    # none-iters control sets it to another set's size, so both train the same steps and see as many images.
+    images_per_epoch: int | None = None
 
     def validate(self) -> None:
         checks = [
@@ -119,6 +125,11 @@ class TrainOptions:
             ),
             (self.print_freq is None or self.print_freq >= 1, "--print-freq", f"must be >= 1, got {self.print_freq}"),
             (self.threads is None or self.threads >= 1, "--threads", f"must be >= 1, got {self.threads}"),
+            (
+                self.images_per_epoch is None or self.images_per_epoch >= 2,
+                "--images-per-epoch",
+                f"must be >= 2 (BatchNorm needs two samples), got {self.images_per_epoch}",
+            ),
             (
                 self.device != "cuda" or torch.cuda.is_available(),
                 "--device",
@@ -181,19 +192,6 @@ def _save_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
-def _versions() -> dict:
-    import torchvision
-
-    torchreid = compat.import_torchreid()
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "torchreid": getattr(torchreid, "__version__", "unknown"),
-        "numpy": np.__version__,
-    }
-
-
 def _registrations() -> None:
     from reid_eval import openreid_resnet
     from reid_eval.models import register_models
@@ -233,6 +231,8 @@ class RunPlan:
             "precision": self.precision_name,
             "pretrained": self.opts.pretrained,
         }
+        if self.opts.images_per_epoch is not None:  # only then: the keys of earlier runs stay valid
+            key["images_per_epoch"] = self.opts.images_per_epoch
         return json.loads(json.dumps(key))  # JSON types (lists, not tuples): compares equal after reading back
 
 
@@ -261,9 +261,10 @@ def _plan(opts: TrainOptions, splits: ReidSplits) -> RunPlan:
             "(BatchNorm needs two samples per batch)"
         )
     batch_size = opts.batch_size or recipe.batch_size
-    if batch_size > num_train:
-        print(f"[reid] note: batch size {batch_size} > {num_train} training images: using batch {num_train}")
-        batch_size = num_train
+    per_epoch = opts.images_per_epoch or num_train  # drop_last: a batch larger than an epoch never runs
+    if batch_size > per_epoch:
+        print(f"[reid] note: batch size {batch_size} > {per_epoch} images per epoch: using batch {per_epoch}")
+        batch_size = per_epoch
     recipe = replace(recipe, batch_size=batch_size)
     device = resolve_device(opts.device)
     try:
@@ -417,7 +418,14 @@ def _train_epochs(s: _Session, plan: RunPlan, start_epoch: int, meta: dict, key:
         seconds = time.perf_counter() - t0
         lr = s.optimizer.param_groups[-1]["lr"]
         history.append(
-            {"epoch": epoch + 1, "seconds": round(seconds, 3), "loss": stats["loss"], "acc": stats["acc"], "lr": lr}
+            {
+                "epoch": epoch + 1,
+                "seconds": round(seconds, 3),
+                "loss": stats["loss"],
+                "acc": stats["acc"],
+                "lr": lr,
+                "iterations": stats["batches"],  # optimizer steps of this epoch
+            }
         )
         remaining = seconds * (plan.epochs - epoch - 1)
         print(
@@ -427,106 +435,6 @@ def _train_epochs(s: _Session, plan: RunPlan, start_epoch: int, meta: dict, key:
         )
         _save_state(s, plan, epoch + 1, None, meta, key)
     return time.perf_counter() - t_train
-
-
-_RESULT_KEYS = (
-    "rank1",
-    "rank5",
-    "rank10",
-    "mAP",
-    "mAP_openreid",
-    "cuhk03_rank1",
-    "cuhk03_rank5",
-    "cuhk03_rank10",
-    "allshots_rank1",
-    "allshots_rank5",
-    "allshots_rank10",
-)
-
-
-@dataclass(frozen=True)
-class _Timing:
-    start: float  # perf_counter at the start of the run
-    start_epoch: int  # first epoch trained in this process (> 0 when resumed)
-    train_seconds: float
-    eval_seconds: float
-
-
-def _metrics(s: _Session, plan: RunPlan, splits: ReidSplits, result: dict, t: _Timing, key: dict, meta: dict) -> dict:
-    """metrics.json: the evaluation's figures, then how they were obtained."""
-    history = meta["history"]
-    batches = len(s.dm.train_loader)
-    epochs_run = plan.epochs - t.start_epoch
-    images = batches * plan.batch_size * epochs_run
-    metrics = {k: result[k] for k in _RESULT_KEYS}
-    metrics.update(
-        {
-            "units": "fractions in [0, 1]",
-            "cmc": result["cmc"][:CMC_KEEP],
-            "cmc_cuhk03": result["cmc_cuhk03"][:CMC_KEEP],
-            "num_queries": result["num_queries"],
-            "num_valid_queries": result["num_valid_queries"],
-            "num_skipped_queries": result["num_skipped_queries"],
-            "model": {
-                "name": plan.opts.model,
-                "architecture": s.info.name,
-                "num_params": s.info.num_params,
-                "input_size": list(s.model_recipe.input_size),
-                "imagenet_weights": s.info.imagenet_weights,
-                "weights_file": s.info.weights_file,
-                "pretrained_note": s.note,
-                "staged_lr": s.staged,
-                **s.model_recipe.model_kwargs,
-            },
-            "recipe": plan.recipe.to_json(),
-            "training": {
-                "epochs": plan.epochs,
-                "resumed_from_epoch": t.start_epoch,
-                "batch_size": plan.batch_size,
-                "iterations_per_epoch": batches,
-                "train_images": len(splits.train_items),
-                "train_ids": splits.num_train_pids,
-                "generated_images": splits.generated_train_images,
-                "seconds": round(t.train_seconds, 2),
-                "seconds_per_epoch": round(t.train_seconds / max(1, epochs_run), 2),
-                "images_per_second": round(images / max(t.train_seconds, 1e-9), 2),
-                "final_loss": history[-1]["loss"] if history else None,
-                "final_train_acc": history[-1]["acc"] if history else None,
-                "history": history,
-            },
-            "evaluation": {
-                "seconds": round(t.eval_seconds, 2),
-                "dist_metric": plan.recipe.dist_metric,
-                "feature": s.model_recipe.model_kwargs.get("eval_output", "model eval output"),
-                "normalize_feature": plan.recipe.normalize_feature,
-            },
-        }
-    )
-    metrics.update(_run_info(plan, splits, key, t))
-    return metrics
-
-
-def _run_info(plan: RunPlan, splits: ReidSplits, key: dict, t: _Timing) -> dict:
-    """The data, device, precision, versions, command and paths of a run (the tail of metrics.json)."""
-    return {
-        "data": splits.summary(),
-        "device": str(plan.device),
-        "precision": plan.precision_name,
-        "channels_last": plan.recipe.channels_last,
-        "torch_threads": torch.get_num_threads(),
-        "workers": plan.workers,
-        "seed": plan.opts.seed,
-        "seconds_total": round(time.perf_counter() - t.start, 2),
-        "versions": _versions(),
-        "command": " ".join(sys.argv),
-        "run_key": key,
-        "paths": {
-            "out": str(plan.out),
-            "checkpoint": str(plan.out / CHECKPOINT_FILE),
-            "log": str(plan.out / LOG_FILE),
-        },
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
 
 
 def _train(plan: RunPlan, splits: ReidSplits, key: dict, resume: dict | None) -> dict:
@@ -554,7 +462,8 @@ def _train(plan: RunPlan, splits: ReidSplits, key: dict, resume: dict | None) ->
     )[s.name]
     eval_seconds = time.perf_counter() - t_eval
     _save_state(s, plan, plan.epochs, float(result["rank1"]), meta, key)
-    metrics = _metrics(s, plan, splits, result, _Timing(t_start, start_epoch, train_seconds, eval_seconds), key, meta)
+    timing = Timing(t_start, start_epoch, train_seconds, eval_seconds)
+    metrics = metrics_record(s, plan, splits, result, timing, key, meta)
     _write_json(plan.out / METRICS_FILE, metrics)
     print(
         f"[reid] Rank-1 {100 * metrics['rank1']:.1f}%  Rank-5 {100 * metrics['rank5']:.1f}%  "
@@ -596,6 +505,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--print-freq", type=int, help="batches between progress lines (default: 4 per epoch)")
     p.add_argument("--overwrite", action="store_true", help="replace another run in --out")
+    p.add_argument(
+        "--images-per-epoch",
+        type=int,
+        help="draw N training images per epoch with replacement (seeded) instead of one pass over the set, e.g. "
+        "another set's size to train as many steps as on it (default: one pass)",
+    )
     return p
 
 
@@ -616,6 +531,7 @@ def options_from_args(a: argparse.Namespace) -> TrainOptions:
         print_freq=a.print_freq,
         overwrite=a.overwrite,
         threads=a.threads,
+        images_per_epoch=a.images_per_epoch,
     )
 
 

@@ -33,6 +33,9 @@ def test_tiny_training_run_end_to_end(tiny_market, tmp_path):
     assert written["model"]["input_size"] == [64, 32]
     assert written["training"]["train_images"] == 31 and written["training"]["train_ids"] == 6
     assert written["training"]["iterations_per_epoch"] == 31 // 8  # drop_last
+    assert written["training"]["iterations"] == 3 and written["training"]["images_seen"] == 24
+    assert written["training"]["images_per_epoch"] == 31 and written["training"]["history"][0]["iterations"] == 3
+    assert "images_per_epoch" not in written["run_key"]  # run keys of one-pass runs are as before
     assert written["data"]["fingerprint"] and written["recipe"]["name"] == "cpu"
     assert written["seed"] == 3 and written["training"]["history"][0]["epoch"] == 1
     log = (out / "train.log").read_text()
@@ -56,8 +59,28 @@ def test_tiny_training_run_end_to_end(tiny_market, tmp_path):
         train.run_training(replace(train.options_from_args(train.build_parser().parse_args(args)), epochs=2))
 
 
-def test_interrupted_run_resumes_to_the_same_weights(tiny_market, tmp_path, monkeypatch):
-    base = ["--data", str(tiny_market), "--epochs", "2", *TINY]
+def test_images_per_epoch_resamples_with_replacement_from_the_seed():
+    """--images-per-epoch N: floor(N / batch) steps per epoch whatever the set's size, draws with replacement,
+    the same draws for the same torch seed (the run's seed_everything), others for another."""
+    dataset = torch.utils.data.TensorDataset(torch.arange(10))
+    plain = torch.utils.data.DataLoader(dataset, batch_size=4, drop_last=True)
+    loader = engine.resampling_loader(plain, 31)
+    assert len(loader) == 31 // 4 and loader.batch_size == 4 and loader.drop_last
+
+    def draws(seed):
+        torch.manual_seed(seed)
+        return torch.cat([b[0] for b in loader]).tolist()
+
+    first = draws(3)
+    assert len(first) == 28 and set(first) <= set(range(10)) and len(set(first)) < len(first)  # repeats
+    assert draws(3) == first and draws(4) != first
+    with pytest.raises(runtime.UsageError, match="--images-per-epoch"):
+        train.TrainOptions(data="x", images_per_epoch=1).validate()
+
+
+@pytest.mark.parametrize("sampling", [[], ["--images-per-epoch", "20"]], ids=["one-pass", "with-replacement"])
+def test_interrupted_run_resumes_to_the_same_weights(tiny_market, tmp_path, monkeypatch, sampling):
+    base = ["--data", str(tiny_market), "--epochs", "2", *TINY, *sampling]
     train.main(base + ["--out", str(tmp_path / "straight")])
 
     calls = {"n": 0}
@@ -82,6 +105,9 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_market, tmp_path, monk
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     assert resumed["rank1"] == straight["rank1"] and resumed["mAP"] == straight["mAP"]
+    assert (
+        resumed["training"]["iterations"] == straight["training"]["iterations"] == 2 * ((20 if sampling else 31) // 8)
+    )
 
 
 def test_bad_options_name_the_flag(tiny_market, tmp_path, capsys):

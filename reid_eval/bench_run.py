@@ -1,0 +1,424 @@
+"""Running a bench grid: what each cell needs, its set, and every training on one pool of processes.
+
+:func:`prepare` resolves, before any work, the dataset, each cell's generator (``bench_generators``), each
+``none-iters`` cell's partner size and the settings that make a finished cell reusable. :class:`Scheduler` then
+runs what is left on ``jobs`` processes (one torch thread each on CPU): the generator trainings first (the
+longest jobs, and the ones other cells wait for), then every re-ID training whose set can be built; when a
+generator finishes, the sets of its cells are built (in this process, ``augment.run``'s library) and their
+trainings queued. Cells whose sets are identical (same files and generator checkpoint) and whose trainings are
+the same (model, recipe, seed, epochs, batch, images per epoch) train once; the others reuse that training's
+metrics. Every finished training writes its cells' ``cell.json`` and the results so far. With one job (CUDA,
+or ``--jobs 1``) everything runs in this process, one job after another, its output shown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from augment.execute import Executor
+from augment.plan import TrainIndex, make_plan
+from augment.runtime import bf16_is_native, resolve_device
+from reid_eval.bench_generators import Generator, GeneratorResolver, SkippedCell, train_generator, write_record
+from reid_eval.bench_grid import NO_GENERATOR, Cell
+from reid_eval.bench_report import RESULT_COLUMNS
+from reid_eval.bench_stats import add_recovery
+
+__all__ = ["BenchError", "Prepared", "prepare", "Scheduler", "collect_results", "cell_dir", "CELL_FILE"]
+
+CELL_FILE = "cell.json"
+
+
+class BenchError(ValueError):
+    """A bad bench option or a failed step; the message names the flag or the command."""
+
+
+@dataclass
+class Prepared:
+    """What a grid needs, resolved before any work."""
+
+    cells: list[Cell]  # the cells that can run (skipped ones left out)
+    data: Path  # the dataset root
+    index: TrainIndex
+    generators: dict[Cell, Generator]  # cells whose set needs a trained generator
+    partners: dict[Cell, int]  # none-iters cells -> images per epoch (their partner set's size)
+    skipped: list[SkippedCell]
+    settings: dict[Cell, dict]  # what makes a finished cell reusable (compared with cell.json)
+
+
+def prepare(cells: list[Cell], opts, log=print) -> Prepared:
+    """Dataset (the embedded one rendered if absent), generators, partner sizes and settings of ``cells``."""
+    from augment.run import RunOptions, resolve_inputs
+
+    inputs = resolve_inputs(RunOptions(data=opts.data))
+    resolver = GeneratorResolver(opts, inputs.data, inputs.index, embedded=opts.data is None, log=log)
+    runnable, generators, partners, skipped = [], {}, {}, []
+    sizes: dict = {}
+    for cell in cells:
+        found = resolver.for_cell(cell)
+        if isinstance(found, SkippedCell):
+            skipped.append(found)
+            continue
+        if found is not None:
+            generators[cell] = found
+        spec = cell.partner_spec()
+        if spec is not None:
+            if spec not in sizes:  # the rows every generating method's set holds at that p and seed
+                sizes[spec] = len(make_plan(inputs.index, spec).table)
+            partners[cell] = sizes[spec]
+        runnable.append(cell)
+    prepared = Prepared(runnable, inputs.data, inputs.index, generators, partners, skipped, {})
+    prepared.settings = {c: _cell_settings(c, opts, prepared) for c in runnable}
+    return prepared
+
+
+def cell_dir(cell: Cell, opts) -> Path:
+    return Path(opts.out) / "cells" / f"{cell.model}-{opts.recipe}" / cell.name
+
+
+def _text(path) -> str | None:
+    return str(path) if path is not None else None
+
+
+def _cell_settings(cell: Cell, opts, prepared: Prepared) -> dict:
+    generator = prepared.generators.get(cell)
+    return {
+        "cell": asdict(cell),
+        "recipe": opts.recipe,
+        "epochs": opts.epochs,
+        "batch_size": opts.batch_size,
+        "data": _text(opts.data),
+        "test_data": _text(opts.test_data),
+        "generator": generator.name if generator is not None else None,
+        "checkpoint": _text(generator.user_checkpoint) if generator is not None else None,
+        "images_per_epoch": prepared.partners.get(cell),
+    }
+
+
+def finished(cell: Cell, opts, prepared: Prepared) -> dict | None:
+    """cell.json of a finished cell with these settings, else None."""
+    folder = cell_dir(cell, opts)
+    path = folder / CELL_FILE
+    if not (path.exists() and (folder / "metrics.json").exists()):
+        return None
+    info = json.loads(path.read_text())
+    return info if info.get("settings") == prepared.settings[cell] else None
+
+
+# --------------------------------------------------------------------------------------------- results
+def _training_figures(metrics: dict) -> dict:
+    """Steps and images seen (computed for metrics written before the training recorded them)."""
+    t = metrics["training"]
+    iterations = t.get("iterations", t["epochs"] * t["iterations_per_epoch"])
+    return {
+        "iterations": iterations,
+        "images_seen": t.get("images_seen", iterations * t["batch_size"]),
+        "images_per_epoch": t.get("images_per_epoch", t["train_images"]),
+    }
+
+
+def _row(cell: Cell, opts, metrics: dict, info: dict, generator: str) -> dict:
+    data, training = metrics["data"], metrics["training"]
+    return {
+        "model": cell.model,
+        "recipe": opts.recipe,
+        "method": cell.method,
+        "generator_data": cell.generator_data,
+        "protocol": cell.protocol,
+        "value": cell.value,
+        "seed": cell.seed,
+        "train_images": data["train"]["images"],
+        "generated_images": data["generated_train_images"],
+        **_training_figures(metrics),
+        "rank1_pct": 100 * metrics["rank1"],
+        "rank5_pct": 100 * metrics["rank5"],
+        "map_pct": 100 * metrics["mAP"],
+        "cuhk03_rank1_pct": 100 * metrics["cuhk03_rank1"],
+        "recovery": np.nan,  # filled by bench_stats.add_recovery
+        "rank10_pct": 100 * metrics["rank10"],
+        "column": str(cell.column),
+        "real_images": data["real_train_images"],
+        "train_ids": data["train"]["identities"],
+        "epochs": training["epochs"],
+        "batch_size": training["batch_size"],
+        "generator": generator,
+        "imagenet_weights": metrics["model"]["imagenet_weights"],
+        "train_seconds": training["seconds"],
+        "eval_seconds": metrics["evaluation"]["seconds"],
+        "set_seconds": info.get("set_seconds", 0.0),
+        "seconds": info.get("seconds", 0.0),
+        "reused_from": info.get("reused_from") or "",
+        "cell_dir": info["cell_dir"],
+        "set_dir": info["set_dir"],
+    }
+
+
+def collect_results(prepared: Prepared, opts) -> pd.DataFrame:
+    """One row per finished cell (from the cell folders), with each row's recovery."""
+    rows = []
+    for cell in prepared.cells:
+        info = finished(cell, opts, prepared)
+        if info is not None:
+            metrics = json.loads((cell_dir(cell, opts) / "metrics.json").read_text())
+            generator = prepared.generators.get(cell)
+            rows.append(_row(cell, opts, metrics, info, generator.name if generator else NO_GENERATOR))
+    return add_recovery(pd.DataFrame(rows, columns=RESULT_COLUMNS))
+
+
+# ------------------------------------------------------------------------------------------------ sets
+def _gen_precision(choice: str, device: str) -> str:
+    if choice != "auto":
+        return choice
+    return "bf16" if bf16_is_native(resolve_device(device)) else "fp32"
+
+
+def build_set(cell: Cell, opts, executor: Executor, generator: Generator | None) -> tuple[Path, str, float]:
+    """Build the cell's training set with augment.run's library function; returns (set folder, the content
+    hash of the checkpoint that generated it ("" for real images only), seconds). A set with failed rows is
+    refused: its size would no longer be the plan's (nor its partner's)."""
+    from augment.run import RunOptions, run_augmentation
+
+    spec = cell.plan_spec()
+    sets_dir = Path(opts.sets_dir) if opts.sets_dir is not None else Path(opts.out) / "sets"
+    run_opts = RunOptions(
+        data=opts.data,
+        checkpoint=generator.checkpoint if generator is not None else None,
+        out=sets_dir / cell.set_name,
+        device=opts.device,
+        precision=_gen_precision(opts.gen_precision, opts.device),
+    )
+    print(f"[bench] building the set {cell.set_name} of cell {cell.name} ({executor.name} executor)")
+    t0 = time.perf_counter()
+    try:
+        summary = run_augmentation(spec, run_opts, executor)
+    except (ValueError, FileNotFoundError) as e:  # UsageError, DatasetError, CheckpointError, missing weights
+        raise BenchError(f"building the set of cell {cell.name} failed: {e}") from e
+    failed = sum(v for k, v in summary.rows.items() if k.endswith("_failed"))
+    if failed:
+        raise BenchError(f"the set {summary.out} of cell {cell.name} has {failed} failed rows; re-run to retry them")
+    return Path(summary.out), summary.checkpoint_hash, time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------------------------------- trainings
+@dataclass
+class _Pending:
+    """A cell whose set is built and whose training (or reuse) is still to come."""
+
+    cell: Cell
+    cell_dir: Path
+    settings: dict
+    set_dir: Path
+    set_seconds: float
+    key: tuple
+    images_per_epoch: int  # the set's size, or the partner's for none-iters
+
+
+def train_cell(job: dict) -> dict:
+    """Train one cell (in this process or a worker process); returns its metrics.
+
+    In a worker, the training's own output goes to the cell's train.log only.
+    """
+    from reid_eval.train import TrainOptions, run_training
+
+    opts = TrainOptions(**job["options"])
+    if not job["verbose"]:
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+            return run_training(opts)
+    return run_training(opts)
+
+
+class _InlinePool:
+    """The pool's interface in this process: a job runs when submitted (one job at a time, output shown)."""
+
+    def submit(self, fn, job) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(job))
+        except Exception as e:  # handed to the caller by future.result(), as a process pool does
+            future.set_exception(e)
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+def _jobs(opts, tasks: int) -> int:
+    if opts.jobs is not None:
+        return max(1, min(opts.jobs, tasks))
+    on_gpu = resolve_device(opts.device).type == "cuda"
+    return 1 if on_gpu else max(1, min(os.cpu_count() or 1, tasks))
+
+
+class Scheduler:
+    """Runs the unfinished cells of a prepared grid (see the module docstring)."""
+
+    def __init__(self, prepared: Prepared, opts, executor: Executor, on_result, t_bench: float):
+        self.prepared, self.opts, self.executor, self.on_result, self.t_bench = (
+            prepared,
+            opts,
+            executor,
+            on_result,
+            t_bench,
+        )
+        self.trained: dict[tuple, Path] = {}  # train key -> folder of a finished cell trained on that set
+        self.inflight: dict[tuple, list[_Pending]] = {}  # train key -> cells waiting for that training
+        self.futures: dict[Future, tuple] = {}
+        self.waiting: dict[str, list[Cell]] = {}  # generator name -> cells whose sets wait for it
+        self.pool = _InlinePool()
+        self.verbose, self.threads = True, opts.threads
+
+    def run(self, todo: list[Cell], trained: dict[tuple, Path]) -> None:
+        self.trained.update(trained)
+        generators = {g.name: g for c in todo if (g := self.prepared.generators.get(c)) and not g.finished}
+        waiting = {name: [c for c in todo if self._generator_name(c) == name] for name in generators}
+        ready = [c for c in todo if self._generator_name(c) not in generators]
+        jobs = _jobs(self.opts, len(generators) + len(todo))
+        self.threads = self.opts.threads if self.opts.threads is not None else (1 if jobs > 1 else None)
+        print(
+            f"[bench] {len(todo)} cells to run, {len(generators)} generator(s) to train, in {jobs} process(es)"
+            f"{f', {self.threads} torch thread(s) each' if self.threads else ''}; progress in each cell's train.log"
+        )
+        if jobs > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn: the parent has used OpenMP (generation), which a forked child may deadlock on
+            self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+            self.verbose = False
+        try:
+            self._loop(generators, waiting, ready)
+        except BaseException:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        self.pool.shutdown(wait=True)
+
+    def _generator_name(self, cell: Cell) -> str | None:
+        generator = self.prepared.generators.get(cell)
+        return generator.name if generator is not None else None
+
+    def _loop(self, generators: dict[str, Generator], waiting: dict[str, list[Cell]], ready: list[Cell]) -> None:
+        self.waiting = waiting
+        for generator in generators.values():  # first: the longest jobs, and the ones other cells wait for
+            job = {"config": generator.run_config(self.opts.device), "threads": self.threads, "verbose": self.verbose}
+            print(f"[bench] training the {generator.method} generator {generator.name} -> {generator.folder}")
+            self._submit(train_generator, job, ("generator", generator))
+        self._start(ready)
+        while self.futures:
+            done, _ = wait(list(self.futures), return_when=FIRST_COMPLETED)
+            for future in done:
+                self._handle(future)
+
+    def _submit(self, fn, job: dict, tag: tuple) -> None:
+        future = self.pool.submit(fn, job)
+        self.futures[future] = tag
+        if isinstance(self.pool, _InlinePool):  # done already: record it before the next job runs
+            self._handle(future)
+
+    def _handle(self, future: Future) -> None:
+        kind, what = self.futures.pop(future)
+        result = future.result()
+        if kind == "generator":
+            write_record(what, result["seconds"])
+            print(f"[bench] generator {what.name} trained ({result['seconds'] / 60:.1f} min)")
+            self._start(self.waiting.pop(what.name))
+        else:
+            self._record(what, result)
+
+    def _pending(self, cell: Cell) -> _Pending:
+        from reid_eval.datasets import load_splits
+
+        set_dir, made_by, seconds = build_set(cell, self.opts, self.executor, self.prepared.generators.get(cell))
+        splits = load_splits(set_dir, self.opts.test_data)
+        per_epoch = self.prepared.partners.get(cell)
+        o = self.opts
+        # the set's identity: its files (names and sizes) and the generator that made them (two generators'
+        # sets share every name and may share sizes); then what the training does with it
+        key = (splits.fingerprint, made_by, cell.model, o.recipe, cell.seed, o.epochs, o.batch_size, per_epoch)
+        folder = cell_dir(cell, o)
+        folder.mkdir(parents=True, exist_ok=True)
+        images = per_epoch or len(splits.train_items)
+        return _Pending(cell, folder, self.prepared.settings[cell], set_dir, seconds, key, images)
+
+    def _start(self, cells: list[Cell]) -> None:
+        """Build the cells' sets; reuse a finished training of the same set, join one under way, or queue one."""
+        new: dict[tuple, list[_Pending]] = {}
+        for cell in cells:
+            p = self._pending(cell)
+            if p.key in self.trained and (self.trained[p.key] / "metrics.json").exists():
+                source = self.trained[p.key]
+                _finish_cell(p, json.loads((source / "metrics.json").read_text()), p.set_seconds, source)
+                print(f"[bench] {cell.model} {cell.name}: same training set as {source}: metrics reused")
+                self.on_result()
+            elif p.key in self.inflight:
+                self.inflight[p.key].append(p)
+            else:
+                new.setdefault(p.key, []).append(p)
+        for group in sorted(new.values(), key=lambda g: -g[0].images_per_epoch):  # largest first balances workers
+            first = group[0]
+            self.inflight[first.key] = group
+            print(
+                f"[bench] queued {first.cell.model} {first.cell.name} ({first.images_per_epoch} images per epoch)"
+                f" -> {first.cell_dir / 'train.log'}"
+            )
+            self._submit(train_cell, self._training_job(first), ("cell", first.key))
+
+    def _training_job(self, p: _Pending) -> dict:
+        """What a (worker) process needs to train a cell: picklable TrainOptions fields."""
+        o = self.opts
+        options = dict(
+            data=p.set_dir,
+            model=p.cell.model,
+            recipe=o.recipe,
+            out=p.cell_dir,
+            test_data=o.test_data,
+            epochs=o.epochs,
+            batch_size=o.batch_size,
+            device=o.device,
+            seed=p.cell.seed,
+            threads=self.threads,
+            overwrite=True,
+            images_per_epoch=self.prepared.partners.get(p.cell),
+        )
+        return {"verbose": self.verbose, "options": options}
+
+    def _record(self, key: tuple, metrics: dict) -> None:
+        """A finished training: cell.json of every cell waiting for it, then the results so far."""
+        group = self.inflight.pop(key)
+        first, seconds = group[0], metrics["seconds_total"]
+        _finish_cell(first, metrics, first.set_seconds + seconds, None)
+        for p in group[1:]:
+            _finish_cell(p, metrics, p.set_seconds, first.cell_dir)
+        self.trained[key] = first.cell_dir
+        training, names = metrics["training"], ", ".join(p.cell.name for p in group)
+        print(
+            f"[bench] {first.cell.model} {names}: Rank-1 {100 * metrics['rank1']:.1f}%, "
+            f"mAP {100 * metrics['mAP']:.1f}% ({training['train_images']} images, {training['iterations']} steps, "
+            f"{seconds:.0f} s); bench {(time.perf_counter() - self.t_bench) / 60:.1f} min so far"
+        )
+        self.on_result()
+
+
+def _finish_cell(p: _Pending, metrics: dict, seconds: float, source: Path | None) -> dict:
+    info = {
+        "settings": p.settings,
+        "train_key": list(p.key),
+        "set_dir": str(p.set_dir),
+        "cell_dir": str(p.cell_dir),
+        "set_seconds": round(p.set_seconds, 2),
+        "seconds": round(seconds, 2),
+        "reused_from": str(source) if source is not None else None,
+        "rank1_pct": 100 * metrics["rank1"],
+    }
+    if source is not None:  # the metrics as the training wrote them (JSON), not the in-memory dict (numpy arrays)
+        metrics = {**json.loads((source / "metrics.json").read_text()), "reused_from": str(source)}
+        (p.cell_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (p.cell_dir / CELL_FILE).write_text(json.dumps(info, indent=1))
+    return info
