@@ -54,15 +54,7 @@ import torch
 from torch import nn
 
 from augment.runtime import UsageError, bf16_is_native, resolve_device
-from generators.base import (
-    METHODS,
-    Bundle,
-    build,
-    count_flops,
-    count_parameters,
-    load_builtin_methods,
-    network_methods,
-)
+from generators.base import METHODS, Bundle, build, count_flops, count_parameters, load_builtin_methods, network_methods
 
 # Agreement with eager fp32 on [-1,1] outputs (1 grey level = 2/255 = 0.0078): (max, mean) |diff|.
 # fp32 variants differ in summation order only. Under bf16 (8 significant bits) the spread-weight
