@@ -176,4 +176,23 @@ def run_plan_on_ray(payloads: list[dict], opts: ExecOptions) -> None:
                 bar.update(row["done"] + row["failed"])
 
 
-RAY_EXECUTOR = Executor("ray", run_plan_on_ray)
+def ray_device_type(opts: ExecOptions) -> str:
+    """The device type the generator actors will use (for the run identity), decided as
+    :func:`actor_resources` decides it: CUDA when the cluster has a GPU and ``--device`` is not cpu."""
+    if opts.device:
+        return "cuda" if opts.device.startswith("cuda") else "cpu"
+    import ray
+
+    if ray.is_initialized():
+        gpus = ray.cluster_resources().get("GPU", 0)
+    elif opts.address:
+        with ray_session(opts.address) as session:
+            gpus = session.cluster_resources().get("GPU", 0)
+    else:  # the private local Ray started for the run gets the machine's GPUs (ray_session)
+        import torch
+
+        gpus = torch.cuda.device_count()
+    return "cuda" if gpus > 0 else "cpu"
+
+
+RAY_EXECUTOR = Executor("ray", run_plan_on_ray, ray_device_type)
