@@ -1,13 +1,15 @@
 """``python -m augment.run`` killed at random moments ends with the uninterrupted run's bytes.
 
 Each try starts the command in its own process group and sends SIGKILL to the whole group at a
-random moment (seeded): one during start-up and validation, the others inside the run's working
-window (measured on the uninterrupted run, from ``run.json`` being written to the exit, and shrunk
-by the share of batches already on disk), which covers output preparation, placing the real
-images, generation mid-batch and the records at the end. After every kill the next try is the same command again; a last uninterrupted one finishes
-the job. The result must equal the uninterrupted run byte for byte: every training image, every row
-done once, nothing temporary left. The generator has real contrast (service_fixtures) and the batch
-size does not divide the plan, so a resume that regenerated a row in another batch would show.
+random moment (seeded): one during start-up and validation; then, measured from the try's
+``run.json`` being written, moments inside the generation window of the uninterrupted run (shrunk
+by the share of batches already on disk: a rerun has less to do), which cover output preparation,
+placing the real images and generation mid-batch; the last one anywhere in the working window,
+the records at the end included. After every kill the next try is the same command again; a last
+uninterrupted one finishes the job. The result must equal the uninterrupted run byte for byte:
+every training image, every row done once, nothing temporary left. The generator has real
+contrast (service_fixtures) and the batch size does not divide the plan, so a resume that
+regenerated a row in another batch would show.
 """
 
 from __future__ import annotations
@@ -66,18 +68,21 @@ def run_json_written_after(out: Path, t_ns: int) -> bool:
         return False
 
 
-def timeline(cmd: list[str], out: Path) -> tuple[float, float]:
-    """(seconds to run.json, seconds from run.json to the exit) of an uninterrupted run."""
-    t0, t0_ns = time.perf_counter(), time.time_ns()
+def timeline(cmd: list[str], out: Path) -> tuple[float, float, float]:
+    """(seconds to run.json, from run.json to the last batch written, from run.json to the exit) of an
+    uninterrupted run."""
+    t0, t0_ns = time.time(), time.time_ns()
     proc = start(cmd)
     t_prep = None
     while proc.poll() is None:
         if t_prep is None and run_json_written_after(out, t0_ns):
-            t_prep = time.perf_counter() - t0
+            t_prep = time.time()
         time.sleep(0.005)
     assert proc.returncode == 0, proc.communicate()[1].decode()[-3000:]
-    total = time.perf_counter() - t0
-    return t_prep or total, total - (t_prep or total)
+    t_end = time.time()
+    t_prep = t_prep or t_end
+    last_batch = max(p.stat().st_mtime for p in (out / ".shards").glob("*.parquet"))
+    return t_prep - t0, max(last_batch - t_prep, 0.05), t_end - t_prep
 
 
 def kill_at(cmd: list[str], out: Path, delay: float, after_run_json: bool) -> str:
@@ -100,19 +105,20 @@ def kill_at(cmd: list[str], out: Path, delay: float, after_run_json: bool) -> st
 
 def test_random_sigkills_then_rerun_give_the_uninterrupted_bytes(tiny_market, contrast_checkpoint, tmp_path):  # noqa: F811
     ref, out = tmp_path / "ref", tmp_path / "out"
-    t_prep, t_work = timeline(command(tiny_market, contrast_checkpoint, ref), ref)
+    t_prep, t_gen, t_work = timeline(command(tiny_market, contrast_checkpoint, ref), ref)
     batches = len(list((ref / ".shards").glob("*.parquet")))
     rng = random.Random(SEED)
     outcomes = [
         f"from start: {kill_at(command(tiny_market, contrast_checkpoint, out), out, rng.uniform(0, t_prep), False)}"
     ]
-    for _ in range(KILLS - 1):
+    for i in range(KILLS - 1):
         # a rerun has less to do: the window shrinks with the batches already on disk
         left = 1 - len(list((out / ".shards").glob("*.parquet"))) / batches if (out / ".shards").is_dir() else 1
-        delay = rng.uniform(0, t_work * max(left, 0.2))
+        delay = rng.uniform(0, t_work) if i == KILLS - 2 else rng.uniform(0, t_gen * max(left, 0.1))
         outcome = kill_at(command(tiny_market, contrast_checkpoint, out), out, delay, True)
         outcomes.append(f"after run.json +{delay:.2f} s: {outcome}")
-    print(f"\n[kill] start-up {t_prep:.1f} s, working window {t_work:.1f} s\n  " + "\n  ".join(outcomes))
+    print(f"\n[kill] start-up {t_prep:.1f} s, generation {t_gen:.1f} s, working window {t_work:.1f} s")
+    print("  " + "\n  ".join(outcomes))
     assert sum("killed" in o for o in outcomes) >= KILLS - 2, outcomes
     proc = start(command(tiny_market, contrast_checkpoint, out))
     _, err = proc.communicate()
