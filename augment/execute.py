@@ -28,7 +28,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -212,7 +212,11 @@ def write_stage(payload: dict, out_root: str | os.PathLike) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class ExecOptions:
-    """How generated rows are executed (shared by all executors)."""
+    """How generated rows are executed (shared by all executors).
+
+    ``device`` and ``threads`` change output bytes (the convolutions sum in another order on another
+    device or thread count), so the run identity records them as :meth:`Executor.resolve` fixes them.
+    """
 
     checkpoint: Path
     out: Path
@@ -221,6 +225,11 @@ class ExecOptions:
     precision: str | None = None  # None (fp32), "bf16", "fp16"
     actors: int | None = None  # Ray: generator actors (default: one per GPU, or 1 on CPU)
     address: str | None = None  # Ray: cluster address; None starts a private local Ray
+    threads: int | None = None  # CPU intra-op threads of each generator; None: the executor's default
+
+    @property
+    def device_type(self) -> str:
+        return (self.device or "cpu").split(":")[0]
 
 
 @dataclass(frozen=True)
@@ -228,35 +237,49 @@ class Executor:
     """A named way to run batch payloads through decode -> generate -> write.
 
     ``run(payloads, opts)`` returns once every payload's images and shard are on disk; the name is
-    recorded in ``summary.json``.
+    recorded in ``summary.json``. ``resolve_options(opts)`` fixes what the executor would otherwise
+    decide while running (the device, the CPU threads of a generator), so that the run identity
+    records exactly what is used (None: :func:`resolve_local`).
     """
 
     name: str
     run: Callable[[list[dict], ExecOptions], None]
-    # the device type ("cpu" / "cuda") the generator will run on, for the run identity; None: resolved here
-    device_type: Callable[[ExecOptions], str] | None = None
+    resolve_options: Callable[[ExecOptions], ExecOptions] | None = None
 
     def __call__(self, payloads: list[dict], opts: ExecOptions) -> None:
         self.run(payloads, opts)
 
-    def resolve_device_type(self, opts: ExecOptions) -> str:
-        if self.device_type is not None:
-            return self.device_type(opts)
-        from augment.runtime import resolve_device
+    def resolve(self, opts: ExecOptions) -> ExecOptions:
+        return (self.resolve_options or resolve_local)(opts)
 
-        return resolve_device(opts.device).type
+
+def resolve_local(opts: ExecOptions) -> ExecOptions:
+    """The device this process would use (CUDA when present), and on CPU its current thread count."""
+    import torch
+
+    from augment.runtime import resolve_device
+
+    device = resolve_device(opts.device)
+    threads = opts.threads or (torch.get_num_threads() if device.type == "cpu" else None)
+    return replace(opts, device=str(device), threads=threads)
 
 
 def run_local(payloads: list[dict], opts: ExecOptions) -> None:
-    """In-process batched loop: decode, generate, write, one batch at a time."""
+    """In-process batched loop: decode, generate, write, one batch at a time (with ``opts.threads``,
+    restored after)."""
+    import torch
     from tqdm import tqdm
 
-    stage = GenerateStage(opts.checkpoint, device=opts.device, precision=opts.precision)
-    n = sum(len(p["output_name"]) for p in payloads)
-    with tqdm(total=n, unit="img", desc="generate (local)") as bar:
-        for p in payloads:
-            write_stage(stage(decode_stage(p)), opts.out)
-            bar.update(len(p["output_name"]))
+    threads = torch.get_num_threads()
+    try:
+        stage = GenerateStage(opts.checkpoint, device=opts.device, precision=opts.precision, torch_threads=opts.threads)
+        n = sum(len(p["output_name"]) for p in payloads)
+        with tqdm(total=n, unit="img", desc="generate (local)") as bar:
+            for p in payloads:
+                write_stage(stage(decode_stage(p)), opts.out)
+                bar.update(len(p["output_name"]))
+    finally:
+        torch.set_num_threads(threads)
 
 
 LOCAL_EXECUTOR = Executor("local", run_local)

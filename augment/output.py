@@ -84,6 +84,7 @@ class RunIdentity:
     precision: str = ""  # fp32 | bf16 | fp16
     batch_size: int = 0  # batches are fixed by plan order and this size
     device_type: str = ""  # cpu | cuda
+    cpu_threads: int = 0  # intra-op threads of each generator on CPU (0 on CUDA): they change the sums' order
     code_version: str = ""  # generator code (package version + commit) and torch version
     size_rule: str = "refuse"
 

@@ -99,12 +99,15 @@ class RunOptions:
     train_iterations: int | None = None  # iterations when the embedded-dataset checkpoint must be trained
     layout: str | None = None  # dataset layout (augment.data.layouts.LAYOUTS); None: detected
     size_rule: str = "refuse"  # images of another size: refuse (excluded, counted) | resize (augment.validate)
+    threads: int | None = None  # CPU threads of each generator (None: the executor's default); in the identity
 
     def validate(self) -> None:
         if self.batch_size < 1:
             raise UsageError("--batch-size", f"must be >= 1, got {self.batch_size}")
         if self.device not in DEVICES:
             raise UsageError("--device", f"{self.device!r} is not one of {', '.join(DEVICES)}")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError("--threads", f"must be >= 1, got {self.threads}")
         if self.precision not in PRECISIONS:
             raise UsageError("--precision", f"{self.precision!r} is not one of {', '.join(PRECISIONS)}")
         InputSpec(Path("."), layout=self.layout, size_rule=self.size_rule).validate()
@@ -177,14 +180,19 @@ def exec_options(opts: RunOptions, layout: OutputLayout, checkpoint: CheckpointC
         precision=None if opts.precision == "fp32" else opts.precision,
         actors=opts.actors,
         address=opts.address or os.environ.get("RAY_ADDRESS"),
+        threads=opts.threads,
     )
 
 
 def make_identity(
-    plan: Plan, inputs: Inputs, choice: CheckpointChoice | None, run_opts: tuple, cache: DeferredDigestCache
+    plan: Plan,
+    inputs: Inputs,
+    choice: CheckpointChoice | None,
+    opts: RunOptions,
+    exec_opts: ExecOptions | None,
+    cache: DeferredDigestCache,
 ) -> RunIdentity:
-    """Everything that changes an output byte (augment.output). ``run_opts``: (RunOptions, executor, ExecOptions)."""
-    opts, executor, exec_opts = run_opts
+    """Everything that changes an output byte (augment.output); ``exec_opts`` as the executor resolved them."""
     fingerprint = content_fingerprint(inputs.full, [inputs.annotation_file], cache=cache)
     identity = RunIdentity(plan.plan_hash(), "", "", fingerprint.digest, size_rule=opts.size_rule)
     if choice is None:
@@ -197,7 +205,8 @@ def make_identity(
         method=choice.method,
         precision=opts.precision,
         batch_size=opts.batch_size,
-        device_type=executor.resolve_device_type(exec_opts),
+        device_type=exec_opts.device_type,
+        cpu_threads=int(exec_opts.threads or 0) if exec_opts.device_type == "cpu" else 0,
         code_version=f"{code_version()} torch {torch_version()}",
     )
 
@@ -338,8 +347,9 @@ def run_augmentation(spec: PlanSpec, opts: RunOptions, executor: Executor = LOCA
     if opts.plan_only:
         return write_plan_only(plan, inputs, layout, executor)
     exec_opts = exec_options(opts, layout, checkpoint)
+    exec_opts = executor.resolve(exec_opts) if exec_opts is not None else None
     cache = DeferredDigestCache(layout.digest_cache_path)
-    identity = make_identity(plan, inputs, checkpoint, (opts, executor, exec_opts), cache)
+    identity = make_identity(plan, inputs, checkpoint, opts, exec_opts, cache)
     run = _Run(opts, executor, inputs, plan, layout, checkpoint, exec_opts, identity)
     stale = prepare_output(plan, inputs.full, layout, identity, overwrite=opts.overwrite)
     cache.flush()
@@ -400,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", choices=list(DEVICES), default="auto")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads of each generator (default: this process's torch threads locally, the cluster's "
+        "CPUs per actor on Ray); part of the run identity: another count can change the output bytes",
+    )
     p.add_argument("--seed", type=int, default=0, help="plan seed (default 0)")
     p.add_argument("--plan-only", action="store_true", help="write plan.parquet and its summary, generate nothing")
     p.add_argument("--overwrite", action="store_true", help="replace an output folder made by another plan")
@@ -449,6 +465,7 @@ def options_from_args(a: argparse.Namespace) -> RunOptions:
         train_iterations=a.train_iterations,
         layout=a.layout,
         size_rule=a.size_rule,
+        threads=a.threads,
     )
 
 

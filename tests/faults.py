@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -74,10 +75,13 @@ def exiting_call(target: str, calls: int = 1, status: int = 137) -> tuple[object
     return module, name, call_then_maybe_exit
 
 
-def actor_killed_once(marker: str | os.PathLike, at_call: int = 1, shards: str | os.PathLike | None = None) -> type:
+def actor_killed_once(
+    marker: str | os.PathLike, at_call: int = 1, shards: str | os.PathLike | None = None, wait_s: float = 60.0
+) -> type:
     """A generator UDF for ``cluster.ray_executor`` that kills its actor on its ``at_call``-th call (once per marker).
 
-    ``shards``: a folder whose ``*.parquet`` count is written into the marker when the actor dies.
+    ``shards``: a folder of shards; the actor waits (up to ``wait_s``) until a batch is written there before
+    dying, so it dies with batches both written and in flight, and writes the shard count into the marker.
     """
     from cluster.ray_executor import _GenerateUDF
 
@@ -90,6 +94,9 @@ def actor_killed_once(marker: str | os.PathLike, at_call: int = 1, shards: str |
         def __call__(self, batch: dict) -> dict:
             self.calls += 1
             if self.calls >= at_call and not os.path.exists(marker):
+                deadline = time.monotonic() + wait_s
+                while shards and not list(Path(shards).glob("*.parquet")) and time.monotonic() < deadline:
+                    time.sleep(0.05)
                 written = len(list(Path(shards).glob("*.parquet"))) if shards else 0
                 Path(marker).write_text(f"{os.getpid()} {written}")
                 os._exit(1)  # a crashed actor: Ray Data restarts it and retries the batch

@@ -43,6 +43,8 @@ def argv(data: Path, ckpt: Path, out: Path, *extra: str, batch: int = 4, portion
         "local",
         "--batch-size",
         str(batch),
+        "--threads",
+        "1",
         "--portion",
         portion,
         "--seed",
@@ -94,8 +96,9 @@ def test_redone_rows_have_the_uninterrupted_bytes_whatever_the_batch(runs, tiny_
         (["--checkpoint", "OTHER"], "checkpoint_hash"),
         (["--size-rule", "resize"], "size_rule"),
         (["--device", "cpu", "--precision", "bf16"], "precision"),
+        (["--threads", "3"], "cpu_threads"),
     ],
-    ids=["batch-size", "checkpoint", "size-rule", "precision"],
+    ids=["batch-size", "checkpoint", "size-rule", "precision", "threads"],
 )
 def test_any_identity_change_is_refused(runs, tiny_market, contrast_checkpoint, tmp_path, extra, field, capsys):  # noqa: F811
     ref, _ = runs

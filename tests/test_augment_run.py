@@ -40,6 +40,8 @@ def augment_args(data, ckpt, out, *extra):
         "local",
         "--batch-size",
         "4",
+        "--threads",  # in the run identity: the same in the subprocesses and here
+        "1",
         *extra,
     ]
 

@@ -57,6 +57,8 @@ class Ctx:
             "local",
             "--batch-size",
             "4",
+            "--threads",  # in the run identity: the same in the subprocesses and here
+            "1",
             *PROTOCOL,
             *extra,
         ]
