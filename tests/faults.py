@@ -8,6 +8,9 @@ process) or through the command below (in a subprocess or a Ray job's driver):
   a train folder; mid-batch when N is not a multiple of the batch size.
 - :func:`exiting_call`: any module function (``module:name``) that exits the process abruptly right
   after its N-th call, e.g. ``augment.output:link_split`` to die inside ``prepare_output``.
+- :func:`worker_killed_once`: ``cluster.train_ray._worker`` whose rank-0 process exits abruptly after
+  a given training iteration (once per marker), so Ray Train restarts the worker group, which
+  resumes from the last checkpoint. Defined inside the function too (shipped by value).
 - :func:`actor_killed_once`: ``cluster.ray_executor._GenerateUDF`` that exits its own process (a
   crashed generator actor) on its ``calls``-th call in an actor, once per ``marker`` file (created
   then, holding how many shards were on disk: batches were in flight and written around it). The
@@ -73,6 +76,36 @@ def exiting_call(target: str, calls: int = 1, status: int = 137) -> tuple[object
         return result
 
     return module, name, call_then_maybe_exit
+
+
+def worker_killed_once(marker: str | os.PathLike, after_iteration: int) -> Callable:
+    """A Ray Train worker function: ``cluster.train_ray._worker`` whose rank 0 exits its process right after
+    iteration ``after_iteration`` (before that iteration's checkpoint, as a crash would), once per marker."""
+    from cluster import train_ray
+
+    worker = train_ray._worker
+    marker = str(marker)
+
+    def killed_once_worker(config: dict):
+        import ray.train
+
+        import generators.train as gen_train
+
+        train = gen_train.train
+        rank = ray.train.get_context().get_world_rank()
+
+        def exit_after(info) -> None:
+            if rank == 0 and info.iteration == after_iteration and not os.path.exists(marker):
+                Path(marker).write_text(str(os.getpid()))
+                os._exit(1)
+
+        def train_with_fault(run, *, hooks=(), **kwargs):
+            return train(run, hooks=[*hooks, exit_after], **kwargs)
+
+        gen_train.train = train_with_fault  # _worker imports it from generators.train when it runs
+        return worker(config)
+
+    return killed_once_worker
 
 
 def actor_killed_once(
