@@ -85,7 +85,7 @@ class RunIdentity:
     batch_size: int = 0  # batches are fixed by plan order and this size
     device_type: str = ""  # cpu | cuda
     cpu_threads: int = 0  # intra-op threads of each generator on CPU (0 on CUDA): they change the sums' order
-    code_version: str = ""  # generator code (package version + commit) and torch version
+    code_version: str = ""  # generators' and data layer's sources (content hash), torch, numpy, OpenCV versions
     size_rule: str = "refuse"
 
     def differences(self, other: RunIdentity | None) -> list[str]:

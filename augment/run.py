@@ -197,8 +197,6 @@ def make_identity(
     identity = RunIdentity(plan.plan_hash(), "", "", fingerprint.digest, size_rule=opts.size_rule)
     if choice is None:
         return identity
-    from generators.checkpoint import code_version
-
     return replace(
         identity,
         checkpoint_hash=choice.content_hash,
@@ -207,14 +205,30 @@ def make_identity(
         batch_size=opts.batch_size,
         device_type=exec_opts.device_type,
         cpu_threads=int(exec_opts.threads or 0) if exec_opts.device_type == "cpu" else 0,
-        code_version=f"{code_version()} torch {torch_version()}",
+        code_version=code_identity(),
     )
 
 
-def torch_version() -> str:
+def code_identity() -> str:
+    """The code that shapes the output bytes: a content hash of the generators' and the data layer's
+    sources (networks, pose encodings, image codec, resizing), and the versions of torch, numpy and
+    OpenCV (its JPEG encoder). A commit that leaves these alone keeps the identity."""
+    import hashlib
+
+    import cv2
+    import numpy
     import torch
 
-    return torch.__version__
+    import augment.data
+    import generators
+
+    h = hashlib.sha256()
+    for package in (generators, augment.data):
+        folder = Path(package.__file__).parent
+        for path in sorted(folder.rglob("*.py")):
+            h.update(f"{package.__name__}/{path.relative_to(folder).as_posix()}\n".encode())
+            h.update(path.read_bytes())
+    return f"src {h.hexdigest()[:12]}; torch {torch.__version__}; numpy {numpy.__version__}; opencv {cv2.__version__}"
 
 
 def write_plan_only(plan: Plan, inputs: Inputs, layout: OutputLayout, executor: Executor) -> RunSummary:
