@@ -143,6 +143,19 @@ def write_state(layout: OutputLayout, identity: RunIdentity, state: str) -> None
     write_atomic(layout.run_info_path, json.dumps({**asdict(identity), "state": state}, indent=1).encode())
 
 
+def check_plan_only(layout: OutputLayout, plan_hash: str, overwrite: bool) -> None:
+    """``--plan-only`` into a folder holding a run of another plan: refused (or cleared with ``overwrite``),
+    so that a folder's ``plan.parquet`` is always the plan of its ``run.json``."""
+    _check_writable(layout.root)
+    exists, previous = read_identity(layout)
+    if exists and (previous is None or previous.plan_hash != plan_hash):
+        if not overwrite:
+            raise DatasetError(
+                f"{layout.root}: holds a run of another plan_hash; use another --out, or pass --overwrite to replace it"
+            )
+        clear_output(layout)
+
+
 def _check_writable(root: Path) -> None:
     """Refuse an output folder marked read-only (no write bit), which even root honours here."""
     existing = next((p for p in (root, *root.parents) if p.exists()), None)
@@ -177,8 +190,7 @@ def prepare_output(
         stale = [p for d in (layout.train_dir, layout.shards_dir, layout.root) for p in d.glob(f".*{TMP_MARK}*")]
         for p in stale:
             p.unlink()
-        if not layout.plan_path.exists():
-            write_plan(plan, layout.plan_path)
+        write_plan(plan, layout.plan_path)  # always this identity's plan (a --plan-only run may have left another)
         write_state(layout, identity, "generating")
     except PermissionError as e:
         raise UsageError("--out", f"{e.filename or layout.root}: cannot write ({e.strerror})") from None

@@ -64,7 +64,14 @@ from augment.execute import (
     write_preview,
     write_train_annotations,
 )
-from augment.output import DeferredDigestCache, OutputLayout, RunIdentity, prepare_output, write_state
+from augment.output import (
+    DeferredDigestCache,
+    OutputLayout,
+    RunIdentity,
+    check_plan_only,
+    prepare_output,
+    write_state,
+)
 from augment.plan import REAL, Plan, PlanSpec, make_plan, write_plan
 from augment.report import RunSummary, print_report, steady_state  # noqa: F401  (re-exported)
 from augment.runtime import UsageError
@@ -231,7 +238,10 @@ def code_identity() -> str:
     return f"src {h.hexdigest()[:12]}; torch {torch.__version__}; numpy {numpy.__version__}; opencv {cv2.__version__}"
 
 
-def write_plan_only(plan: Plan, inputs: Inputs, layout: OutputLayout, executor: Executor) -> RunSummary:
+def write_plan_only(
+    plan: Plan, inputs: Inputs, layout: OutputLayout, executor: Executor, overwrite: bool
+) -> RunSummary:
+    check_plan_only(layout, plan.plan_hash(), overwrite)
     layout.root.mkdir(parents=True, exist_ok=True)
     write_plan(plan, layout.plan_path)
     print(json.dumps(plan.summary, indent=1))
@@ -359,7 +369,7 @@ def run_augmentation(spec: PlanSpec, opts: RunOptions, executor: Executor = LOCA
     check_out_path(layout.root, inputs.protected())
     checkpoint = resolve_checkpoint(spec, opts, plan, inputs)
     if opts.plan_only:
-        return write_plan_only(plan, inputs, layout, executor)
+        return write_plan_only(plan, inputs, layout, executor, opts.overwrite)
     exec_opts = exec_options(opts, layout, checkpoint)
     exec_opts = executor.resolve(exec_opts) if exec_opts is not None else None
     cache = DeferredDigestCache(layout.digest_cache_path)

@@ -177,3 +177,39 @@ def test_a_real_row_is_done_only_with_its_file(tiny_market, tmp_path):
     assert list(recs.columns) == RECORD_COLUMNS
     assert recs.status.tolist() == ["done", "failed"] and "gone.jpg: source image not found" in recs.reason.iloc[1]
     assert not (layout.train_dir / "x.jpg").exists()
+
+
+def test_a_killed_overwrite_is_cleared_again_and_plan_only_keeps_a_run_plan(
+    runs,
+    tiny_market,
+    contrast_checkpoint,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    capsys,
+):
+    ref, _ = runs
+    out = tmp_path / "out"
+    shutil.copytree(ref, out, symlinks=True)
+    from augment import output
+
+    real_rmtree = shutil.rmtree
+
+    def killed(path, *args, **kwargs):  # the clear dies after one folder: run.json (removed last) is still there
+        real_rmtree(path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(output.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        main([*argv(tiny_market, contrast_checkpoint, out, batch=2), "--overwrite"])
+    monkeypatch.setattr(output.shutil, "rmtree", real_rmtree)
+    assert (out / "run.json").is_file()
+    with pytest.raises(SystemExit):  # still the old identity: refused without --overwrite
+        main(argv(tiny_market, contrast_checkpoint, out, batch=2))
+    assert "another batch_size" in capsys.readouterr().err
+    summary = main([*argv(tiny_market, contrast_checkpoint, out, batch=2), "--overwrite"])
+    assert summary.already_done == 0 and (pd.read_parquet(out / "manifest.parquet").status == "done").all()
+    # --plan-only with another plan into this folder: refused, the folder's plan stays its run's plan
+    plan_before = (out / "plan.parquet").read_bytes()
+    with pytest.raises(SystemExit):
+        main([*argv(tiny_market, contrast_checkpoint, out, batch=2, portion="0.5"), "--plan-only"])
+    assert "another plan_hash" in capsys.readouterr().err and (out / "plan.parquet").read_bytes() == plan_before
