@@ -1,29 +1,34 @@
-"""Executing a plan: the output folder, the three batch stages, resumability, the manifest.
+"""Executing a plan: the three batch stages, fixed batches, resumability, the manifest.
 
 The stages are plain functions of one *batch payload* (a dict of lists/arrays for up to
 ``batch_size`` generated rows), so the in-process executor here (:data:`LOCAL_EXECUTOR`) and the
 Ray executor in ``cluster/`` run exactly the same code on exactly the same batches:
 
-    decode_stage(payload)        CPU: read and decode the source images
+    decode_stage(payload)        CPU: read and decode the source images (resized under the resize rule)
     GenerateStage(ckpt)(payload) the model (a GPU actor under Ray): source -> target pose
     write_stage(payload, out)    CPU: encode JPEG, write atomically, hash, write a shard record
 
-Resumability: an image is written under a temporary name and renamed; when every image of a
-batch is on disk, the batch's records are written as one shard (``.shards/*.parquet``,
+Fixed batches: the generated rows are cut into batches by plan order and batch size, always the
+same whatever is already done (both are in the run identity). A batch with any row still to do is
+run whole, so the model sees exactly the batch of an uninterrupted run, and only its rows still to
+do are written (``write`` mask): a redone image has the uninterrupted run's bytes, whatever the
+batch's effect on the arithmetic.
+
+Resumability: an image is written under a temporary name and renamed; when the images of a
+batch are on disk, the batch's records are written as one shard (``.shards/*.parquet``,
 atomically). A row is done when a shard says so *and* the file on disk has the recorded
 hash, so a run killed at any moment loses only unfinished batches, and a re-run does only
 the rows not done. ``manifest.parquet`` is rebuilt from the plan and the shards at the end
-(overwritten, never appended).
+(overwritten, never appended). The output folder itself: :mod:`augment.output`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +37,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from augment.data.atomic import atomic_path, write_atomic
+from augment.data.checks import fit_to_size
 from augment.data.imageio import encode_image, read_rgb, sha256_bytes, sha256_file
 from augment.data.keypoints import NUM_JOINTS, Annotations, write_annotations
-from augment.data.market import MARKET_DIRS, DatasetError, MarketDataset, place_file
-from augment.plan import GENERATED, REAL, Plan, write_plan
+from augment.data.market import DatasetError, MarketDataset, place_file
+from augment.output import OutputLayout, RunIdentity, prepare_output  # noqa: F401  (re-exported)
+from augment.plan import GENERATED, REAL, Plan
 
 # generated_at: when the generator finished the batch; finished_at: when its files and shard were written
 # (under Ray the write tasks can lag the generator and catch up in a burst: rates use both, see steady_state)
@@ -51,100 +58,6 @@ RECORD_COLUMNS = [
     "finished_at",
 ]
 DONE, FAILED = "done", "failed"
-
-
-@dataclass(frozen=True)
-class OutputLayout:
-    """Paths of an augmented dataset folder (Market-1501 layout plus the run's records)."""
-
-    root: Path
-
-    @property
-    def train_dir(self) -> Path:
-        return self.root / MARKET_DIRS["train"]
-
-    @property
-    def shards_dir(self) -> Path:
-        return self.root / ".shards"
-
-    @property
-    def plan_path(self) -> Path:
-        return self.root / "plan.parquet"
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.root / "manifest.parquet"
-
-    @property
-    def summary_path(self) -> Path:
-        return self.root / "summary.json"
-
-    @property
-    def preview_path(self) -> Path:
-        return self.root / "preview.png"
-
-    @property
-    def run_info_path(self) -> Path:
-        return self.root / "run.json"
-
-
-@dataclass(frozen=True)
-class RunIdentity:
-    """What an output folder was made from; a re-run into the same folder must match it."""
-
-    plan_hash: str
-    checkpoint_hash: str
-    method: str
-    dataset_fingerprint: str
-
-
-def prepare_output(
-    plan: Plan, dataset: MarketDataset, layout: OutputLayout, identity: RunIdentity, *, overwrite: bool = False
-) -> int:
-    """Create (or re-open) the output folder; returns the number of stale temporary files removed.
-
-    Refuses, before any work, a folder written from another plan, checkpoint or dataset
-    unless ``overwrite`` (which then starts the folder afresh).
-    """
-    root = layout.root
-    if layout.run_info_path.exists():
-        previous = RunIdentity(**json.loads(layout.run_info_path.read_text()))
-        if previous != identity:
-            if not overwrite:
-                diff = [k for k, v in asdict(identity).items() if asdict(previous)[k] != v]
-                raise DatasetError(
-                    f"{root}: holds a run of another {', '.join(diff)}; use another --out or pass --overwrite"
-                )
-            _clear_output(layout)
-    elif root.exists() and any(root.iterdir()):
-        if not overwrite:
-            raise DatasetError(f"{root}: not empty and not an augmentation output; use another --out or --overwrite")
-        _clear_output(layout)
-    layout.train_dir.mkdir(parents=True, exist_ok=True)
-    layout.shards_dir.mkdir(exist_ok=True)
-    # the real test split, linked (not copied): query and gallery are always the real ones
-    for split in ("gallery", "query"):
-        records = dataset.split(split)
-        link = root / MARKET_DIRS[split]
-        if records and not link.exists():
-            os.symlink(records[0].path.parent.resolve(), link, target_is_directory=True)
-    stale = [p for d in (layout.train_dir, layout.shards_dir, root) for p in d.glob(".*.tmp*")]
-    for p in stale:
-        p.unlink()
-    if not layout.plan_path.exists():
-        write_plan(plan, layout.plan_path)
-    write_atomic(layout.run_info_path, json.dumps(asdict(identity), indent=1).encode())
-    return len(stale)
-
-
-def _clear_output(layout: OutputLayout) -> None:
-    import shutil
-
-    for p in layout.root.iterdir():
-        if p.is_symlink() or p.is_file():
-            p.unlink()
-        else:
-            shutil.rmtree(p)
 
 
 def read_records(layout: OutputLayout) -> pd.DataFrame:
@@ -163,8 +76,22 @@ def done_names(layout: OutputLayout, records: pd.DataFrame | None = None) -> set
     return {n for n, h in zip(done["output_name"], done["output_hash"]) if sha256_file(layout.train_dir / n) == h}
 
 
-def make_payloads(rows: pd.DataFrame, dataset: MarketDataset, batch_size: int) -> list[dict]:
-    """Cut generated rows (plan order) into batch payloads: plain lists/arrays, cheap to ship to workers."""
+def make_payloads(
+    rows: pd.DataFrame,
+    dataset: MarketDataset,
+    batch_size: int,
+    *,
+    pending: Collection[str] | None = None,
+    size: tuple[int, int] | None = None,
+    resize: bool = False,
+) -> list[dict]:
+    """Cut generated rows (plan order) into batch payloads: plain lists/arrays, cheap to ship to workers.
+
+    ``rows``: all the plan's generated rows (the batches are fixed by their order and ``batch_size``);
+    ``pending``: the output names still to do (None: all); batches without one are left out, the
+    others carry a ``write`` mask. ``size``: the dataset's (H, W) every source must have, ``resize``:
+    sources of another size are resized to it (the resize rule) instead of failing their row.
+    """
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     paths = {r.name: str(r.path) for r in dataset.train}
@@ -175,24 +102,34 @@ def make_payloads(rows: pd.DataFrame, dataset: MarketDataset, batch_size: int) -
     for start in range(0, len(rows), batch_size):
         chunk = rows.iloc[start : start + batch_size]
         names = chunk["output_name"].tolist()
-        payloads.append(
-            {
-                "batch_id": f"{names[0]}+{len(names)}",
-                "output_name": names,
-                "source_path": [paths[s] for s in chunk["source_name"]],
-                "source_kps": np.stack(chunk["source_kps"].to_numpy()).reshape(-1, NUM_JOINTS, 2).astype(np.int64),
-                "target_kps": np.stack(chunk["target_kps"].to_numpy()).reshape(-1, NUM_JOINTS, 2).astype(np.int64),
-                "seed": chunk["seed"].to_numpy(np.int64),
-            }
-        )
+        write = [pending is None or n in pending for n in names]
+        if not any(write):
+            continue
+        payload = {
+            "batch_id": f"{names[0]}+{len(names)}",
+            "output_name": names,
+            "write": write,
+            "source_path": [paths[s] for s in chunk["source_name"]],
+            "source_kps": np.stack(chunk["source_kps"].to_numpy()).reshape(-1, NUM_JOINTS, 2).astype(np.int64),
+            "target_kps": np.stack(chunk["target_kps"].to_numpy()).reshape(-1, NUM_JOINTS, 2).astype(np.int64),
+            "seed": chunk["seed"].to_numpy(np.int64),
+        }
+        if size is not None:
+            payload["size"], payload["resize"] = tuple(size), bool(resize)
+        payloads.append(payload)
     return payloads
+
+
+def _fit(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return fit_to_size(img, np.full((NUM_JOINTS, 2), -1), size)[0]
 
 
 def decode_stage(payload: dict) -> dict:
     """Adds ``src_img`` (B, H, W, 3) uint8 and ``error`` (B,) str ('' when fine).
 
-    An unreadable source, or one whose size differs from the batch's first readable image,
-    becomes a zero image with an error: its row is recorded failed, the batch goes on.
+    An unreadable source, or one whose size differs from the payload's ``size`` (without one: from
+    the batch's first readable image), becomes a zero image with an error: its row is recorded failed,
+    the batch goes on. With ``resize``, a source of another size is resized to ``size`` instead.
     """
     images, errors = [], []
     for path in payload["source_path"]:
@@ -202,12 +139,16 @@ def decode_stage(payload: dict) -> dict:
         except DatasetError as e:
             images.append(None)
             errors.append(str(e))
-    shape = next((im.shape for im in images if im is not None), (128, 64, 3))
+    first = next((im.shape[:2] for im in images if im is not None), (128, 64))
+    size = tuple(payload.get("size") or first)
     for i, (im, path) in enumerate(zip(images, payload["source_path"])):
-        if im is not None and im.shape != shape:
-            errors[i] = f"{path}: size {im.shape[:2]} differs from the batch's {shape[:2]}"
+        if im is not None and im.shape[:2] != size:
+            if payload.get("resize"):
+                images[i] = _fit(im, size)
+            else:
+                errors[i] = f"{path}: size {im.shape[:2]} differs from the dataset's {size}"
         if errors[i]:
-            images[i] = np.zeros(shape, np.uint8)
+            images[i] = np.zeros((*size, 3), np.uint8)
     return {**payload, "src_img": np.stack(images), "error": errors}
 
 
@@ -242,12 +183,15 @@ class GenerateStage:
 
 
 def write_stage(payload: dict, out_root: str | os.PathLike) -> pd.DataFrame:
-    """Encode and write a batch's images atomically, then its shard; returns the records."""
+    """Encode and write the batch's rows to do (``write`` mask) atomically, then its shard; returns the records."""
     layout = OutputLayout(Path(out_root))
     n = len(payload["output_name"])
     per_image = float(payload.get("model_seconds", 0.0)) / max(n, 1)
+    write = payload.get("write") or [True] * n
     rows = []
-    for name, img, err in zip(payload["output_name"], payload["gen_img"], payload["error"]):
+    for name, img, err, todo in zip(payload["output_name"], payload["gen_img"], payload["error"], write):
+        if not todo:  # done before, with the same batch: its file already holds these bytes
+            continue
         if err:
             rows.append((name, FAILED, err, "", 0.0))
             continue
@@ -268,7 +212,11 @@ def write_stage(payload: dict, out_root: str | os.PathLike) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class ExecOptions:
-    """How generated rows are executed (shared by all executors)."""
+    """How generated rows are executed (shared by all executors).
+
+    ``device`` and ``threads`` change output bytes (the convolutions sum in another order on another
+    device or thread count), so the run identity records them as :meth:`Executor.resolve` fixes them.
+    """
 
     checkpoint: Path
     out: Path
@@ -277,6 +225,11 @@ class ExecOptions:
     precision: str | None = None  # None (fp32), "bf16", "fp16"
     actors: int | None = None  # Ray: generator actors (default: one per GPU, or 1 on CPU)
     address: str | None = None  # Ray: cluster address; None starts a private local Ray
+    threads: int | None = None  # CPU intra-op threads of each generator; None: the executor's default
+
+    @property
+    def device_type(self) -> str:
+        return (self.device or "cpu").split(":")[0]
 
 
 @dataclass(frozen=True)
@@ -284,45 +237,99 @@ class Executor:
     """A named way to run batch payloads through decode -> generate -> write.
 
     ``run(payloads, opts)`` returns once every payload's images and shard are on disk; the name is
-    recorded in ``summary.json``.
+    recorded in ``summary.json``. ``resolve_options(opts)`` fixes what the executor would otherwise
+    decide while running (the device, the CPU threads of a generator), so that the run identity
+    records exactly what is used (None: :func:`resolve_local`).
     """
 
     name: str
     run: Callable[[list[dict], ExecOptions], None]
+    resolve_options: Callable[[ExecOptions], ExecOptions] | None = None
 
     def __call__(self, payloads: list[dict], opts: ExecOptions) -> None:
         self.run(payloads, opts)
 
+    def resolve(self, opts: ExecOptions) -> ExecOptions:
+        return (self.resolve_options or resolve_local)(opts)
+
+
+def resolve_local(opts: ExecOptions) -> ExecOptions:
+    """The device this process would use (CUDA when present), and on CPU its current thread count."""
+    import torch
+
+    from augment.runtime import resolve_device
+
+    device = resolve_device(opts.device)
+    threads = opts.threads or (torch.get_num_threads() if device.type == "cpu" else None)
+    return replace(opts, device=str(device), threads=threads)
+
 
 def run_local(payloads: list[dict], opts: ExecOptions) -> None:
-    """In-process batched loop: decode, generate, write, one batch at a time."""
+    """In-process batched loop: decode, generate, write, one batch at a time (with ``opts.threads``,
+    restored after)."""
+    import torch
     from tqdm import tqdm
 
-    stage = GenerateStage(opts.checkpoint, device=opts.device, precision=opts.precision)
-    n = sum(len(p["output_name"]) for p in payloads)
-    with tqdm(total=n, unit="img", desc="generate (local)") as bar:
-        for p in payloads:
-            write_stage(stage(decode_stage(p)), opts.out)
-            bar.update(len(p["output_name"]))
+    threads = torch.get_num_threads()
+    try:
+        stage = GenerateStage(opts.checkpoint, device=opts.device, precision=opts.precision, torch_threads=opts.threads)
+        n = sum(len(p["output_name"]) for p in payloads)
+        with tqdm(total=n, unit="img", desc="generate (local)") as bar:
+            for p in payloads:
+                write_stage(stage(decode_stage(p)), opts.out)
+                bar.update(len(p["output_name"]))
+    finally:
+        torch.set_num_threads(threads)
 
 
 LOCAL_EXECUTOR = Executor("local", run_local)
 
 
 def place_real_rows(
-    rows: pd.DataFrame, dataset: MarketDataset, layout: OutputLayout, mode: str = "hardlink"
+    rows: pd.DataFrame,
+    dataset: MarketDataset,
+    layout: OutputLayout,
+    mode: str = "hardlink",
+    *,
+    size: tuple[int, int] | None = None,
+    resized: Collection[str] = frozenset(),
 ) -> pd.DataFrame:
-    """Link (or copy) the kept real images into the output train folder; idempotent."""
+    """Link (or copy) the kept real images into the output train folder; idempotent.
+
+    A row is done only when its file is on disk with the expected bytes: the source's, or, for a name
+    in ``resized`` (the resize rule), the source resized to ``size`` and re-encoded. A source that
+    cannot be read (gone or damaged since the checks) is recorded failed with the reason, never done.
+    """
     paths = {r.name: r.path for r in dataset.train}
     recs = []
     now = time.time()
     for name, src in zip(rows["output_name"], rows["source_name"]):
-        dst = layout.train_dir / name
-        src_hash = sha256_file(paths[src])
-        if sha256_file(dst) != src_hash:
-            place_file(paths[src], dst, mode)
-        recs.append((name, DONE, "", src_hash, 0.0, "real", "", now, now))
+        try:
+            want = _place_real(paths[src], layout.train_dir / name, mode, size if name in resized else None)
+            recs.append((name, DONE, "", want, 0.0, "real", "", now, now))
+        except DatasetError as e:
+            recs.append((name, FAILED, str(e), "", 0.0, "real", "", now, now))
     return pd.DataFrame(recs, columns=RECORD_COLUMNS)
+
+
+def _place_real(src: Path, dst: Path, mode: str, size: tuple[int, int] | None) -> str:
+    """Put one real image at ``dst`` (resized to ``size`` when given); returns the hash it has there."""
+    data = None
+    if size is not None:
+        data = encode_image(_fit(read_rgb(src), size), ext=dst.suffix)
+        want = sha256_bytes(data)
+    else:
+        want = sha256_file(src)
+        if want is None:
+            raise DatasetError(f"{src}: source image not found")
+    if sha256_file(dst) != want:
+        if data is not None:
+            write_atomic(dst, data)
+        else:
+            place_file(src, dst, mode)
+    if sha256_file(dst) != want:
+        raise DatasetError(f"{dst}: does not hold {src}'s bytes after placing it")
+    return want
 
 
 def build_manifest(plan: Plan, records: pd.DataFrame, identity: RunIdentity) -> pd.DataFrame:
@@ -355,10 +362,34 @@ def write_train_annotations(manifest: pd.DataFrame, layout: OutputLayout) -> Pat
     )
 
 
+def _preview_tiles(row, paths: dict, layout: OutputLayout, size: tuple[int, int] | None) -> list | None:
+    """source | target pose | generated of one row, each fitted to ``size``; None when one cannot be read."""
+    try:
+        tiles = [
+            read_rgb(paths[row.source_name]),
+            read_rgb(paths[row.target_pose_name]),
+            read_rgb(layout.train_dir / row.output_name),
+        ]
+    except (DatasetError, KeyError):
+        return None
+    size = size or tiles[2].shape[:2]
+    return [_fit(t, size) if t.shape[:2] != tuple(size) else t for t in tiles]
+
+
 def write_preview(
-    manifest: pd.DataFrame, dataset: MarketDataset, layout: OutputLayout, *, rows: int = 8, seed: int = 0
+    manifest: pd.DataFrame,
+    dataset: MarketDataset,
+    layout: OutputLayout,
+    *,
+    rows: int = 8,
+    seed: int = 0,
+    size: tuple[int, int] | None = None,
 ) -> Path | None:
-    """PNG grid of random generated images: source | target pose (the real image) | generated."""
+    """PNG grid of random generated images: source | target pose (the real image) | generated.
+
+    A row whose images cannot be read (changed since the checks) is left out of the grid; tiles of
+    another size are fitted to ``size`` (default: the generated image's).
+    """
     import cv2
 
     gen = manifest[(manifest["kind"] == GENERATED) & (manifest["status"] == DONE)]
@@ -368,12 +399,11 @@ def write_preview(
     paths = {r.name: r.path for r in dataset.train}
     tiles = []
     for r in pick.itertuples():
-        row = [
-            read_rgb(paths[r.source_name]),
-            read_rgb(paths[r.target_pose_name]),
-            read_rgb(layout.train_dir / r.output_name),
-        ]
-        tiles.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in row], axis=1))
+        row = _preview_tiles(r, paths, layout, size)
+        if row is not None:
+            tiles.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in row], 1))
+    if not tiles:
+        return None
     grid = np.concatenate(tiles, axis=0)
     header = np.full((16, grid.shape[1], 3), 255, np.uint8)
     w = grid.shape[1] // 3

@@ -15,7 +15,10 @@ Output (``--out``, default ``runs/augment/<dataset>/<plan>``): a Market-1501-lay
 (``bounding_box_train/`` with the kept real and the generated images, ``bounding_box_test/``
 and ``query/`` linked to the real test split), ``plan.parquet``, ``manifest.parquet``,
 ``summary.json``, ``preview.png`` and ``market-annotation-train.csv``. Re-running the same
-command resumes: rows already done (checked by hash) are skipped.
+command resumes: rows already done (checked by hash) are skipped; a folder made from anything else
+(plan, checkpoint weights, dataset bytes, precision, batch size, device type, code) is refused, or
+regenerated with ``--overwrite``. Every input is checked before any work (``augment.validate``):
+bad files are named errors or excluded with a count, and the output never touches the input.
 
 As a library: ``run_augmentation(PlanSpec(...), RunOptions(...), executor) -> RunSummary``, where the
 executor is ``augment.execute.LOCAL_EXECUTOR`` (the default) or ``cluster.ray_executor.RAY_EXECUTOR``;
@@ -30,44 +33,59 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
+from augment.checkpoints import (  # noqa: F401  (re-exported: the checkpoint a run uses)
+    DEFAULT_RUNS,
+    CheckpointChoice,
+    check_checkpoint,
+    choose_checkpoint,
+    ensure_embedded_checkpoint,
+    untrained_checkpoint,
+)
 from augment.data.atomic import write_atomic
-from augment.data.keypoints import find_keypoint_file, read_annotations
-from augment.data.market import DatasetError, MarketDataset, read_market
+from augment.data.checks import SIZE_RULES
+from augment.data.fingerprint import content_fingerprint
+from augment.data.market import LAYOUTS, DatasetError
 from augment.execute import (
     FAILED,
     LOCAL_EXECUTOR,
     ExecOptions,
     Executor,
-    OutputLayout,
-    RunIdentity,
     build_manifest,
     done_names,
     make_payloads,
     place_real_rows,
-    prepare_output,
     read_records,
     write_manifest,
     write_preview,
     write_train_annotations,
 )
-from augment.plan import REAL, Plan, PlanSpec, TrainIndex, make_plan, write_plan
+from augment.output import (
+    DeferredDigestCache,
+    OutputLayout,
+    RunIdentity,
+    check_plan_only,
+    prepare_output,
+    write_state,
+)
+from augment.plan import REAL, Plan, PlanSpec, make_plan, write_plan
+from augment.report import RunSummary, print_report, steady_state  # noqa: F401  (re-exported)
 from augment.runtime import UsageError
 from augment.synth import DEFAULT_OUT as DEFAULT_DATA
 from augment.synth import embedded_dataset
+from augment.validate import Inputs, InputSpec, check_generator_fits, check_out_path, input_rule, resolve_inputs
 
-DEFAULT_RUNS = Path("runs")
 EXECUTOR_NAMES = ("local", "ray")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 # ---------------------------------------------------------------------------------------------
-# typed arguments and result
+# typed arguments
 
 
 @dataclass(frozen=True)
@@ -86,47 +104,20 @@ class RunOptions:
     plan_only: bool = False  # write plan.parquet and its summary, generate nothing
     overwrite: bool = False  # replace an output folder made by another plan, checkpoint or dataset
     train_iterations: int | None = None  # iterations when the embedded-dataset checkpoint must be trained
+    layout: str | None = None  # dataset layout (augment.data.layouts.LAYOUTS); None: detected
+    size_rule: str = "refuse"  # images of another size: refuse (excluded, counted) | resize (augment.validate)
+    threads: int | None = None  # CPU threads of each generator (None: the executor's default); in the identity
 
     def validate(self) -> None:
         if self.batch_size < 1:
             raise UsageError("--batch-size", f"must be >= 1, got {self.batch_size}")
         if self.device not in DEVICES:
             raise UsageError("--device", f"{self.device!r} is not one of {', '.join(DEVICES)}")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError("--threads", f"must be >= 1, got {self.threads}")
         if self.precision not in PRECISIONS:
             raise UsageError("--precision", f"{self.precision!r} is not one of {', '.join(PRECISIONS)}")
-
-
-@dataclass
-class RunSummary:
-    """What a run did; written as ``summary.json`` (field order = key order)."""
-
-    out: str
-    plan: dict  # the plan's summary (augment.plan)
-    executor: str
-    checkpoint: str | None
-    checkpoint_hash: str
-    rows: dict  # "<kind>_<status>" -> rows of the manifest
-    generated_this_run: int
-    already_done: int
-    failed: list  # up to 20 {"output_name", "reason"}
-    stale_temporary_files_removed: int
-    generate_seconds: float
-    executor_overhead_seconds: float  # start-up and shutdown
-    generated_images_per_second: float | None  # once the executor is up (generator loaded; Ray started)
-    total_seconds: float
-    paths: dict
-
-    def to_json(self) -> bytes:
-        return json.dumps(asdict(self), indent=1).encode()
-
-
-@dataclass(frozen=True)
-class _Inputs:
-    """The resolved dataset: its root, its index and the planner's view of its training split."""
-
-    data: Path
-    dataset: MarketDataset
-    index: TrainIndex
+        InputSpec(Path("."), layout=self.layout, size_rule=self.size_rule).validate()
 
 
 @dataclass(frozen=True)
@@ -145,21 +136,16 @@ class _Run:
 
     opts: RunOptions
     executor: Executor
-    inputs: _Inputs
+    inputs: Inputs
     plan: Plan
     layout: OutputLayout
-    checkpoint: Path | None
+    checkpoint: CheckpointChoice | None
+    exec_opts: ExecOptions | None
     identity: RunIdentity
 
 
 # ---------------------------------------------------------------------------------------------
 # phases
-
-
-def _method(name: str):
-    from generators.base import get_method
-
-    return get_method(name)
 
 
 def check_spec(spec: PlanSpec) -> None:
@@ -174,85 +160,88 @@ def check_spec(spec: PlanSpec) -> None:
             raise UsageError("--method", str(e)) from None
 
 
-def resolve_inputs(opts: RunOptions) -> _Inputs:
-    """Dataset and keypoints, all checked before any work (DatasetError names the file)."""
+def input_spec(opts: RunOptions) -> InputSpec:
     data = opts.data if opts.data is not None else embedded_dataset()
-    dataset = read_market(data)
-    annotations = read_annotations(find_keypoint_file(data, "annotation", "train", opts.keypoints))
-    return _Inputs(Path(data), dataset, TrainIndex.from_dataset(dataset, annotations))
+    return InputSpec(Path(data), opts.keypoints, opts.layout, opts.size_rule)
 
 
-def ensure_embedded_checkpoint(method: str, data: Path, iterations: int | None) -> Path:
-    """The method's embedded-dataset checkpoint, trained first (generators.train) when absent."""
-    ckpt = DEFAULT_RUNS / "generators" / f"{method}-synth" / "checkpoints" / "latest.pt"
-    if ckpt.is_file():
-        return ckpt
-    from generators.checkpoint import CheckpointError
-    from generators.train import RunConfig, train
-
-    config = RunConfig(out=ckpt.parent.parent, method=method, data=data, preset="synth", iterations=iterations)
-    argv = ["--method", method, "--data", str(data), "--preset", "synth", "--out", str(config.out)]
-    argv += ["--iterations", str(iterations)] if iterations else []
-    print(
-        f"[augment] no {method} checkpoint for the embedded dataset at {ckpt}: training one "
-        f"(python -m generators.train {' '.join(argv)})"
-    )
-    train(config)
-    if not ckpt.is_file():
-        raise CheckpointError(f"{ckpt}: training did not produce it")
-    return ckpt
-
-
-def untrained_checkpoint(method: str) -> Path:
-    """The checkpoint of a method with nothing to train (its config alone), written once."""
-    from generators.base import build
-    from generators.checkpoint import save
-
-    ckpt = DEFAULT_RUNS / "generators" / method / "checkpoints" / "latest.pt"
-    if not ckpt.is_file():
-        save(ckpt, build(method, "synth"), iteration=0)
-    return ckpt
-
-
-def check_checkpoint(path: Path, method: str, dataset_fingerprint: str) -> str:
-    """Refuse, before any work, a missing, corrupt or other-method checkpoint; returns its content hash."""
-    from generators.checkpoint import CheckpointError, read_checkpoint
-
-    try:
-        info = read_checkpoint(path)
-    except CheckpointError as e:
-        raise UsageError("--checkpoint", str(e)) from None
-    if info["method"] != method:
-        raise UsageError(
-            "--checkpoint",
-            f"{path} holds a {info['method']!r} generator but --method is {method!r}; pass --method {info['method']}",
-        )
-    trained_on = info.get("dataset_fingerprint")
-    if trained_on and trained_on != dataset_fingerprint:
-        print(f"[augment] note: {path} was trained on dataset {trained_on}, this dataset is {dataset_fingerprint}")
-    return str(info["content_hash"])[:16]
-
-
-def resolve_checkpoint(spec: PlanSpec, opts: RunOptions, plan: Plan, inputs: _Inputs) -> tuple[Path | None, str]:
-    """(checkpoint, content hash) when the plan generates images in this run, else (None, "")."""
+def resolve_checkpoint(spec: PlanSpec, opts: RunOptions, plan: Plan, inputs: Inputs) -> CheckpointChoice | None:
+    """The checkpoint when the plan generates images in this run (checked to fit the dataset), else None."""
     if not (spec.generate and not opts.plan_only and len(plan.generated()) > 0):
-        return None, ""
-    if opts.checkpoint is not None:
-        checkpoint = opts.checkpoint
-    elif not _method(spec.method).trainable:  # e.g. the copy control: nothing to train, on any dataset
-        checkpoint = untrained_checkpoint(spec.method)
-    elif opts.data is None:
-        checkpoint = ensure_embedded_checkpoint(spec.method, inputs.data, opts.train_iterations)
-    else:
-        raise UsageError(
-            "--checkpoint",
-            f"required with --data (train one: python -m generators.train --method {spec.method} "
-            f"--data {inputs.data} --preset market --out DIR)",
-        )
-    return checkpoint, check_checkpoint(checkpoint, spec.method, inputs.index.fingerprint)
+        return None
+    choice = choose_checkpoint(
+        spec.method, opts.checkpoint, inputs.data, opts.data is None, opts.train_iterations, inputs.index.fingerprint
+    )
+    check_generator_fits(inputs, input_rule(choice.method, choice.config), choice.path, choice.method)
+    return choice
 
 
-def write_plan_only(plan: Plan, layout: OutputLayout, executor: Executor) -> RunSummary:
+def exec_options(opts: RunOptions, layout: OutputLayout, checkpoint: CheckpointChoice | None) -> ExecOptions | None:
+    if checkpoint is None:
+        return None
+    return ExecOptions(
+        checkpoint=checkpoint.path,
+        out=layout.root,
+        batch_size=opts.batch_size,
+        device=None if opts.device == "auto" else opts.device,
+        precision=None if opts.precision == "fp32" else opts.precision,
+        actors=opts.actors,
+        address=opts.address or os.environ.get("RAY_ADDRESS"),
+        threads=opts.threads,
+    )
+
+
+def make_identity(
+    plan: Plan,
+    inputs: Inputs,
+    choice: CheckpointChoice | None,
+    opts: RunOptions,
+    exec_opts: ExecOptions | None,
+    cache: DeferredDigestCache,
+) -> RunIdentity:
+    """Everything that changes an output byte (augment.output); ``exec_opts`` as the executor resolved them."""
+    fingerprint = content_fingerprint(inputs.full, [inputs.annotation_file], cache=cache)
+    identity = RunIdentity(plan.plan_hash(), "", "", fingerprint.digest, size_rule=opts.size_rule)
+    if choice is None:
+        return identity
+    return replace(
+        identity,
+        checkpoint_hash=choice.content_hash,
+        method=choice.method,
+        precision=opts.precision,
+        batch_size=opts.batch_size,
+        device_type=exec_opts.device_type,
+        cpu_threads=int(exec_opts.threads or 0) if exec_opts.device_type == "cpu" else 0,
+        code_version=code_identity(),
+    )
+
+
+def code_identity() -> str:
+    """The code that shapes the output bytes: a content hash of the generators' and the data layer's
+    sources (networks, pose encodings, image codec, resizing), and the versions of torch, numpy and
+    OpenCV (its JPEG encoder). A commit that leaves these alone keeps the identity."""
+    import hashlib
+
+    import cv2
+    import numpy
+    import torch
+
+    import augment.data
+    import generators
+
+    h = hashlib.sha256()
+    for package in (generators, augment.data):
+        folder = Path(package.__file__).parent
+        for path in sorted(folder.rglob("*.py")):
+            h.update(f"{package.__name__}/{path.relative_to(folder).as_posix()}\n".encode())
+            h.update(path.read_bytes())
+    return f"src {h.hexdigest()[:12]}; torch {torch.__version__}; numpy {numpy.__version__}; opencv {cv2.__version__}"
+
+
+def write_plan_only(
+    plan: Plan, inputs: Inputs, layout: OutputLayout, executor: Executor, overwrite: bool
+) -> RunSummary:
+    check_plan_only(layout, plan.plan_hash(), overwrite)
     layout.root.mkdir(parents=True, exist_ok=True)
     write_plan(plan, layout.plan_path)
     print(json.dumps(plan.summary, indent=1))
@@ -273,51 +262,34 @@ def write_plan_only(plan: Plan, layout: OutputLayout, executor: Executor) -> Run
         generated_images_per_second=None,
         total_seconds=0.0,
         paths={"plan": str(layout.plan_path)},
+        skipped=inputs.skips,
+        image_checks=inputs.images.as_dict(),
     )
 
 
 def generate(run: _Run) -> _Generation:
-    """Run the generated rows not done yet (plan order, cut into batches) on the run's executor."""
-    opts, layout = run.opts, run.layout
+    """Run every fixed batch (plan order, batch size) that holds a row not done yet; write only those rows."""
+    layout = run.layout
     gen = run.plan.generated()
-    already = done_names(layout) & set(gen["output_name"])
-    todo = gen[~gen["output_name"].isin(already)]
-    payloads = make_payloads(todo, run.inputs.dataset, opts.batch_size)
-    exec_opts = ExecOptions(
-        checkpoint=run.checkpoint,
-        out=layout.root,
-        batch_size=opts.batch_size,
-        device=None if opts.device == "auto" else opts.device,
-        precision=None if opts.precision == "fp32" else opts.precision,
-        actors=opts.actors,
-        address=opts.address or os.environ.get("RAY_ADDRESS"),
-    )
+    names = set(gen["output_name"])
+    already = done_names(layout) & names
+    pending = names - already
     t_gen, t_wall = time.perf_counter(), time.time()
-    if payloads:
+    if pending:
+        payloads = make_payloads(
+            gen,
+            run.inputs.dataset,
+            run.opts.batch_size,
+            pending=pending,
+            size=run.inputs.size,
+            resize=run.opts.size_rule == "resize",
+        )
         print(
-            f"[augment] {len(todo)} images to generate ({len(already)} already done) "
+            f"[augment] {len(pending)} images to generate ({len(already)} already done) "
             f"with {run.plan.spec.method} on the {run.executor.name} executor"
         )
-        run.executor(payloads, exec_opts)
-    return _Generation(len(todo), len(already), time.perf_counter() - t_gen, t_wall)
-
-
-def steady_state(records: pd.DataFrame) -> tuple[float, int]:
-    """(seconds, images) once the executor is up, from the shards' timestamps, whatever the executor:
-    from the moment the first batch left the generator to the moment the last batch was written,
-    and the images generated after that first batch. Start-up (generator loading, Ray's start) and
-    shutdown are left out; a write stage that lags and catches up in a burst is not (the window ends
-    at the last write, not the last generation)."""
-    if records.empty:
-        return 0.0, 0
-    generated = records["generated_at"] if "generated_at" in records else records["finished_at"]
-    batches = (
-        records.assign(generated_at=generated)
-        .groupby("batch_id")
-        .agg(g=("generated_at", "min"), t=("finished_at", "max"), n=("output_name", "size"))
-        .sort_values("g")
-    )
-    return float(batches["t"].max() - batches["g"].iloc[0]), int(batches["n"].iloc[1:].sum())
+        run.executor(payloads, run.exec_opts)
+    return _Generation(len(pending), len(already), time.perf_counter() - t_gen, t_wall)
 
 
 def write_records(
@@ -334,7 +306,7 @@ def write_records(
     manifest = build_manifest(run.plan, pd.concat([real_records, records], ignore_index=True), run.identity)
     write_manifest(manifest, layout)
     write_train_annotations(manifest, layout)
-    preview = write_preview(manifest, run.inputs.dataset, layout, seed=run.plan.spec.seed)
+    preview = write_preview(manifest, run.inputs.dataset, layout, seed=run.plan.spec.seed, size=run.inputs.size)
     return manifest, preview, steady
 
 
@@ -353,7 +325,7 @@ def summarize(
         out=str(layout.root),
         plan=run.plan.summary,
         executor=run.executor.name,
-        checkpoint=str(run.checkpoint) if run.checkpoint else None,
+        checkpoint=str(run.checkpoint.path) if run.checkpoint else None,
         checkpoint_hash=run.identity.checkpoint_hash,
         rows={f"{k}_{s}": int(v) for (k, s), v in status.items()},
         generated_this_run=gen.todo,
@@ -372,23 +344,10 @@ def summarize(
             "plan": str(layout.plan_path),
             "preview": str(preview) if preview else None,
         },
+        skipped=run.inputs.skips,
+        image_checks=run.inputs.images.as_dict(),
+        identity=asdict(run.identity),
     )
-
-
-def print_report(s: RunSummary) -> None:
-    p = s.plan
-    print(f"[augment] {p['plan_name']}: {p['train_images']} real train images, {p['train_identities']} identities")
-    print(f"  output rows: {s.rows}")
-    skipped = {k: v for k, v in p["skipped_generated"].items() if v}
-    print(f"  not planned (keypoint policy): {skipped or 'none'}; images not poseable: {p['images_not_poseable']}")
-    print(
-        f"  generated this run: {s.generated_this_run} (already done: {s.already_done}); "
-        f"{s.generated_images_per_second or '-'} img/s; total {s.total_seconds} s"
-    )
-    for k, v in s.paths.items():
-        if v:
-            print(f"  {k:9s} {v}")
-    print(f"  summary   {Path(s.out) / 'summary.json'}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,22 +363,28 @@ def run_augmentation(spec: PlanSpec, opts: RunOptions, executor: Executor = LOCA
     t0 = time.perf_counter()
     check_spec(spec)
     opts.validate()
-    inputs = resolve_inputs(opts)
+    inputs = resolve_inputs(input_spec(opts))  # every image and keypoint row checked: nothing written yet
     plan = make_plan(inputs.index, spec)
     layout = OutputLayout(Path(opts.out or DEFAULT_RUNS / "augment" / inputs.data.resolve().name / spec.name()))
-    checkpoint, checkpoint_hash = resolve_checkpoint(spec, opts, plan, inputs)
-    method = spec.method if spec.generate else ""
-    identity = RunIdentity(plan.plan_hash(), checkpoint_hash, method, inputs.index.fingerprint)
+    check_out_path(layout.root, inputs.protected())
+    checkpoint = resolve_checkpoint(spec, opts, plan, inputs)
     if opts.plan_only:
-        return write_plan_only(plan, layout, executor)
-    run = _Run(opts, executor, inputs, plan, layout, checkpoint, identity)
-    stale = prepare_output(plan, inputs.dataset, layout, identity, overwrite=opts.overwrite)
-    # real rows: linked, idempotent; generated rows: only those not done yet
-    real_records = place_real_rows(plan.table[plan.table["kind"] == REAL], inputs.dataset, layout)
+        return write_plan_only(plan, inputs, layout, executor, opts.overwrite)
+    exec_opts = exec_options(opts, layout, checkpoint)
+    exec_opts = executor.resolve(exec_opts) if exec_opts is not None else None
+    cache = DeferredDigestCache(layout.digest_cache_path)
+    identity = make_identity(plan, inputs, checkpoint, opts, exec_opts, cache)
+    run = _Run(opts, executor, inputs, plan, layout, checkpoint, exec_opts, identity)
+    stale = prepare_output(plan, inputs.full, layout, identity, overwrite=opts.overwrite)
+    cache.flush()
+    # real rows: placed, idempotent; generated rows: the fixed batches holding a row not done yet
+    real_rows = plan.table[plan.table["kind"] == REAL]
+    real_records = place_real_rows(real_rows, inputs.dataset, layout, size=inputs.size, resized=inputs.resized)
     gen = generate(run)
     manifest, preview, steady = write_records(run, real_records, gen.started_wall)
     summary = summarize(run, manifest, preview, gen, steady, stale, t0)
     write_atomic(layout.summary_path, summary.to_json())
+    write_state(layout, identity, "complete")
     print_report(summary)
     n_failed = int((manifest["status"] == FAILED).sum())
     if n_failed:
@@ -454,6 +419,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="patn", help="generator method (default patn)")
     p.add_argument("--data", type=Path, help=f"Market-1501 root (default: the embedded dataset {DEFAULT_DATA})")
     p.add_argument("--keypoints", type=Path, help="folder with the community annotation CSVs (default: --data)")
+    p.add_argument("--layout", choices=list(LAYOUTS), help="dataset layout (default: detected from its folders)")
+    p.add_argument(
+        "--size-rule",
+        choices=list(SIZE_RULES),
+        default="refuse",
+        help="training images of another size: refuse (excluded and counted; default) or resize (keypoints scaled)",
+    )
     p.add_argument("--checkpoint", type=Path, help="generator checkpoint (default: the embedded-dataset one)")
     p.add_argument("--out", type=Path, help="output folder (default runs/augment/<dataset>/<plan>)")
     p.add_argument("--executor", choices=sorted(EXECUTOR_NAMES), default="ray", help="ray (default) or local")
@@ -462,6 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", choices=list(DEVICES), default="auto")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads of each generator (default: this process's torch threads locally, the cluster's "
+        "CPUs per actor on Ray); part of the run identity: another count can change the output bytes",
+    )
     p.add_argument("--seed", type=int, default=0, help="plan seed (default 0)")
     p.add_argument("--plan-only", action="store_true", help="write plan.parquet and its summary, generate nothing")
     p.add_argument("--overwrite", action="store_true", help="replace an output folder made by another plan")
@@ -509,6 +487,9 @@ def options_from_args(a: argparse.Namespace) -> RunOptions:
         plan_only=a.plan_only,
         overwrite=a.overwrite,
         train_iterations=a.train_iterations,
+        layout=a.layout,
+        size_rule=a.size_rule,
+        threads=a.threads,
     )
 
 
@@ -528,6 +509,9 @@ def main(argv: list[str] | None = None) -> RunSummary:
         return run_augmentation(spec, opts, executor)
     except (UsageError, DatasetError, CheckpointError, MissingWeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as e:  # the machine refused a read or write (disk full, permissions): no traceback
+        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

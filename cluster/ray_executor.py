@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import pickle
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from augment.execute import ExecOptions, Executor
@@ -160,7 +161,7 @@ def run_plan_on_ray(payloads: list[dict], opts: ExecOptions) -> None:
                 "checkpoint": str(opts.checkpoint),
                 "device": plan["device"],
                 "precision": opts.precision,
-                "torch_threads": plan["torch_threads"],
+                "torch_threads": opts.threads or plan["torch_threads"],
             },
             batch_size=1,
             batch_format="numpy",
@@ -176,4 +177,23 @@ def run_plan_on_ray(payloads: list[dict], opts: ExecOptions) -> None:
                 bar.update(row["done"] + row["failed"])
 
 
-RAY_EXECUTOR = Executor("ray", run_plan_on_ray)
+def resolve_ray_options(opts: ExecOptions) -> ExecOptions:
+    """The device and CPU threads the generator actors will use (for the run identity), decided by
+    :func:`actor_resources` from the cluster's resources (the machine's, for the private local Ray)."""
+    import ray
+
+    if ray.is_initialized():
+        resources = ray.cluster_resources()
+    elif opts.address:
+        with ray_session(opts.address) as session:
+            resources = session.cluster_resources()
+    else:  # the private local Ray that ray_session starts: this machine's cores and GPUs
+        import torch
+
+        resources = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+    plan = actor_resources(resources, opts.actors, opts.device)
+    device = opts.device if opts.device and plan["device"] == "cuda" else plan["device"]
+    return replace(opts, device=device, threads=opts.threads or plan["torch_threads"])  # None on GPU actors
+
+
+RAY_EXECUTOR = Executor("ray", run_plan_on_ray, resolve_ray_options)

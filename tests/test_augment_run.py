@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from service_fixtures import make_contrast_checkpoint
 
 from augment.data.imageio import read_rgb, sha256_file
 from augment.data.keypoints import read_annotations
@@ -20,13 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    import generators.patn  # noqa: F401  (registers the method)
-    from generators.base import build
-    from generators.checkpoint import save
-
-    bundle = build("patn", "synth", ngf=8, n_blocks=1, ndf=8, seed=0)
-    return save(tmp_path_factory.mktemp("ckpt") / "tiny.pt", bundle)
+def tiny_checkpoint(tiny_market, tmp_path_factory) -> Path:
+    """A generator whose outputs have real contrast (a flat grey one would make byte identity vacuous)."""
+    return make_contrast_checkpoint(tmp_path_factory.mktemp("ckpt") / "contrast.pt", tiny_market)
 
 
 def augment_args(data, ckpt, out, *extra):
@@ -43,6 +40,8 @@ def augment_args(data, ckpt, out, *extra):
         "local",
         "--batch-size",
         "4",
+        "--threads",  # in the run identity: the same in the subprocesses and here
+        "1",
         *extra,
     ]
 
