@@ -56,9 +56,10 @@ class Prepared:
 
 def prepare(cells: list[Cell], opts, log=print) -> Prepared:
     """Dataset (the embedded one rendered if absent), generators, partner sizes and settings of ``cells``."""
-    from augment.run import RunOptions, resolve_inputs
+    from augment.run import RunOptions, input_spec
+    from augment.validate import resolve_inputs
 
-    inputs = resolve_inputs(RunOptions(data=opts.data))
+    inputs = resolve_inputs(input_spec(RunOptions(data=opts.data)))
     resolver = GeneratorResolver(opts, inputs.data, inputs.index, embedded=opts.data is None, log=log)
     runnable, generators, partners, skipped = [], {}, {}, []
     sizes: dict = {}
@@ -194,6 +195,7 @@ def build_set(cell: Cell, opts, executor: Executor, generator: Generator | None)
         out=sets_dir / cell.set_name,
         device=opts.device,
         precision=_gen_precision(opts.gen_precision, opts.device),
+        overwrite=True,  # the bench owns its sets: one made by other code or settings is rebuilt, not refused
     )
     print(f"[bench] building the set {cell.set_name} of cell {cell.name} ({executor.name} executor)")
     t0 = time.perf_counter()
