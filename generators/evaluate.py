@@ -115,6 +115,7 @@ PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 METRICS = PAIR_METRICS  # the direct protocol's metrics, all per pair
 UNITS = PROTOCOLS[DEFAULT_PROTOCOL].units()
 NAMING_CHOICES = ("auto", *NAMINGS)
+FLOORS = ("all", "pixel")
 SKIP_GROUPS = {"is": ("is", "mask_is"), "lpips": ("lpips", "mask_lpips")}  # a weight file serves both
 
 
@@ -135,6 +136,7 @@ class EvalConfig:
     progress: bool = True
     protocol: str = DEFAULT_PROTOCOL
     naming: str = "auto"
+    floor: str = "all"  # "pixel": the copy-source floor without network metrics (half their cost)
     skip: tuple[str, ...] = ()
     weights: WeightPaths = field(default_factory=WeightPaths)
     pose: PoseConfig | None = None  # library only: another PCKh keypoint search than the protocol's (tests)
@@ -172,6 +174,8 @@ class EvalConfig:
     def _validate_protocol(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise UsageError("--protocol", f"{self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+        if self.floor not in FLOORS:
+            raise UsageError("--floor", f"{self.floor!r} is not one of {', '.join(FLOORS)}")
         if self.official_io and PROTOCOLS[self.protocol].io not in ("round", "patn-official"):
             raise UsageError("--official-io", f"protocol {self.protocol} defines its own image path")
         unknown = [m for m in self.skip if m not in METRIC_INFO]
@@ -273,7 +277,8 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> EvalReport:
     if cfg.pose is not None:
         protocol = _with_pose(protocol, cfg.pose)
     real = train_split_images(root) if protocol.fid_real == "train" and "fid" in protocol.metrics else ()
-    suite = NetworkMetrics(protocol, len(indices), device, cfg.weights, cfg.skipped(), real, log)
+    rows = WHO if cfg.floor == "all" else ("generated",)
+    suite = NetworkMetrics(protocol, len(indices), device, cfg.weights, cfg.skipped(), real, log, rows)
     scoring = _start_scoring(cfg, protocol, io, device, table, source, suite, indices, out / "images")
     _score_all(scoring)
     results, computed = _results(scoring)
@@ -349,7 +354,12 @@ def _start_scoring(cfg, protocol, io, device, table, source, suite, indices, ima
         mask_row=mask_row,
         image_dir=image_dir,
         grid_at={int(i): r for r, i in enumerate(shown)},
-        per_pair={f"{who}_{m}": np.empty(n) for who in WHO for m in per_pair_metrics},
+        per_pair={
+            f"{who}_{m}": np.empty(n)
+            for who in WHO
+            for m in per_pair_metrics
+            if who in suite.rows or m in protocol.pixel_metrics
+        },
     )
 
 
@@ -393,6 +403,8 @@ def _score_batch(scoring: _Scoring, positions: np.ndarray) -> None:
     if suite.parts:
         target_kps = table.keypoints[table.tgt[idx]]
         for who, output in (("generated", images.generated), ("copy_source", images.source)):
+            if who not in suite.rows:
+                continue
             batch = ScoredBatch(positions, output, images.target, mask, target_kps, images.pckh.get(who))
             for m, v in suite.update(who, batch).items():
                 scoring.per_pair[f"{who}_{m}"][positions] = v
@@ -459,6 +471,7 @@ def _eval_info(cfg: EvalConfig, scoring: _Scoring, root, *, dtype, results, comp
         "precision": dtype or "fp32",
         "batch_size": cfg.batch_size,
         "official_io": scoring.io.name == "patn-official",
+        "floor": cfg.floor,
         "metrics": list(computed),
         "results": results,
         "units": protocol.units(),
@@ -506,6 +519,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="direct protocol: score through the official tensor2im truncation and JPEG strips (see above)",
     )
     p.add_argument("--naming", default="auto", help="--folder file names: auto | strip | pair (default auto)")
+    p.add_argument(
+        "--floor",
+        default="all",
+        choices=FLOORS,
+        help="metrics of the copy-source floor: all (default) or pixel (no network metrics: half their cost)",
+    )
     _weight_flags(p)
     p.add_argument("--grid-rows", type=int, default=8, help="pairs shown in grid.png (default 8; 0: none)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -546,6 +565,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         progress=not args.no_progress,
         protocol=args.protocol,
         naming=args.naming,
+        floor=args.floor,
         skip=tuple(s.strip() for s in args.skip.split(",") if s.strip()),
         weights=WeightPaths(args.inception_weights, args.lpips_backbone, args.lpips_linear, args.openpose_weights),
     )

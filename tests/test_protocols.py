@@ -296,7 +296,8 @@ def test_patn2019_network_metrics_run_end_to_end(tiny_market, tiny_checkpoint, t
 
 def test_gfla2020_network_metrics_run_end_to_end(tiny_market, tiny_checkpoint, tmp_path, monkeypatch):
     """LPIPS per pair equals the LPIPS of the saved PNG outputs; FID reads the whole training split (its
-    2048x2048 matrix square root, equal to pytorch-fid's in test_quality_inception, is stubbed for speed)."""
+    2048x2048 matrix square root, equal to pytorch-fid's in test_quality_inception, is stubbed for speed);
+    --floor pixel leaves the copy-source row's network metrics out."""
     seen = []
 
     def cheap_fid(a, b):
@@ -307,11 +308,11 @@ def test_gfla2020_network_metrics_run_end_to_end(tiny_market, tiny_checkpoint, t
     weights = write_metric_weights(tmp_path / "w", "torchvision")
     cfg = evaluate.EvalConfig(checkpoint=tiny_checkpoint, data=tiny_market, pairs=10, batch_size=5, device="cpu",
                               out=tmp_path / "g", protocol="gfla2020", weights=weights, progress=False,
-                              save_images=True)  # fmt: skip
+                              save_images=True, floor="pixel")  # fmt: skip
     report = evaluate.evaluate(cfg, log=lambda s: None)
     assert report.metrics == ("fid", "lpips", "mask_lpips", "ssim", "ssim_256", "l1", "psnr")
     n_train = len(read_market(tiny_market).split("train"))
-    assert seen == [((10, 2048), (n_train, 2048))] * 2 and report.results["generated"]["fid"]["n_real"] == n_train
+    assert seen == [((10, 2048), (n_train, 2048))] and report.results["generated"]["fid"]["n_real"] == n_train
     assert report.results["generated"]["lpips"]["n"] == 10  # fewer than one batch of 64: all used
     net = load_lpips("alex", weights.lpips_backbone)
     rows = pairs_csv(tmp_path / "g" / "pairs.csv")
@@ -319,5 +320,6 @@ def test_gfla2020_network_metrics_run_end_to_end(tiny_market, tiny_checkpoint, t
         panels = cut_strip(read_rgb(tmp_path / "g" / "images" / strip_name(a, b)))
         d = lpips_distance(net, panels[4][None], panels[2][None])
         assert abs(float(rows["generated_lpips"][k]) - float(d[0])) < 1e-5
-    for who in ("generated", "copy_source"):
-        assert all(finite(report.results[who][m]) for m in ("fid", "lpips", "mask_lpips"))
+    assert all(finite(report.results["generated"][m]) for m in ("fid", "lpips", "mask_lpips"))
+    assert "lpips" not in report.results["copy_source"] and "copy_source_lpips" not in rows
+    assert "copy_source_ssim" in rows and "n/c" in "\n".join(report.table_lines())

@@ -51,16 +51,20 @@ class EvalReport:
         width = max(len(r[0]) for r in rows) + 2
         lines = [" " * width + "".join(f"{METRIC_LABELS[m]:>11}" for m in self.metrics) + f"{'pairs':>8}"]
         for name, res in rows:
-            cells = "".join(f"{figure(res[m]):>11.{METRIC_INFO[m].decimals}f}" for m in self.metrics)
-            count = next((res[m]["n"] for m in self.metrics if "non_finite" in res[m]), self.n_pairs)
+            cells = "".join(
+                f"{figure(res[m]):>11.{METRIC_INFO[m].decimals}f}" if m in res else f"{'n/c':>11}" for m in self.metrics
+            )
+            count = next((res[m]["n"] for m in self.metrics if "non_finite" in res.get(m, {})), self.n_pairs)
             lines.append(f"{name:<{width}}{cells}{count:>8}")
         for name, res in rows:
-            odd = {m: res[m]["non_finite"] for m in self.metrics if res[m].get("non_finite")}
+            odd = {m: res[m]["non_finite"] for m in self.metrics if res.get(m, {}).get("non_finite")}
             if odd:
                 lines.append(
                     f"  {name}: pairs left out of the mean (NaN / inf): "
                     + ", ".join(f"{METRIC_LABELS[m]} {c}" for m, c in odd.items())
                 )
+        if any(m not in self.results["copy_source"] for m in self.metrics):
+            lines.append("  copy-source: network metrics not computed (n/c) with --floor pixel")
         return lines + not_computed_lines(self.not_computed)
 
 

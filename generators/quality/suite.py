@@ -92,8 +92,8 @@ class _Part:
 
     keys: tuple[str, ...] = ()
 
-    def __init__(self, protocol: EvalProtocol, wanted: tuple[str, ...], device: torch.device, n: int):
-        self.protocol, self.wanted, self.device, self.n = protocol, wanted, device, n
+    def __init__(self, protocol: EvalProtocol, wanted: tuple[str, ...], device: torch.device, n: int, rows=WHO):
+        self.protocol, self.wanted, self.device, self.n, self.rows = protocol, wanted, device, n, rows
 
     def load(self, weights: WeightPaths) -> None:
         raise NotImplementedError
@@ -113,11 +113,12 @@ class _InceptionScores(_Part):
 
     def load(self, weights: WeightPaths) -> None:
         self.net = load_inception("fid", weights.inception).to(self.device)
-        self.logits = {(who, k): np.zeros((self.n, self.net.fc.out_features)) for who in WHO for k in self.wanted}
+        k = self.net.fc.out_features  # float32, as the network gives them (IS is computed in float64)
+        self.logits = {(who, m): np.zeros((self.n, k), np.float32) for who in self.rows for m in self.wanted}
 
     def _logits(self, images: torch.Tensor) -> np.ndarray:
         out = inception_features(self.net, images, self.protocol.inception_input, len(images), self.device)
-        return out["logits_unbiased"].double().numpy()
+        return out["logits_unbiased"].numpy()
 
     def update(self, who: str, batch: ScoredBatch) -> dict[str, np.ndarray]:
         if "is" in self.wanted:
@@ -144,17 +145,17 @@ class _Frechet(_Part):
 
     keys = ("fid",)
 
-    def __init__(self, protocol, wanted, device, n, real_images: Sequence[Path] = ()):
-        super().__init__(protocol, wanted, device, n)
+    def __init__(self, protocol, wanted, device, n, rows=WHO, real_images: Sequence[Path] = ()):
+        super().__init__(protocol, wanted, device, n, rows)
         self.real_images = list(real_images)
 
     def load(self, weights: WeightPaths) -> None:
         self.net = load_inception(self.protocol.inception, weights.inception).to(self.device)
-        self.features = {who: np.zeros((self.n, 2048)) for who in WHO}
+        self.features = {who: np.zeros((self.n, 2048), np.float32) for who in self.rows}  # fitted in float64
 
     def _pool3(self, images) -> np.ndarray:
         out = inception_features(self.net, images, self.protocol.inception_input, len(images), self.device)
-        return out["pool3"].double().numpy()
+        return out["pool3"].numpy()
 
     def update(self, who: str, batch: ScoredBatch) -> dict[str, np.ndarray]:
         self.features[who][batch.positions] = self._pool3(batch.images)
@@ -179,7 +180,7 @@ class _Frechet(_Part):
         real = self.real_features()
         used = order[: whole_batch_count(self.n, self.protocol.whole_batches)]
         results = {}
-        for who in WHO:
+        for who in self.rows:
             value = fid_from_features(self.features[who][used], real)
             results[who] = {
                 "fid": {"value": value, "n": len(used), "n_real": len(real), "real_set": self.protocol.fid_real}
@@ -194,7 +195,7 @@ class _Perceptual(_Part):
 
     def load(self, weights: WeightPaths) -> None:
         self.net = load_lpips(self.protocol.lpips_net, weights.lpips_backbone, weights.lpips_linear).to(self.device)
-        self.values = {(who, k): np.full(self.n, np.nan) for who in WHO for k in self.wanted}
+        self.values = {(who, k): np.full(self.n, np.nan) for who in self.rows for k in self.wanted}
 
     def update(self, who: str, batch: ScoredBatch) -> dict[str, np.ndarray]:
         out = {}
@@ -220,7 +221,7 @@ class _Keypoints(_Part):
 
     def load(self, weights: WeightPaths) -> None:
         self.net = load_body_pose(weights.openpose).to(self.device)
-        self.pred = {who: np.full((self.n, 18, 2), -1, np.int64) for who in WHO}
+        self.pred = {who: np.full((self.n, 18, 2), -1, np.int64) for who in self.rows}
         self.target = np.full((self.n, 18, 2), -1, np.int64)
 
     def update(self, who: str, batch: ScoredBatch) -> dict[str, np.ndarray]:
@@ -231,7 +232,7 @@ class _Keypoints(_Part):
 
     def finish(self, order: np.ndarray):
         results = {}
-        for who in WHO:
+        for who in self.rows:
             r = pckh(self.pred[who], self.target)
             results[who] = {
                 "pckh": {"value": r.score, "hits": r.hits, "joints": r.joints, "n": r.images, "images": r.total_images}
@@ -255,6 +256,7 @@ class NetworkMetrics:
     skip: tuple[str, ...] = ()
     real_images: Sequence[Path] = ()
     log: Callable[[str], None] = print
+    rows: tuple[str, ...] = WHO  # ("generated",): the copy-source floor gets the pixel metrics only
     parts: list[_Part] = field(default_factory=list)
     not_computed: dict[str, dict] = field(default_factory=dict)
 
@@ -272,13 +274,13 @@ class NetworkMetrics:
 
     def _load(self, cls: type[_Part], keys: tuple[str, ...]) -> None:
         extra = {"real_images": self.real_images} if cls is _Frechet else {}
-        part = cls(self.protocol, keys, self.device, self.n, **extra)
+        part = cls(self.protocol, keys, self.device, self.n, self.rows, **extra)
         try:
             part.load(self.weights)
         except MetricWeightsError as e:
             for k in keys:
                 self.not_computed[k] = not_computed_record(keys, str(e), e)
-            self.log(f"[eval] NOT COMPUTED {', '.join(keys)}: {e}")
+            self.log(f"[eval] {', '.join(keys)}: weights absent, reported as NOT COMPUTED")
             return
         except ValueError as e:  # a file given by path that holds another network
             raise UsageError(WEIGHT_FLAGS[keys[0]], str(e)) from None
