@@ -3,11 +3,13 @@
     python -m generators.compare runs/generators/{patn,pg2,deform,spgnet}-synth/eval/latest --out docs/compare
 
 Reads each evaluation folder (``metrics.json`` and ``grid.png``), checks that they scored the very
-same test pairs (same pairs file hash, same number of pairs, same grid rows), and writes:
+same test pairs under the same protocol (same pairs file hash, same number of pairs, same grid rows,
+same ``--protocol``), and writes:
 
   compare.png   one row per grid pair: source | target pose | target | each method's output,
                 with a header naming the columns
-  compare.md    the metrics table, the copy-source floor (output = source image) last
+  compare.md    the metrics table (the first evaluation's metrics, in protocol order; "n/c" where an
+                evaluation did not compute one), the copy-source floor (output = source image) last
 
 Nothing is recomputed: the figures are the evaluations' own.
 """
@@ -26,6 +28,8 @@ import numpy as np
 from augment.data.atomic import write_atomic
 from augment.data.imageio import encode_image, read_rgb
 from generators.evaluate import GRID_GAP, METRICS, grid_image
+from generators.quality.protocols import DEFAULT_PROTOCOL, METRIC_INFO
+from generators.quality.report import figure
 
 STRIP_PANELS = 5  # the official strip: source | source pose | target | target pose | generated
 HEADER_H = 18
@@ -78,6 +82,8 @@ def label_row(labels: Sequence[str], width: int, gap: int = GRID_GAP) -> np.ndar
 
 
 def method_label(m: dict) -> str:
+    if m.get("method") == "folder":
+        return f"folder {Path(m['folder']['folder']).name}"
     return f"{m['method']}/{m['preset']} it {m['iteration']:,}"
 
 
@@ -89,11 +95,11 @@ def compare(folders: Sequence[Path]) -> tuple[np.ndarray, str]:
     ref = evals[0]["metrics"]
     for e in evals[1:]:
         m = e["metrics"]
-        for key in ("pairs_sha256", "pairs_evaluated", "dataset_fingerprint"):
-            if m.get(key) != ref.get(key):
+        for key in ("pairs_sha256", "pairs_evaluated", "dataset_fingerprint", "protocol"):
+            if _field(m, key) != _field(ref, key):
                 raise CompareError(
-                    f"{e['folder']}: {key} {m.get(key)!r} differs from {evals[0]['folder']}'s "
-                    f"{ref.get(key)!r}: evaluate every checkpoint on the same data and --pairs"
+                    f"{e['folder']}: {key} {_field(m, key)!r} differs from {evals[0]['folder']}'s "
+                    f"{_field(ref, key)!r}: evaluate every checkpoint on the same data, --pairs and --protocol"
                 )
     rows_per_eval = [split_grid(e["grid"]) for e in evals]
     n = len(rows_per_eval[0])
@@ -110,26 +116,38 @@ def compare(folders: Sequence[Path]) -> tuple[np.ndarray, str]:
     body = grid_image(rows)
     image = np.concatenate([header, body], axis=0)
 
+    return image, "\n".join(metrics_table(evals))
+
+
+def _field(metrics: dict, key: str):
+    """A metrics.json field; evaluations from before protocols were named scored under ``direct``."""
+    return metrics.get(key, DEFAULT_PROTOCOL) if key == "protocol" else metrics.get(key)
+
+
+def metrics_table(evals: list[dict]) -> list[str]:
+    """The Markdown table of the evaluations' generated rows and the first one's copy-source floor."""
+    ref = evals[0]["metrics"]
+    metrics = ref.get("metrics", METRICS)
     lines = [
         f"Test pairs: {ref['pairs_evaluated']:,} of {ref['pairs_total']:,} ({ref.get('subset', 'all')}); "
-        f"dataset {ref['dataset_fingerprint']}.",
+        f"dataset {ref['dataset_fingerprint']}; protocol {_field(ref, 'protocol')}.",
         "",
-        "| generator | " + " | ".join(METRIC_TITLES[k] for k in METRICS) + " |",
-        "|---|" + "---|" * len(METRICS),
+        "| generator | " + " | ".join(METRIC_TITLES[k] for k in metrics) + " |",
+        "|---|" + "---|" * len(metrics),
     ]
     for e in evals:
         g = e["metrics"]["results"]["generated"]
-        lines.append(f"| {method_label(e['metrics'])} | " + " | ".join(_fmt(k, g[k]["mean"]) for k in METRICS) + " |")
+        lines.append(f"| {method_label(e['metrics'])} | " + " | ".join(_fmt(k, g.get(k)) for k in metrics) + " |")
     floor = ref["results"]["copy_source"]
-    lines.append("| copy-source (output = source) | " + " | ".join(_fmt(k, floor[k]["mean"]) for k in METRICS) + " |")
-    return image, "\n".join(lines)
+    lines.append("| copy-source (output = source) | " + " | ".join(_fmt(k, floor.get(k)) for k in metrics) + " |")
+    return lines
 
 
-METRIC_TITLES = {"ssim": "SSIM", "mask_ssim": "mask-SSIM", "l1": "L1 [0,1]", "psnr": "PSNR dB"}
+METRIC_TITLES = {k: m.label for k, m in METRIC_INFO.items()}
 
 
-def _fmt(metric: str, value: float) -> str:
-    return f"{value:.2f}" if metric == "psnr" else f"{value:.4f}"
+def _fmt(metric: str, record: dict | None) -> str:
+    return "n/c" if record is None else f"{figure(record):.{METRIC_INFO[metric].decimals}f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

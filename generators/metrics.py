@@ -36,12 +36,24 @@ data range of the masked generated image.
 L1: mean |generated - reference| / 255, in [0,1] image units. The official ``l1_score`` works in
 [-1,1] units (2 (x/255 - 0.5)): official L1 = 2 x this value.
 PSNR: 10 log10(255^2 / MSE) in dB over all pixels and channels (inf for identical images).
+
+Other SSIM definitions (:data:`SSIM_DEFS`, :class:`SSIMDef`; docs/evaluation.md#ssim-definitions):
+- ``patn``: the one above (PATN, Deformable GAN; GFLA's ``ssim_256``);
+- ``pg2``: PG2's ``score.py``, ``compare_ssim(G, target, multichannel=True)`` with scikit-image's defaults:
+  a 7x7 *uniform* window, sample covariance (variances and covariance times 49/48), data range 255 (the
+  uint8 dtype's), so neither image's range enters;
+- ``gfla``: GFLA's ``script/metrics.py``, ``compare_ssim(gt / 255, pred / 255, data_range=1, win_size=51,
+  multichannel=True)``: a 51x51 uniform window, sample covariance, data range 1 on [0,1] images, which is
+  data range 255 on the uint8 values (SSIM is unchanged when both images and the range scale together).
+Uniform windows are cropped like Gaussian ones ((win - 1) // 2 pixels at every border), so again only
+whole windows count and the border mode never matters.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,6 +64,41 @@ SSIM_TRUNCATE = 3.5  # skimage's gaussian_weights=True: an 11-tap window at sigm
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 PIXEL_MAX = 255.0
+
+
+@dataclass(frozen=True)
+class SSIMDef:
+    """One SSIM definition. ``window``: "gaussian" (``sigma``, truncated at 3.5 sigma) or "uniform"
+    (``size`` x ``size``); ``sample_covariance``: variances and covariance times n / (n - 1) for the
+    n = size^2 window pixels (skimage's default), else population; ``data_range``: a fixed R for C1 and
+    C2, or None for max - min of each generated image (PATN's choice)."""
+
+    name: str
+    window: str = "gaussian"
+    sigma: float = SSIM_SIGMA
+    size: int = 7
+    sample_covariance: bool = False
+    data_range: float | None = None
+
+    def weights(self) -> np.ndarray:
+        """The separable 1-D window (k,) float64, summing to 1."""
+        if self.window == "gaussian":
+            return gaussian_window(self.sigma)
+        if self.window == "uniform":
+            return np.full(self.size, 1.0 / self.size)
+        raise ValueError(f"SSIM window must be 'gaussian' or 'uniform', got {self.window!r}")
+
+    def cov_norm(self) -> float | None:
+        """The sample-covariance factor n / (n - 1), or None for population statistics."""
+        n = len(self.weights()) ** 2
+        return n / (n - 1) if self.sample_covariance else None
+
+
+SSIM_DEFS = {
+    "patn": SSIMDef("patn"),
+    "pg2": SSIMDef("pg2", window="uniform", size=7, sample_covariance=True, data_range=PIXEL_MAX),
+    "gfla": SSIMDef("gfla", window="uniform", size=51, sample_covariance=True, data_range=PIXEL_MAX),
+}
 # Images per SSIM pass on CPU: the float64 working set (5 planes per channel) of 8 Market images
 # is ~8 MB; larger chunks measured slower. GPUs take the whole batch.
 CPU_CHUNK = 8
@@ -133,12 +180,15 @@ def ssim_tensor(
     data_range: torch.Tensor | float | None = None,
     *,
     sigma: float = SSIM_SIGMA,
+    definition: SSIMDef | None = None,
 ) -> torch.Tensor:
     """SSIM of float64 (N,H,W,C) batches -> (N,) float64 (see the module docstring).
 
-    ``data_range``: None (max - min of each generated image), a number, or an (N,) tensor.
+    ``definition``: an :class:`SSIMDef` (default: PATN's, with ``sigma``). ``data_range``: None (the
+    definition's: its fixed range, or max - min of each generated image), a number, or an (N,) tensor.
     """
-    window = torch.as_tensor(gaussian_window(sigma), dtype=torch.float64, device=generated.device)
+    definition = definition or (SSIM_DEFS["patn"] if sigma == SSIM_SIGMA else SSIMDef("patn", sigma=sigma))
+    window = torch.as_tensor(definition.weights(), dtype=torch.float64, device=generated.device)
     k = window.numel()
     if generated.shape[-3] < k or generated.shape[-2] < k:
         raise ValueError(
@@ -148,15 +198,18 @@ def ssim_tensor(
     if n == 0:
         return generated.new_zeros(0)
     if data_range is None:
+        data_range = definition.data_range
+    if data_range is None:
         flat = generated.reshape(n, -1)
         data_range = flat.amax(1) - flat.amin(1)
     R = torch.as_tensor(data_range, dtype=torch.float64, device=generated.device).reshape(-1)
     R = R.expand(n).reshape(n, 1, 1, 1)  # broadcast over (C, h, w)
     chunk = CPU_CHUNK if generated.device.type == "cpu" else n
+    cov_norm = definition.cov_norm()
     with single_thread(generated.device):
         values = torch.cat(
             [
-                _ssim_core(generated[i : i + chunk], reference[i : i + chunk], R[i : i + chunk], window)
+                _ssim_core(generated[i : i + chunk], reference[i : i + chunk], R[i : i + chunk], window, cov_norm)
                 for i in range(0, n, chunk)
             ]
         )
@@ -179,8 +232,11 @@ def _constant_generated_ssim(reference: torch.Tensor, k: int) -> torch.Tensor:
     return torch.where(flat, torch.full_like(local_max[:, 0, 0, 0], math.nan), torch.zeros_like(local_max[:, 0, 0, 0]))
 
 
-def _ssim_core(generated: torch.Tensor, reference: torch.Tensor, R: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-    """SSIM of float64 (n,H,W,C) batches with data ranges R (n,1,1,1) -> (n,)."""
+def _ssim_core(
+    generated: torch.Tensor, reference: torch.Tensor, R: torch.Tensor, window: torch.Tensor, cov_norm: float | None
+) -> torch.Tensor:
+    """SSIM of float64 (n,H,W,C) batches with data ranges R (n,1,1,1) -> (n,); ``cov_norm``: the
+    sample-covariance factor (None: population statistics, nothing multiplied)."""
     n = generated.shape[0]
     # the five filtered quantities at once, as contiguous planes (5, N, C, H, W)
     q = torch.empty((5, n, generated.shape[-1], *generated.shape[1:3]), dtype=torch.float64, device=generated.device)
@@ -193,19 +249,23 @@ def _ssim_core(generated: torch.Tensor, reference: torch.Tensor, R: torch.Tensor
     uxuy, ux2uy2 = ux * uy, ux * ux + uy * uy
     vxy2 = (uxy - uxuy).mul_(2)  # 2 x covariance
     vxvy = (uxx + uyy).sub_(ux2uy2)  # vx + vy (population variances)
+    if cov_norm is not None:  # skimage scales each variance before adding: the same up to rounding
+        vxy2.mul_(cov_norm)
+        vxvy.mul_(cov_norm)
     c1, c2 = (SSIM_K1 * R) ** 2, (SSIM_K2 * R) ** 2
     s = (uxuy.mul_(2).add_(c1)).mul_(vxy2.add_(c2)).div_(ux2uy2.add_(c1).mul_(vxvy.add_(c2)))
     return s.mean(dim=(1, 2, 3))
 
 
-def ssim(generated: Any, reference: Any, data_range: Any = None) -> np.ndarray | float:
-    """Official PATN/DEF SSIM of each generated image against its reference: (N,) or float.
+def ssim(generated: Any, reference: Any, data_range: Any = None, definition: str = "patn") -> np.ndarray | float:
+    """SSIM of each generated image against its reference: (N,) or float. ``definition``: a key of
+    :data:`SSIM_DEFS` (default PATN/DEF's official one).
 
-    ``data_range`` defaults to max - min of the generated image (the official choice)."""
+    ``data_range`` defaults to the definition's (PATN: max - min of the generated image)."""
     g, r, single = _pair(generated, reference)
     if data_range is not None and not torch.is_tensor(data_range):
         data_range = torch.as_tensor(np.asarray(data_range, dtype=np.float64))
-    return _result(ssim_tensor(g, r, data_range), single)
+    return _result(ssim_tensor(g, r, data_range, definition=SSIM_DEFS[definition]), single)
 
 
 def apply_mask(images: torch.Tensor, mask: Any) -> torch.Tensor:
@@ -221,11 +281,12 @@ def apply_mask(images: torch.Tensor, mask: Any) -> torch.Tensor:
     return images * m.to(images.dtype).unsqueeze(-1)
 
 
-def mask_ssim(generated: Any, reference: Any, mask: Any) -> np.ndarray | float:
+def mask_ssim(generated: Any, reference: Any, mask: Any, definition: str = "patn") -> np.ndarray | float:
     """Official mask-SSIM: SSIM of (generated * mask) against (reference * mask), data range of the
-    masked generated image. ``mask``: bool (N,H,W) or (H,W), the target pose mask."""
+    masked generated image (PATN's definition). ``mask``: bool or 0/1 (N,H,W) or (H,W): the target pose
+    mask for PATN, the source's PG2 mask under ``definition="pg2"`` (the caller picks the mask)."""
     g, r, single = _pair(generated, reference)
-    return _result(ssim_tensor(apply_mask(g, mask), apply_mask(r, mask)), single)
+    return _result(ssim_tensor(apply_mask(g, mask), apply_mask(r, mask), definition=SSIM_DEFS[definition]), single)
 
 
 def l1(generated: Any, reference: Any) -> np.ndarray | float:
@@ -243,19 +304,31 @@ def psnr(generated: Any, reference: Any, data_range: float = PIXEL_MAX) -> np.nd
     return _result(values, single)
 
 
-def pair_metrics(generated: Any, reference: Any, mask: Any) -> dict[str, np.ndarray]:
-    """All per-pair metrics of a batch: {"ssim", "mask_ssim", "l1", "psnr"} -> (N,) float64 each
-    (``mask``: the target pose masks, bool (N,H,W))."""
+PAIR_METRICS = ("ssim", "mask_ssim", "l1", "psnr")
+PIXEL_METRICS = (*PAIR_METRICS, "ssim_256")  # ssim_256: GFLA's second SSIM, PATN's definition
+
+
+def pair_metrics(
+    generated: Any, reference: Any, mask: Any = None, *, definition: str = "patn", keys=PAIR_METRICS
+) -> dict[str, np.ndarray]:
+    """Per-pair pixel metrics of a batch: each key of ``keys`` (from :data:`PIXEL_METRICS`) -> (N,)
+    float64. ``ssim`` and ``mask_ssim`` follow ``definition`` (a key of :data:`SSIM_DEFS`); ``ssim_256`` is
+    always PATN's; ``mask``: bool or 0/1 (N,H,W), needed by ``mask_ssim`` only."""
+    unknown = [k for k in keys if k not in PIXEL_METRICS]
+    if unknown:
+        raise ValueError(f"unknown pixel metric(s) {unknown}; known: {', '.join(PIXEL_METRICS)}")
     g, r, _ = _pair(generated, reference)
+    d = SSIM_DEFS[definition]
     with single_thread(g.device):
         diff = g - r
-        mse = (diff * diff).mean(dim=(1, 2, 3))
-        values = {
-            "ssim": ssim_tensor(g, r),
-            "mask_ssim": ssim_tensor(apply_mask(g, mask), apply_mask(r, mask)),
-            "l1": diff.abs_().mean(dim=(1, 2, 3)) / PIXEL_MAX,
-            "psnr": 10 * torch.log10(PIXEL_MAX**2 / mse),
+        compute = {
+            "ssim": lambda: ssim_tensor(g, r, definition=d),
+            "mask_ssim": lambda: ssim_tensor(apply_mask(g, mask), apply_mask(r, mask), definition=d),
+            "ssim_256": lambda: ssim_tensor(g, r),
+            "l1": lambda: diff.abs().mean(dim=(1, 2, 3)) / PIXEL_MAX,
+            "psnr": lambda: 10 * torch.log10(PIXEL_MAX**2 / (diff * diff).mean(dim=(1, 2, 3))),
         }
+        values = {k: compute[k]() for k in keys}
     return {k: v.detach().cpu().numpy().astype(np.float64) for k, v in values.items()}
 
 

@@ -62,3 +62,23 @@ def test_evaluations_of_other_pairs_are_refused(tmp_path, capsys):
         compare([a, b])
     assert main([str(a), str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert "missing: no metrics.json" in capsys.readouterr().err
+
+
+def test_evaluations_under_other_protocols_are_refused_and_set_metrics_shown(tmp_path):
+    a = fake_eval(tmp_path / "a", "patn", 100)
+    b = fake_eval(tmp_path / "b", "pg2", 200)
+    m = json.loads((b / "metrics.json").read_text())
+    m["protocol"] = "pg2-2017"
+    (b / "metrics.json").write_text(json.dumps(m))
+    with pytest.raises(CompareError, match="protocol"):
+        compare([a, b])  # a has no protocol field: it was scored under direct
+    for folder, fid in ((a, 30.5), (b, None)):
+        m = json.loads((folder / "metrics.json").read_text())
+        m.update(protocol="gfla2020", metrics=["fid", "ssim"])
+        if fid is not None:
+            m["results"]["generated"]["fid"] = {"value": fid, "n": 50}
+            m["results"]["copy_source"]["fid"] = {"value": 80.25, "n": 50}
+        (folder / "metrics.json").write_text(json.dumps(m))
+    _, table = compare([a, b])
+    assert "| FID | SSIM |" in table and "| patn/synth it 100 | 30.50 | 0.3000 |" in table
+    assert "| pg2/synth it 100 | n/c | 0.3000 |" in table and "| 80.25 | 0.1000 |" in table

@@ -9,30 +9,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from metric_weights import random_inception_state
 
 from generators.quality.inception import InceptionV3, inception_features, load_inception
 from generators.quality.resize import resize
 from generators.quality.scores import fid_from_features, frechet_distance, gaussian_stats, inception_score
 from generators.quality.weights import MetricWeightsError
-
-
-def random_inception_state(variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A random state dict in the reference key layout whose activations stay O(1) through the network
-    (He-scaled convolutions, BatchNorm statistics near identity)."""
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, value in InceptionV3(variant).state_dict().items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = value
-        elif key.endswith("running_var"):
-            state[key] = 0.5 + torch.rand(value.shape, generator=g)
-        elif key.endswith(("running_mean", "bias")):
-            state[key] = 0.1 * torch.randn(value.shape, generator=g)
-        elif key.endswith("bn.weight"):
-            state[key] = 1 + 0.1 * torch.randn(value.shape, generator=g)
-        else:
-            state[key] = torch.randn(value.shape, generator=g) * (2.0 / value[0].numel()) ** 0.5
-    return state
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ people and keypoints exactly; peak and people scores 1e-4 relative (network nois
 
 import importlib
 import importlib.util
-import math
 import sys
 import types
 from pathlib import Path
@@ -19,8 +18,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from metric_weights import openpose_state
 
-from generators.quality.openpose import BodyPoseNet, load_body_pose
+from generators.quality.openpose import load_body_pose
 from generators.quality.pose_decode import (
     LIMBS,
     PAF_INDEX,
@@ -61,22 +61,8 @@ def cubic_like_hzzone(monkeypatch, util):
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    """Random weights in body_pose_model.pth's flat layout, the last convolutions scaled so that the maps
-    reach O(1) and real peaks and limbs appear."""
-    torch.manual_seed(0)
-    net = BodyPoseNet()
-    state = {k.removeprefix("layers."): v.clone() for k, v in net.state_dict().items()}
-    for name, value in state.items():
-        if name.endswith(".weight"):
-            value.mul_(math.sqrt(6.0))  # He-like gain: activations keep their scale through 40 layers
-    for name in ("Mconv7_stage6_L1", "Mconv7_stage6_L2"):
-        state[f"{name}.bias"].zero_()
-    net.load_state_dict({f"layers.{k}": v for k, v in state.items()})
-    x = torch.rand(1, 3, 48, 24) - 0.5
-    with torch.no_grad():
-        paf, heat = net(x)
-    state["Mconv7_stage6_L1.weight"] /= paf.std()
-    state["Mconv7_stage6_L2.weight"] /= heat.std() * 2
+    """Random weights in body_pose_model.pth's flat layout (metric_weights.openpose_state)."""
+    state = openpose_state()
     path = tmp_path_factory.mktemp("openpose") / "body_pose_model.pth"
     torch.save(state, path)
     return path

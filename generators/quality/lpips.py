@@ -188,11 +188,17 @@ def uint8_to_lpips(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def lpips_distance(model: LPIPS, images_a, images_b, batch_size: int = 64, device=None) -> torch.Tensor:
-    """Per-pair LPIPS of two uint8 image sets ((N, H, W, 3) or (N, 3, H, W), same sizes) -> (N,) CPU float32."""
+def lpips_distance(model: LPIPS, images_a, images_b, batch_size: int = 64, device=None, mask=None) -> torch.Tensor:
+    """Per-pair LPIPS of two uint8 image sets ((N, H, W, 3) or (N, 3, H, W), same sizes) -> (N,) CPU float32.
+
+    ``mask`` (N, H, W) bool / 0-1: both images in [-1, 1] are multiplied by it first (GFLA's masked LPIPS, so
+    masked-out pixels become 0, mid grey)."""
     a, b = as_nchw_uint8(images_a), as_nchw_uint8(images_b)
     if a.shape != b.shape:
         raise ValueError(f"image sets differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    m = None if mask is None else torch.as_tensor(mask).float().unsqueeze(1)  # (N, 1, H, W)
+    if m is not None and (m.shape[0] != a.shape[0] or m.shape[2:] != a.shape[2:]):
+        raise ValueError(f"mask of shape {tuple(m.shape)} does not fit images {tuple(a.shape)}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(device)
     out = []
@@ -200,5 +206,8 @@ def lpips_distance(model: LPIPS, images_a, images_b, batch_size: int = 64, devic
         for start in range(0, a.shape[0], batch_size):
             xa = uint8_to_lpips(a[start : start + batch_size].to(device))
             xb = uint8_to_lpips(b[start : start + batch_size].to(device))
+            if m is not None:
+                mb = m[start : start + batch_size].to(device)
+                xa, xb = xa * mb, xb * mb
             out.append(model(xa, xb).float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
