@@ -20,6 +20,11 @@ command resumes: rows already done (checked by hash) are skipped; a folder made 
 regenerated with ``--overwrite``. Every input is checked before any work (``augment.validate``):
 bad files are named errors or excluded with a count, and the output never touches the input.
 
+Any generator, through files (``augment.exchange``, docs/exchange.md): ``--export-plan DIR`` writes the
+plan's generated rows as ``DIR/plan.csv`` and ``DIR/plan.json`` and generates nothing; ``--import-generated
+DIR [--method-name NAME] [--import-partial]`` checks the images an external tool wrote into DIR against
+the plan and builds the same set and manifest as a run, method recorded as ``external:NAME``.
+
 As a library: ``run_augmentation(PlanSpec(...), RunOptions(...), executor) -> RunSummary``, where the
 executor is ``augment.execute.LOCAL_EXECUTOR`` (the default) or ``cluster.ray_executor.RAY_EXECUTOR``;
 it raises UsageError (naming the flag), DatasetError or CheckpointError. Only :func:`main` reaches up
@@ -33,6 +38,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -131,7 +137,7 @@ class _Generation:
 
 
 @dataclass(frozen=True)
-class _Run:
+class RunContext:
     """What the phases after planning share."""
 
     opts: RunOptions
@@ -216,26 +222,36 @@ def make_identity(
     )
 
 
-def code_identity() -> str:
+def code_identity(with_generators: bool = True) -> str:
     """The code that shapes the output bytes: a content hash of the generators' and the data layer's
     sources (networks, pose encodings, image codec, resizing), and the versions of torch, numpy and
-    OpenCV (its JPEG encoder). A commit that leaves these alone keeps the identity."""
+    OpenCV (its JPEG encoder). A commit that leaves these alone keeps the identity.
+
+    ``with_generators=False``: the data layer, numpy and OpenCV only (an import of returned images runs
+    no network: ``augment.exchange``)."""
     import hashlib
 
     import cv2
     import numpy
-    import torch
 
     import augment.data
-    import generators
 
+    packages = [augment.data]
+    versions = f"numpy {numpy.__version__}; opencv {cv2.__version__}"
+    if with_generators:
+        import torch
+
+        import generators
+
+        packages.insert(0, generators)
+        versions = f"torch {torch.__version__}; {versions}"
     h = hashlib.sha256()
-    for package in (generators, augment.data):
+    for package in packages:
         folder = Path(package.__file__).parent
         for path in sorted(folder.rglob("*.py")):
             h.update(f"{package.__name__}/{path.relative_to(folder).as_posix()}\n".encode())
             h.update(path.read_bytes())
-    return f"src {h.hexdigest()[:12]}; torch {torch.__version__}; numpy {numpy.__version__}; opencv {cv2.__version__}"
+    return f"src {h.hexdigest()[:12]}; {versions}"
 
 
 def write_plan_only(
@@ -267,7 +283,7 @@ def write_plan_only(
     )
 
 
-def generate(run: _Run) -> _Generation:
+def generate(run: RunContext) -> _Generation:
     """Run every fixed batch (plan order, batch size) that holds a row not done yet; write only those rows."""
     layout = run.layout
     gen = run.plan.generated()
@@ -284,16 +300,17 @@ def generate(run: _Run) -> _Generation:
             size=run.inputs.size,
             resize=run.opts.size_rule == "resize",
         )
+        method = run.checkpoint.method if run.checkpoint else run.plan.spec.method
         print(
             f"[augment] {len(pending)} images to generate ({len(already)} already done) "
-            f"with {run.plan.spec.method} on the {run.executor.name} executor"
+            f"with {method} on the {run.executor.name} executor"
         )
         run.executor(payloads, run.exec_opts)
     return _Generation(len(pending), len(already), time.perf_counter() - t_gen, t_wall)
 
 
 def write_records(
-    run: _Run, real_records: pd.DataFrame, started_wall: float
+    run: RunContext, real_records: pd.DataFrame, started_wall: float
 ) -> tuple[pd.DataFrame, Path | None, tuple[float, int]]:
     """Manifest, train annotations and preview, rebuilt from the plan and the shards.
 
@@ -311,7 +328,7 @@ def write_records(
 
 
 def summarize(
-    run: _Run,
+    run: RunContext,
     manifest: pd.DataFrame,
     preview: Path | None,
     gen: _Generation,
@@ -354,6 +371,45 @@ def summarize(
 # the library function
 
 
+def plan_inputs(spec: PlanSpec, opts: RunOptions, folder_name: str | None = None) -> tuple[Inputs, Plan, OutputLayout]:
+    """Every input checked, the plan, and the output folder (kept away from the inputs); nothing written.
+
+    ``folder_name``: the default output folder's name (None: the plan's name).
+    """
+    inputs = resolve_inputs(input_spec(opts))  # every image and keypoint row checked: nothing written yet
+    plan = make_plan(inputs.index, spec)
+    name = folder_name or spec.name()
+    layout = OutputLayout(Path(opts.out or DEFAULT_RUNS / "augment" / inputs.data.resolve().name / name))
+    check_out_path(layout.root, inputs.protected())
+    return inputs, plan, layout
+
+
+def execute_run(run: RunContext, cache: DeferredDigestCache, t0: float) -> RunSummary:
+    """Prepare the folder, place the real rows, run the executor over the rows not done, write the records.
+
+    The identity in ``run`` decides whether the folder is resumed, refused or (``--overwrite``) cleared.
+    """
+    layout, plan, inputs = run.layout, run.plan, run.inputs
+    stale = prepare_output(plan, inputs.full, layout, run.identity, overwrite=run.opts.overwrite)
+    cache.flush()
+    # real rows: placed, idempotent; generated rows: the fixed batches holding a row not done yet
+    real_rows = plan.table[plan.table["kind"] == REAL]
+    real_records = place_real_rows(real_rows, inputs.dataset, layout, size=inputs.size, resized=inputs.resized)
+    gen = generate(run)
+    manifest, preview, steady = write_records(run, real_records, gen.started_wall)
+    summary = summarize(run, manifest, preview, gen, steady, stale, t0)
+    write_atomic(layout.summary_path, summary.to_json())
+    write_state(layout, run.identity, "complete")
+    print_report(summary)
+    n_failed = int((manifest["status"] == FAILED).sum())
+    if n_failed:
+        print(
+            f"[augment] {n_failed} rows failed (reasons in {layout.manifest_path}); re-run to retry them",
+            file=sys.stderr,
+        )
+    return summary
+
+
 def run_augmentation(spec: PlanSpec, opts: RunOptions, executor: Executor = LOCAL_EXECUTOR) -> RunSummary:
     """Plan ``spec`` on the dataset of ``opts`` and generate it with ``executor``; see the module docstring.
 
@@ -363,10 +419,7 @@ def run_augmentation(spec: PlanSpec, opts: RunOptions, executor: Executor = LOCA
     t0 = time.perf_counter()
     check_spec(spec)
     opts.validate()
-    inputs = resolve_inputs(input_spec(opts))  # every image and keypoint row checked: nothing written yet
-    plan = make_plan(inputs.index, spec)
-    layout = OutputLayout(Path(opts.out or DEFAULT_RUNS / "augment" / inputs.data.resolve().name / spec.name()))
-    check_out_path(layout.root, inputs.protected())
+    inputs, plan, layout = plan_inputs(spec, opts)
     checkpoint = resolve_checkpoint(spec, opts, plan, inputs)
     if opts.plan_only:
         return write_plan_only(plan, inputs, layout, executor, opts.overwrite)
@@ -374,25 +427,8 @@ def run_augmentation(spec: PlanSpec, opts: RunOptions, executor: Executor = LOCA
     exec_opts = executor.resolve(exec_opts) if exec_opts is not None else None
     cache = DeferredDigestCache(layout.digest_cache_path)
     identity = make_identity(plan, inputs, checkpoint, opts, exec_opts, cache)
-    run = _Run(opts, executor, inputs, plan, layout, checkpoint, exec_opts, identity)
-    stale = prepare_output(plan, inputs.full, layout, identity, overwrite=opts.overwrite)
-    cache.flush()
-    # real rows: placed, idempotent; generated rows: the fixed batches holding a row not done yet
-    real_rows = plan.table[plan.table["kind"] == REAL]
-    real_records = place_real_rows(real_rows, inputs.dataset, layout, size=inputs.size, resized=inputs.resized)
-    gen = generate(run)
-    manifest, preview, steady = write_records(run, real_records, gen.started_wall)
-    summary = summarize(run, manifest, preview, gen, steady, stale, t0)
-    write_atomic(layout.summary_path, summary.to_json())
-    write_state(layout, identity, "complete")
-    print_report(summary)
-    n_failed = int((manifest["status"] == FAILED).sum())
-    if n_failed:
-        print(
-            f"[augment] {n_failed} rows failed (reasons in {layout.manifest_path}); re-run to retry them",
-            file=sys.stderr,
-        )
-    return summary
+    run = RunContext(opts, executor, inputs, plan, layout, checkpoint, exec_opts, identity)
+    return execute_run(run, cache, t0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,6 +479,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="plan seed (default 0)")
     p.add_argument("--plan-only", action="store_true", help="write plan.parquet and its summary, generate nothing")
     p.add_argument("--overwrite", action="store_true", help="replace an output folder made by another plan")
+    exchange = p.add_mutually_exclusive_group()
+    exchange.add_argument(
+        "--export-plan",
+        type=Path,
+        metavar="DIR",
+        help="write the plan's generated rows to DIR/plan.csv and DIR/plan.json for an external generator; "
+        "generate nothing (no checkpoint needed; docs/exchange.md)",
+    )
+    exchange.add_argument(
+        "--import-generated",
+        type=Path,
+        metavar="DIR",
+        help="build the set from the images an external generator wrote into DIR for the exported plan",
+    )
+    p.add_argument("--method-name", metavar="NAME", help="with --import-generated: recorded as external:NAME")
+    p.add_argument(
+        "--import-partial",
+        action="store_true",
+        help="with --import-generated: import the rows returned, record missing or bad ones failed (default: refuse)",
+    )
     p.add_argument(
         "--train-iterations",
         type=int,
@@ -451,8 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def spec_from_args(a: argparse.Namespace) -> PlanSpec:
-    """The plan spec the flags ask for, checked (UsageError naming the flag)."""
+def spec_from_args(a: argparse.Namespace, check: Callable[[PlanSpec], None] = check_spec) -> PlanSpec:
+    """The plan spec the flags ask for, checked by ``check`` (UsageError naming the flag)."""
     if a.portion is None and (a.target_poses != "removed" or a.no_generate):
         flag = "--no-generate" if a.no_generate else "--target-poses"
         raise UsageError(flag, "goes with --portion only")
@@ -469,7 +525,7 @@ def spec_from_args(a: argparse.Namespace) -> PlanSpec:
         spec = PlanSpec("ratio", per_image=a.ratio - 1, method=a.method, seed=a.seed)
     else:
         spec = PlanSpec("poses", per_image=a.poses_per_image, method=a.method, seed=a.seed)
-    check_spec(spec)
+    check(spec)
     return spec
 
 
@@ -493,13 +549,18 @@ def options_from_args(a: argparse.Namespace) -> RunOptions:
     )
 
 
-def main(argv: list[str] | None = None) -> RunSummary:
-    """CLI entry: the run's summary; bad input prints ``error: ...`` and exits with status 2."""
+def main(argv: list[str] | None = None):
+    """CLI entry: the run's summary (``--export-plan``: the export's); bad input prints ``error: ...`` and exits
+    with status 2."""
     from generators.checkpoint import CheckpointError
     from generators.losses import MissingWeightsError
 
     a = build_parser().parse_args(argv)
     try:
+        if a.export_plan is not None or a.import_generated is not None or a.method_name or a.import_partial:
+            from augment.exchange import main_from_args  # same layer; it builds on this module's functions
+
+            return main_from_args(a)
         spec, opts = spec_from_args(a), options_from_args(a)
         executor = LOCAL_EXECUTOR
         if a.executor == "ray":
