@@ -5,7 +5,7 @@ The stages are plain functions of one *batch payload* (a dict of lists/arrays fo
 Ray executor in ``cluster/`` run exactly the same code on exactly the same batches:
 
     decode_stage(payload)        CPU: read and decode the source images (resized under the resize rule)
-    GenerateStage(ckpt)(payload) the model (a GPU actor under Ray): source -> target pose
+    GenerateStage(ckpt)(payload) the model (a GPU actor under Ray), one forward per payload: source -> target pose
     write_stage(payload, out)    CPU: encode JPEG, write atomically, hash, write a shard record
 
 Fixed batches: the generated rows are cut into batches by plan order and batch size, always the
@@ -176,6 +176,8 @@ class GenerateStage:
     def __call__(self, payload: dict) -> dict:
         t0 = time.perf_counter()
         out = dict(payload)
+        # the payload is the model batch (payloads are cut at --batch-size): one forward, however large
+        self.transferer.batch_size = max(1, len(payload["output_name"]))
         out["gen_img"] = self.transferer(payload["src_img"], payload["source_kps"], payload["target_kps"])
         out["model_seconds"] = time.perf_counter() - t0
         out["generated_at"] = time.time()

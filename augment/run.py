@@ -235,6 +235,7 @@ def code_identity(with_generators: bool = True) -> str:
     import numpy
 
     import augment.data
+    import augment.execute
 
     packages = [augment.data]
     versions = f"numpy {numpy.__version__}; opencv {cv2.__version__}"
@@ -251,6 +252,7 @@ def code_identity(with_generators: bool = True) -> str:
         for path in sorted(folder.rglob("*.py")):
             h.update(f"{package.__name__}/{path.relative_to(folder).as_posix()}\n".encode())
             h.update(path.read_bytes())
+    h.update(Path(augment.execute.__file__).read_bytes())  # the stages: batching, decode, encode
     return f"src {h.hexdigest()[:12]}; {versions}"
 
 
