@@ -6,6 +6,11 @@
         --methods none,none-iters,copy,patn,patn*
     python -m reid_eval.bench --data /data/Market-1501-v15.09.15 --models resnet50,inception --recipe openreid \\
         --checkpoint patn=runs/patn-market/checkpoints/latest.pt --checkpoint patn:disjoint=runs/patn-duke/latest.pt
+    python -m reid_eval.bench --table deform4      # the Deformable GAN's Table 4 (reid_eval.bench_table4)
+
+``--table`` picks the grid: ``patn5`` (the default, below) or ``deform4``: the real training set T against T plus
+K generated images per real image, with IDE + Euclidean / XQDA / KISSME and the Discriminative Embedding, the
+controls that mean something there, and its own default grid, budget and outputs (``reid_eval.bench_table4``).
 
 PATN's Table 5 protocol (re-ID Rank-1 vs the portion p of real training images kept, the removed images
 replaced by generated ones), with the controls that make it a measurement (``reid_eval.bench_grid``):

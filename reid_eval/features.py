@@ -207,7 +207,8 @@ def evaluate_run(
             results[name] = {"error": str(e)}
             print(f"[features] {name}: not defined on {run}: {e}")
             continue
-        scored = evaluate_metric(metric, features.query, features.gallery, device=device)
+        max_rank = min(50, len(features.gallery.pids))  # as reid_eval.train evaluates
+        scored = evaluate_metric(metric, features.query, features.gallery, device=device, max_rank=max_rank)
         results[name] = {**_scores(scored), "info": metric.info}
     record = {
         "settings": settings,
