@@ -2,7 +2,8 @@
 
 ``results`` is the bench's results table (:data:`RESULT_COLUMNS`: one row per finished cell and seed, percent
 columns end in ``_pct``); its statistics over seeds come from ``reid_eval.bench_stats``, the published side from
-``reid_eval.published``.
+``reid_eval.published``. The Table-4 grid (``--table deform4``) writes the same files, its Markdown and plot
+from ``reid_eval.bench_table4``.
 """
 
 from __future__ import annotations

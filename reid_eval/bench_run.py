@@ -393,7 +393,9 @@ class Scheduler:
         # sets share every name and may share sizes); then what the training does with it
         key = (splits.fingerprint, made_by, cell.model, o.recipe, cell.seed, o.epochs, o.batch_size, per_epoch)
         metric_job = _metric_job(cell, o)  # the Table-4 grid's additions, only where they apply (JSON-able, hashable)
-        key += ((cell.loss,) if cell.loss != "softmax" else ()) + ((json.dumps(metric_job),) if metric_job else ())
+        key += ((cell.loss,) if cell.loss != "softmax" else ()) + (
+            (json.dumps(metric_job, sort_keys=True),) if metric_job else ()
+        )
         folder = cell_dir(cell, o)
         folder.mkdir(parents=True, exist_ok=True)
         images = per_epoch or len(splits.train_items)

@@ -169,8 +169,11 @@ def build_model(plan: RunPlan, num_classes: int):
 
 
 def build_optimizer(torchreid, plan: RunPlan, model, imagenet: bool):
+    from reid_eval.siamese import VERIFIER
+
     r, m = plan.recipe, plan.recipe.model(plan.opts.model)
     staged = imagenet and m.base_lr_mult != 1.0 and bool(m.new_layers)
+    new_layers = list(m.new_layers) + ([VERIFIER] if plan.opts.loss == "siamese" else [])  # a new head: full rate
     optimizer = torchreid.reid.optim.build_optimizer(
         model,
         optim=r.optim,
@@ -181,7 +184,7 @@ def build_optimizer(torchreid, plan: RunPlan, model, imagenet: bool):
         adam_beta1=r.adam_betas[0],
         adam_beta2=r.adam_betas[1],
         staged_lr=staged,
-        new_layers=list(m.new_layers) + (["verifier"] if plan.opts.loss == "siamese" else []),
+        new_layers=new_layers,
         base_lr_mult=m.base_lr_mult,
     )
     scheduler = compat.build_scheduler(optimizer, "single_step", stepsize=m.step_epochs, gamma=r.gamma)

@@ -277,11 +277,12 @@ def _plan(opts: TrainOptions, splits: ReidSplits) -> RunPlan:
     if batch_size > per_epoch:
         print(f"[reid] note: batch size {batch_size} > {per_epoch} images per epoch: using batch {per_epoch}")
         batch_size = per_epoch
-    if opts.loss == "siamese" and (batch_size % NUM_INSTANCES or batch_size < 2 * NUM_INSTANCES):
+    most = NUM_INSTANCES * splits.num_train_pids  # a batch holds each identity once at most
+    if opts.loss == "siamese" and (batch_size % NUM_INSTANCES or not 2 * NUM_INSTANCES <= batch_size <= most):
         raise UsageError(
             "--batch-size",
             f"{batch_size}: --loss siamese forms batches of identities x {NUM_INSTANCES} images; use a multiple of "
-            f"{NUM_INSTANCES}, at least {2 * NUM_INSTANCES}",
+            f"{NUM_INSTANCES} from {2 * NUM_INSTANCES} to {most} ({splits.num_train_pids} training identities)",
         )
     recipe = replace(recipe, batch_size=batch_size)
     device = resolve_device(opts.device)

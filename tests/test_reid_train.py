@@ -128,6 +128,10 @@ def test_bad_options_name_the_flag(tiny_market, tmp_path, capsys):
             "--pretrained: require: inception",
         ),
         (["--data", str(tmp_path / "missing"), "--out", str(tmp_path)], "dataset root does not exist"),
+        (
+            ["--data", str(tiny_market), "--out", str(tmp_path), *TINY, "--loss", "siamese", "--batch-size", "6"],
+            "--loss siamese forms batches of identities x 4 images",
+        ),
     ]:
         with pytest.raises(SystemExit) as e:
             train.main(argv)
