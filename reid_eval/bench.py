@@ -6,6 +6,11 @@
         --methods none,none-iters,copy,patn,patn*
     python -m reid_eval.bench --data /data/Market-1501-v15.09.15 --models resnet50,inception --recipe openreid \\
         --checkpoint patn=runs/patn-market/checkpoints/latest.pt --checkpoint patn:disjoint=runs/patn-duke/latest.pt
+    python -m reid_eval.bench --table deform4      # the Deformable GAN's Table 4 (reid_eval.bench_table4)
+
+``--table`` picks the grid: ``patn5`` (the default, below) or ``deform4``: the real training set T against T plus
+K generated images per real image, with IDE + Euclidean / XQDA / KISSME and the Discriminative Embedding, the
+controls that mean something there, and its own default grid, budget and outputs (``reid_eval.bench_table4``).
 
 PATN's Table 5 protocol (re-ID Rank-1 vs the portion p of real training images kept, the removed images
 replaced by generated ones), with the controls that make it a measurement (``reid_eval.bench_grid``):
@@ -63,7 +68,20 @@ from augment.data.market import DatasetError
 from augment.execute import LOCAL_EXECUTOR, Executor
 from augment.runtime import UsageError
 from reid_eval.bench_generators import SkippedCell, check_trainable
-from reid_eval.bench_grid import CONTROLS, NONE, NONE_ITERS, REGIMES, Cell, grid_cells, is_trainable, method_rows
+from reid_eval.bench_grid import (
+    CONTROLS,
+    LENGTHS,
+    NONE,
+    NONE_ITERS,
+    REGIMES,
+    T_STEPS,
+    TABLE4_METHODS,
+    Cell,
+    grid_cells,
+    is_trainable,
+    method_rows,
+    poses_cells,
+)
 from reid_eval.bench_report import RESULT_COLUMNS, plot_rank1, render_markdown, write_outputs
 from reid_eval.bench_run import BenchError, Prepared, Scheduler, cell_dir, collect_results, finished, prepare
 from reid_eval.recipes import MODEL_NAMES, RECIPES
@@ -92,6 +110,14 @@ DEFAULT_METHODS = (NONE, NONE_ITERS, "copy", "patn")
 DEFAULT_GENERATOR_DATA = ("full", "disjoint")
 DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_OUT = Path("runs/bench")
+TABLES = ("patn5", "deform4")  # PATN's Table 5 (portions, ratios) or the Deformable GAN's Table 4 (K poses)
+# what each table's grid runs unless told otherwise (the command line's defaults, and BenchOptions.for_table's)
+TABLE_DEFAULTS: dict[str, dict] = {
+    "patn5": dict(
+        portions=DEFAULT_PORTIONS, methods=DEFAULT_METHODS, generator_data=DEFAULT_GENERATOR_DATA, out=DEFAULT_OUT
+    ),
+    "deform4": dict(portions=(), methods=(NONE, "deform"), generator_data=("full",), out=Path("runs/bench-deform4")),
+}
 
 
 @dataclass(frozen=True)
@@ -120,6 +146,18 @@ class BenchOptions:
     generator_iterations: int | None = None  # None: the preset's
     generator_overrides: dict = field(default_factory=dict)  # generators.train --set FIELD=VALUE (tests: tiny nets)
     min_kept_pairs: int = 8  # kept regime: fewer pairs among the kept images than this skips the cell
+    table: str = "patn5"  # patn5 | deform4 (reid_eval.bench_table4)
+    poses_per_image: int = 10  # deform4: K generated images per real image
+    lengths: tuple[str, ...] = (T_STEPS,)  # deform4: how long A trains (t-steps, epochs)
+    reid_methods: tuple[str, ...] = ("euclidean", "xqda", "kissme")  # deform4: Table 4's rows (+ embedding)
+    metric_options: dict = field(default_factory=dict)  # deform4: learner -> its config fields (tests: small PCA)
+
+    @classmethod
+    def for_table(cls, table: str, **fields) -> BenchOptions:
+        """Options of ``table``'s grid: its defaults (``TABLE_DEFAULTS``), then ``fields``."""
+        if table not in TABLE_DEFAULTS:
+            raise BenchError(f"--table must be one of {', '.join(TABLES)}, got {table!r}")
+        return cls(table=table, **{**TABLE_DEFAULTS[table], **fields})
 
     @property
     def ceiling(self) -> tuple[int, ...]:
@@ -146,7 +184,10 @@ class BenchOptions:
             (self.methods, "--methods: give at least one (none, none-iters, copy, patn, ...)"),
             (all(0 < p <= 1 for p in self.portions), f"--portions must be in (0, 1], got {list(self.portions)}"),
             (all(r >= 2 for r in self.ratios), f"--ratios must be >= 2, got {list(self.ratios)}"),
-            (self.portions or self.ratios, "nothing to run: --portions and --ratios are both empty"),
+            (
+                self.portions or self.ratios or self.table != "patn5",
+                "nothing to run: --portions and --ratios are both empty",
+            ),
             (self.seeds and all(s >= 0 for s in self.seeds), f"--seeds must be >= 0, got {list(self.seeds)}"),
             (all(s >= 0 for s in self.ceiling), f"--ceiling-seeds must be >= 0, got {list(self.ceiling)}"),
             (self.jobs is None or self.jobs >= 1, f"--jobs must be >= 1, got {self.jobs}"),
@@ -164,11 +205,41 @@ class BenchOptions:
             ),
             (self.min_kept_pairs >= 1, f"--min-kept-pairs must be >= 1, got {self.min_kept_pairs}"),
         ]
-        for ok, message in checks:
+        for ok, message in checks + self._table_checks():
             if not ok:
                 raise BenchError(message)
         self._validate_methods()
         self._validate_checkpoints()
+
+    def _table_checks(self) -> list[tuple[bool, str]]:
+        if self.table not in TABLES:
+            return [(False, f"--table must be one of {', '.join(TABLES)}, got {self.table!r}")]
+        if self.table == "patn5":
+            return []
+        return [
+            (not self.portions and not self.ratios, "--portions and --ratios belong to --table patn5"),
+            (self.poses_per_image >= 1, f"--poses-per-image must be >= 1, got {self.poses_per_image}"),
+            (
+                self.lengths and set(self.lengths) <= set(LENGTHS),
+                f"--lengths: {list(self.lengths)}; choose from {', '.join(LENGTHS)}",
+            ),
+            (
+                self.reid_methods and set(self.reid_methods) <= set(TABLE4_METHODS),
+                f"--reid-methods: {list(self.reid_methods)}; choose from {', '.join(TABLE4_METHODS)}",
+            ),
+        ]
+
+    def describe(self) -> str:
+        """The grid in one line (the bench's first message)."""
+        if self.table == "deform4":
+            what = f"K = {self.poses_per_image}, A trained for {list(self.lengths)}, {list(self.reid_methods)}"
+        else:
+            what = f"portions {list(self.portions)}, ratios {list(self.ratios)}"
+        seeds = f"seeds {list(self.seeds)}" + (f" (p = 1.0: {list(self.ceiling)})" if self.table == "patn5" else "")
+        return (
+            f"table {self.table}: models {', '.join(self.models)}, recipe {self.recipe}, {what}, methods "
+            f"{list(self.methods)}, generator data {list(self.generator_data)}, {seeds}"
+        )
 
     def _validate_methods(self) -> None:
         from generators.base import get_method
@@ -203,7 +274,10 @@ class BenchOptions:
 
 
 def build_grid(opts: BenchOptions) -> list[Cell]:
-    """Cells in run order: per seed and model, the portions x rows, then the ratios x rows (no ``none``)."""
+    """Cells in run order: per seed and model, the portions x rows, then the ratios x rows (no ``none``); for
+    Table 4, per seed, model and loss, the rows at each length (``bench_grid.poses_cells``)."""
+    if opts.table == "deform4":
+        return poses_cells(opts.models, opts.rows, opts.poses_per_image, opts.lengths, opts.reid_methods, opts.seeds)
     return grid_cells(opts.models, opts.rows, opts.portions, opts.ratios, opts.seeds, opts.ceiling)
 
 
@@ -264,11 +338,7 @@ def run_bench(opts: BenchOptions, executor: Executor = LOCAL_EXECUTOR) -> pd.Dat
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     t_bench = time.perf_counter()
-    print(
-        f"[bench] {len(cells)} cells: models {', '.join(opts.models)}, recipe {opts.recipe}, "
-        f"portions {list(opts.portions)}, ratios {list(opts.ratios)}, methods {list(opts.methods)}, "
-        f"generator data {list(opts.generator_data)}, seeds {list(opts.seeds)} (p = 1.0: {list(opts.ceiling)}) -> {out}"
-    )
+    print(f"[bench] {len(cells)} cells, {opts.describe()} -> {out}")
     prepared = prepare(cells, opts)
     skipped = _report_skipped(prepared.skipped)
     todo, trained = _split_finished(prepared, opts)
@@ -320,20 +390,17 @@ def _add_grid_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default="inception", help=f"comma list of {', '.join(MODEL_NAMES)} (default inception)")
     p.add_argument(
         "--portions",
-        default=",".join(f"{v:g}" for v in DEFAULT_PORTIONS),
-        help=f'comma list of p (default {",".join(f"{v:g}" for v in DEFAULT_PORTIONS)}; "" for none)',
+        help=f'comma list of p (default {",".join(f"{v:g}" for v in DEFAULT_PORTIONS)}; "" for none; patn5 only)',
     )
     p.add_argument(
         "--methods",
-        default=",".join(DEFAULT_METHODS),
         help=f"comma list: the controls {', '.join(CONTROLS)}, copy, and generator methods; 'patn*' = target "
-        f"poses from the kept set (default {','.join(DEFAULT_METHODS)})",
+        f"poses from the kept set (default {','.join(DEFAULT_METHODS)}; deform4: none,deform)",
     )
     p.add_argument(
         "--generator-data",
-        default=",".join(DEFAULT_GENERATOR_DATA),
         help="comma list of generator-training regimes, a row each per generator method: full (the whole training "
-        "split), kept (the kept images only), disjoint (other identities) (default full,disjoint)",
+        "split), kept (the kept images only), disjoint (other identities) (default full,disjoint; deform4: full)",
     )
     p.add_argument("--ratios", default="", help="comma list of augmentation ratios, e.g. 2,3 (default none)")
     p.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)), help="comma list of seeds (plan and training)")
@@ -345,6 +412,27 @@ def _add_grid_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="one seed (the first of --seeds): a first look")
 
 
+def _add_table4_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--table",
+        choices=TABLES,
+        default="patn5",
+        help="patn5: PATN's Table 5 (portions, ratios; default); deform4: the Deformable GAN's Table 4 (the real set "
+        "T vs T + K generated images per real image, four re-ID methods)",
+    )
+    p.add_argument("--poses-per-image", type=int, help="deform4: K generated images per real image (default 10)")
+    p.add_argument(
+        "--lengths",
+        help=f"deform4: comma list of how long A trains: {T_STEPS} (T's steps; default), epochs (the recipe's epochs "
+        "over A, about K + 1 times as many steps)",
+    )
+    p.add_argument(
+        "--reid-methods",
+        help=f"deform4: comma list of Table 4's rows: {', '.join(TABLE4_METHODS)} (the Discriminative Embedding, "
+        "a second training per cell) (default euclidean,xqda,kissme)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m reid_eval.bench",
@@ -354,8 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help="Market-1501 root (default: the embedded dataset)")
     p.add_argument("--test-data", type=Path, help="real test split root (default: each set links the real one)")
     _add_grid_flags(p)
+    _add_table4_flags(p)
     p.add_argument("--recipe", default="cpu", choices=sorted(RECIPES))
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--out", type=Path, help=f"output folder (default {DEFAULT_OUT}; deform4: runs/bench-deform4)")
     p.add_argument(
         "--checkpoint",
         action="append",
@@ -392,18 +481,33 @@ def _ceiling_seeds(text: str, seeds: tuple[int, ...]) -> tuple[int, ...] | None:
     return seeds if text == "all" else _ints(text)
 
 
+def _table_fields(a: argparse.Namespace) -> dict:
+    """The grid flags given (the others: the table's defaults); Table 4's flags refused for Table 5."""
+    table4 = {"poses_per_image": a.poses_per_image, "lengths": a.lengths, "reid_methods": a.reid_methods}
+    if a.table == "patn5" and any(v is not None for v in table4.values()):
+        given = [f"--{k.replace('_', '-')}" for k, v in table4.items() if v is not None]
+        raise BenchError(f"{', '.join(given)}: for --table deform4 only")
+    fields = {
+        "portions": None if a.portions is None else _floats(a.portions),
+        "methods": None if a.methods is None else _words(a.methods),
+        "generator_data": None if a.generator_data is None else _words(a.generator_data),
+        "out": a.out,
+        "poses_per_image": a.poses_per_image,
+        "lengths": None if a.lengths is None else _words(a.lengths),
+        "reid_methods": None if a.reid_methods is None else _words(a.reid_methods),
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def options_from_args(a: argparse.Namespace) -> BenchOptions:
     seeds = _ints(a.seeds)
-    opts = BenchOptions(
+    opts = BenchOptions.for_table(
+        a.table,
         data=a.data,
         test_data=a.test_data,
         models=_words(a.models),
-        portions=_floats(a.portions),
-        methods=_words(a.methods),
-        generator_data=_words(a.generator_data),
         ratios=_ints(a.ratios),
         recipe=a.recipe,
-        out=a.out,
         checkpoints=_checkpoints(a.checkpoint),
         seeds=seeds,
         ceiling_seeds=_ceiling_seeds(a.ceiling_seeds, seeds),
@@ -417,6 +521,7 @@ def options_from_args(a: argparse.Namespace) -> BenchOptions:
         generator_preset=a.generator_preset,
         generator_iterations=a.generator_iterations,
         min_kept_pairs=a.min_kept_pairs,
+        **_table_fields(a),
     )
     if a.quick:
         opts = replace(opts, seeds=seeds[:1], ceiling_seeds=seeds[:1])

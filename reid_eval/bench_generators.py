@@ -170,7 +170,9 @@ class GeneratorResolver:
         if given is not None:
             return Generator(method, regime, "", None, user_checkpoint=Path(given))
         if regime == "kept" and cell.protocol != "portion":
-            return SkippedCell(cell, "a ratio set keeps every real image: its kept-images generator is the full one")
+            return SkippedCell(
+                cell, f"a {cell.protocol} set keeps every real image: its kept-images generator is the full one"
+            )
         if regime == "kept":
             key = (method, regime, cell.value, cell.seed)
             if key not in self._cache:

@@ -2,7 +2,8 @@
 
 ``results`` is the bench's results table (:data:`RESULT_COLUMNS`: one row per finished cell and seed, percent
 columns end in ``_pct``); its statistics over seeds come from ``reid_eval.bench_stats``, the published side from
-``reid_eval.published``.
+``reid_eval.published``. The Table-4 grid (``--table deform4``) writes the same files, its Markdown and plot
+from ``reid_eval.bench_table4``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from reid_eval import published
-from reid_eval.bench_stats import summarize
+from reid_eval.bench_stats import LEARNT_METRICS, summarize
 
 __all__ = ["RESULT_COLUMNS", "as_rows", "row_label", "render_markdown", "plot_rank1", "write_outputs"]
 
@@ -54,6 +55,10 @@ RESULT_COLUMNS = [
     "reused_from",
     "cell_dir",
     "set_dir",
+    # the Table-4 grid (--table deform4): how long A trained, the loss, the distances learnt on the features
+    "length",
+    "loss",
+    *LEARNT_METRICS,
 ]
 NO_GENERATOR_METHODS = ("none", "none-iters", "copy")  # rows without a generator-training regime ('-')
 RECOVERY_NOTE = (
@@ -254,21 +259,34 @@ def plot_rank1(
     return Path(path)
 
 
+def data_label(opts) -> str:
+    return str(opts.data) if opts.data else "embedded dataset (data/synth-market)"
+
+
 def write_outputs(results: pd.DataFrame, opts, rows: Sequence | None = None, skipped: Sequence[str] = ()) -> dict:
-    """results.csv, results.parquet, summary.csv, table.md and rank1.png under ``opts.out`` (a
-    reid_eval.bench.BenchOptions); ``rows``: the table's (method, generator_data) rows (default: opts.methods)."""
+    """results.csv, results.parquet, summary.csv, table.md and the plot (rank1.png; table4.png for
+    ``--table deform4``) under ``opts.out`` (a reid_eval.bench.BenchOptions); ``rows``: the table's
+    (method, generator_data) rows (default: opts.methods)."""
     out = Path(opts.out)
+    table = getattr(opts, "table", "patn5")
     paths = {
         "csv": out / "results.csv",
         "parquet": out / "results.parquet",
         "summary": out / "summary.csv",
         "table": out / "table.md",
-        "plot": out / "rank1.png",
+        "plot": out / ("table4.png" if table == "deform4" else "rank1.png"),
     }
     rows = list(rows) if rows is not None else as_rows(opts.methods)
     results.to_csv(paths["csv"], index=False)
     results.to_parquet(paths["parquet"], index=False)
     summarize(results).to_csv(paths["summary"], index=False)
+    if table == "deform4":
+        from reid_eval.bench_table4 import plot_table4, render_table4
+
+        text = render_table4(results, opts, rows, skipped)
+        plot_table4(results, opts, rows, paths["plot"])
+        paths["table"].write_text(text)
+        return {**paths, "table_text": text}
     text = render_markdown(
         results,
         opts.models,
@@ -276,7 +294,7 @@ def write_outputs(results: pd.DataFrame, opts, rows: Sequence | None = None, ski
         opts.portions,
         opts.ratios,
         recipe=opts.recipe,
-        data=str(opts.data) if opts.data else "embedded dataset (data/synth-market)",
+        data=data_label(opts),
         skipped=skipped,
     )
     paths["table"].write_text(text)

@@ -16,9 +16,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +29,10 @@ from augment.execute import Executor
 from augment.plan import TrainIndex, make_plan
 from augment.runtime import bf16_is_native, resolve_device
 from reid_eval.bench_generators import Generator, GeneratorResolver, SkippedCell, train_generator, write_record
-from reid_eval.bench_grid import NO_GENERATOR, Cell
+from reid_eval.bench_grid import NO_GENERATOR, Cell, metric_names
 from reid_eval.bench_report import RESULT_COLUMNS
-from reid_eval.bench_stats import add_recovery
+from reid_eval.bench_stats import LEARNT, add_recovery
+from reid_eval.features import METRIC_FILE
 
 __all__ = ["BenchError", "Prepared", "prepare", "Scheduler", "collect_results", "cell_dir", "CELL_FILE"]
 
@@ -89,10 +91,24 @@ def _text(path) -> str | None:
     return str(path) if path is not None else None
 
 
+def cell_metrics(cell: Cell, opts) -> tuple[str, ...]:
+    """The distances learnt and scored on the cell's features (Table 4's; none in the Table-5 grid)."""
+    return metric_names(cell, getattr(opts, "reid_methods", ()))
+
+
+def _metric_job(cell: Cell, opts) -> dict | None:
+    """reid_eval.features.evaluate_run's arguments for the cell, or None when it has no learnt distance."""
+    names = cell_metrics(cell, opts)
+    if not names:
+        return None
+    return {"names": list(names), "seed": cell.seed, "options": dict(getattr(opts, "metric_options", {}))}
+
+
 def _cell_settings(cell: Cell, opts, prepared: Prepared) -> dict:
     generator = prepared.generators.get(cell)
+    metric_job = _metric_job(cell, opts)
     return {
-        "cell": asdict(cell),
+        "cell": cell.settings(),
         "recipe": opts.recipe,
         "epochs": opts.epochs,
         "batch_size": opts.batch_size,
@@ -101,6 +117,7 @@ def _cell_settings(cell: Cell, opts, prepared: Prepared) -> dict:
         "generator": generator.name if generator is not None else None,
         "checkpoint": _text(generator.user_checkpoint) if generator is not None else None,
         "images_per_epoch": prepared.partners.get(cell),
+        **({"metric_learning": metric_job} if metric_job else {}),  # only then: earlier cells stay finished
     }
 
 
@@ -109,6 +126,8 @@ def finished(cell: Cell, opts, prepared: Prepared) -> dict | None:
     folder = cell_dir(cell, opts)
     path = folder / CELL_FILE
     if not (path.exists() and (folder / "metrics.json").exists()):
+        return None
+    if cell_metrics(cell, opts) and not (folder / METRIC_FILE).exists():
         return None
     info = json.loads(path.read_text())
     return info if info.get("settings") == prepared.settings[cell] else None
@@ -159,7 +178,22 @@ def _row(cell: Cell, opts, metrics: dict, info: dict, generator: str) -> dict:
         "reused_from": info.get("reused_from") or "",
         "cell_dir": info["cell_dir"],
         "set_dir": info["set_dir"],
+        "length": cell.length,
+        "loss": cell.loss,
     }
+
+
+def _learnt_scores(folder: Path) -> dict:
+    """{'<learner>_rank1_pct': ..., '<learner>_map_pct': ...} from the cell's metric-learning.json (NaN where a
+    learner did not run or was not defined on its data)."""
+    path = folder / METRIC_FILE
+    scores = json.loads(path.read_text())["metrics"] if path.exists() else {}
+    out = {}
+    for name in LEARNT:
+        found = scores.get(name, {})
+        out[f"{name}_rank1_pct"] = 100 * found["rank1"] if "rank1" in found else np.nan
+        out[f"{name}_map_pct"] = 100 * found["mAP"] if "mAP" in found else np.nan
+    return out
 
 
 def collect_results(prepared: Prepared, opts) -> pd.DataFrame:
@@ -170,7 +204,8 @@ def collect_results(prepared: Prepared, opts) -> pd.DataFrame:
         if info is not None:
             metrics = json.loads((cell_dir(cell, opts) / "metrics.json").read_text())
             generator = prepared.generators.get(cell)
-            rows.append(_row(cell, opts, metrics, info, generator.name if generator else NO_GENERATOR))
+            row = _row(cell, opts, metrics, info, generator.name if generator else NO_GENERATOR)
+            rows.append({**row, **_learnt_scores(cell_dir(cell, opts))})
     return add_recovery(pd.DataFrame(rows, columns=RESULT_COLUMNS))
 
 
@@ -220,21 +255,36 @@ class _Pending:
     set_dir: Path
     set_seconds: float
     key: tuple
-    images_per_epoch: int  # the set's size, or the partner's for none-iters
+    images_per_epoch: int  # the set's size, or the partner's (none-iters, t-steps)
+
+
+@contextlib.contextmanager
+def _quiet(enabled: bool):
+    """stdout and stderr to nowhere (a worker's training writes its own train.log)."""
+    if not enabled:
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+        yield
 
 
 def train_cell(job: dict) -> dict:
-    """Train one cell (in this process or a worker process); returns its metrics.
+    """Train one cell (in this process or a worker process); returns its metrics. Then, for a Table-4 cell, the
+    distances learnt on its features (reid_eval.features.evaluate_run: metric-learning.json beside metrics.json).
 
     In a worker, the training's own output goes to the cell's train.log only.
     """
     from reid_eval.train import TrainOptions, run_training
 
     opts = TrainOptions(**job["options"])
-    if not job["verbose"]:
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
-            return run_training(opts)
-    return run_training(opts)
+    with _quiet(not job["verbose"]):
+        metrics = run_training(opts)
+        if job.get("metric_learning"):
+            from reid_eval.features import evaluate_run
+
+            ml = job["metric_learning"]
+            evaluate_run(opts.out, ml["names"], seed=ml["seed"], device=opts.device, options=ml["options"])
+    return metrics
 
 
 class _InlinePool:
@@ -344,6 +394,10 @@ class Scheduler:
         # the set's identity: its files (names and sizes) and the generator that made them (two generators'
         # sets share every name and may share sizes); then what the training does with it
         key = (splits.fingerprint, made_by, cell.model, o.recipe, cell.seed, o.epochs, o.batch_size, per_epoch)
+        metric_job = _metric_job(cell, o)  # the Table-4 grid's additions, only where they apply (JSON-able, hashable)
+        key += ((cell.loss,) if cell.loss != "softmax" else ()) + (
+            (json.dumps(metric_job, sort_keys=True),) if metric_job else ()
+        )
         folder = cell_dir(cell, o)
         folder.mkdir(parents=True, exist_ok=True)
         images = per_epoch or len(splits.train_items)
@@ -388,13 +442,14 @@ class Scheduler:
             threads=self.threads,
             overwrite=True,
             images_per_epoch=self.prepared.partners.get(p.cell),
+            loss=p.cell.loss,
         )
-        return {"verbose": self.verbose, "options": options}
+        return {"verbose": self.verbose, "options": options, "metric_learning": _metric_job(p.cell, o)}
 
     def _record(self, key: tuple, metrics: dict) -> None:
         """A finished training: cell.json of every cell waiting for it, then the results so far."""
         group = self.inflight.pop(key)
-        first, seconds = group[0], metrics["seconds_total"]
+        first, seconds = group[0], metrics["seconds_total"] + _metric_seconds(group[0].cell_dir)
         _finish_cell(first, metrics, first.set_seconds + seconds, None)
         for p in group[1:]:
             _finish_cell(p, metrics, p.set_seconds, first.cell_dir)
@@ -403,9 +458,24 @@ class Scheduler:
         print(
             f"[bench] {first.cell.model} {names}: Rank-1 {100 * metrics['rank1']:.1f}%, "
             f"mAP {100 * metrics['mAP']:.1f}% ({training['train_images']} images, {training['iterations']} steps, "
-            f"{seconds:.0f} s); bench {(time.perf_counter() - self.t_bench) / 60:.1f} min so far"
+            f"{seconds:.0f} s){_learnt_text(first.cell_dir)}; bench {(time.perf_counter() - self.t_bench) / 60:.1f} "
+            "min so far"
         )
         self.on_result()
+
+
+def _metric_seconds(folder: Path) -> float:
+    path = folder / METRIC_FILE
+    record = json.loads(path.read_text()) if path.exists() else {}
+    return record.get("extract_seconds", 0.0) + record.get("fit_seconds", 0.0)
+
+
+def _learnt_text(folder: Path) -> str:
+    """'; pooled features: euclidean 60.1 / 40.2, ...' (Rank-1 / mAP %), or '' without learnt distances."""
+    scores = _learnt_scores(folder) if (folder / METRIC_FILE).exists() else {}
+    found = [n for n in LEARNT if np.isfinite(scores.get(f"{n}_rank1_pct", np.nan))]
+    parts = [f"{n} {scores[f'{n}_rank1_pct']:.1f} / {scores[f'{n}_map_pct']:.1f}" for n in found]
+    return f"; pooled features, Rank-1 / mAP: {', '.join(parts)}" if parts else ""
 
 
 def _finish_cell(p: _Pending, metrics: dict, seconds: float, source: Path | None) -> dict:
@@ -422,5 +492,7 @@ def _finish_cell(p: _Pending, metrics: dict, seconds: float, source: Path | None
     if source is not None:  # the metrics as the training wrote them (JSON), not the in-memory dict (numpy arrays)
         metrics = {**json.loads((source / "metrics.json").read_text()), "reused_from": str(source)}
         (p.cell_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        if (source / METRIC_FILE).exists():  # the same training's features: the same learnt distances
+            shutil.copyfile(source / METRIC_FILE, p.cell_dir / METRIC_FILE)
     (p.cell_dir / CELL_FILE).write_text(json.dumps(info, indent=1))
     return info

@@ -16,6 +16,8 @@ Recovery (Rank-1): how much of the gap between the reduced set and the full real
   the same formula on the cells' mean Rank-1 values, for comparison.
 
 Spread: ``*_std`` is the sample standard deviation over seeds (ddof 1), NaN for a single seed; ``n`` counts seeds.
+The Table-4 grid adds the Rank-1 and mAP of the distances learnt on each cell's features (``LEARNT``), summarised
+the same way; its cells are told apart by their training length and loss too.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["CELL_KEYS", "METRICS", "ceiling", "add_recovery", "summarize", "recovery"]
+__all__ = ["CELL_KEYS", "METRICS", "LEARNT", "LEARNT_METRICS", "ceiling", "add_recovery", "summarize", "recovery"]
 
-CELL_KEYS = ["model", "recipe", "method", "generator_data", "protocol", "value"]  # a cell, all seeds together
+# a cell, all seeds together
+CELL_KEYS = ["model", "recipe", "method", "generator_data", "protocol", "value", "length", "loss"]
 METRICS = ["rank1_pct", "rank5_pct", "map_pct", "cuhk03_rank1_pct"]
+LEARNT = ("euclidean", "xqda", "kissme")  # distances learnt on a Table-4 cell's pooled features
+LEARNT_METRICS = [f"{name}_{m}_pct" for name in LEARNT for m in ("rank1", "map")]
 COUNTS = ["train_images", "generated_images", "iterations", "images_seen"]
 MIN_GAP = 1e-9  # full - none-iters must be positive for recovery to mean anything
 
@@ -81,18 +86,21 @@ def _std(values: pd.Series) -> float:
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell (CELL_KEYS): n and the seeds; mean and std of each metric and of the recovery (with
-    its own n: seeds where it is defined); recovery_of_means; the mean set size, steps and images seen."""
-    columns = [*CELL_KEYS, "column", "n", "seeds"]
-    columns += [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
+    """One row per cell (CELL_KEYS): n and the seeds; mean and std of each metric (the learnt distances' too,
+    where the results have them) and of the recovery (with its own n: seeds where it is defined);
+    recovery_of_means; the mean set size, steps and images seen."""
+    keys = [k for k in CELL_KEYS if k in results.columns]  # results written before length and loss lack them
+    metrics = METRICS + [m for m in LEARNT_METRICS if m in results.columns]
+    columns = [*keys, "column", "n", "seeds"]
+    columns += [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
     columns += ["recovery_mean", "recovery_std", "recovery_n", "recovery_of_means", *COUNTS]
     if results.empty:
         return pd.DataFrame(columns=columns)
     rows = []
-    for key, group in results.groupby(CELL_KEYS, sort=False, dropna=False):
-        row = dict(zip(CELL_KEYS, key))
+    for key, group in results.groupby(keys, sort=False, dropna=False):
+        row = dict(zip(keys, key))
         row.update(column=group["column"].iloc[0], n=len(group), seeds=" ".join(map(str, sorted(group["seed"]))))
-        for m in METRICS:
+        for m in metrics:
             row[f"{m}_mean"], row[f"{m}_std"] = float(group[m].mean()), _std(group[m])
         rec = group["recovery"].dropna()
         row.update(recovery_mean=float(rec.mean()) if len(rec) else np.nan, recovery_std=_std(rec))

@@ -3,6 +3,7 @@ inputs), and the data manager, model and optimizer built from a resolved run (``
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -62,16 +63,21 @@ class ReidSoftmaxEngine(_torchreid.reid.engine.ImageSoftmaxEngine):
         with self._autocast():
             outputs = self.model(imgs)
         outputs = tuple(o.float() for o in outputs) if isinstance(outputs, tuple) else outputs.float()
-        loss = self.compute_loss(self.criterion, outputs, pids)
+        loss, logits = self.losses(outputs, pids)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        logits = outputs[0] if isinstance(outputs, tuple) else outputs
         summary = {"loss": loss.item(), "acc": _torchreid.reid.metrics.accuracy(logits, pids)[0].item()}
         self._sums["loss"] += summary["loss"]
         self._sums["acc"] += summary["acc"]
         self._sums["batches"] += 1
         return summary
+
+    def losses(self, outputs, pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, logits) of a batch's fp32 model outputs: torchreid's cross-entropy (``reid_eval.siamese`` adds
+        verification)."""
+        loss = self.compute_loss(self.criterion, outputs, pids)
+        return loss, outputs[0] if isinstance(outputs, tuple) else outputs
 
     @torch.no_grad()
     def extract_features(self, input):
@@ -108,7 +114,12 @@ def build_datamanager(torchreid, name: str, plan: RunPlan, height: int, width: i
     for loaders in dm.test_loader.values():
         for loader in loaders.values():
             loader.dataset.transform = test_tf
-    if plan.opts.images_per_epoch is not None:
+    if plan.opts.loss == "siamese":  # identity-balanced batches, as many as the softmax training's
+        from reid_eval.siamese import identity_batch_loader
+
+        per_epoch = plan.opts.images_per_epoch or len(dm.train_loader.dataset)
+        dm.train_loader = identity_batch_loader(dm.train_loader, per_epoch)
+    elif plan.opts.images_per_epoch is not None:
         dm.train_loader = resampling_loader(dm.train_loader, plan.opts.images_per_epoch)
     return dm
 
@@ -135,11 +146,22 @@ def build_model(plan: RunPlan, num_classes: int):
 
     model_recipe = plan.recipe.model(plan.opts.model)
     pretrained = {"auto": model_recipe.pretrained, "off": False, "require": True}[plan.opts.pretrained]
+    siamese = plan.opts.loss == "siamese"
+    # torchreid's 'triplet' models return (logits, features) in training: what verification needs
     model, info = build_reid_model(
-        model_recipe.architecture, num_classes, pretrained=pretrained, loss="softmax", **model_recipe.model_kwargs
+        model_recipe.architecture,
+        num_classes,
+        pretrained=pretrained,
+        loss="triplet" if siamese else "softmax",
+        **model_recipe.model_kwargs,
     )
     if info.imagenet_weights and hasattr(model, "pretrained_head_init"):
         model.pretrained_head_init()
+    if siamese:
+        from reid_eval.siamese import attach_verifier
+
+        model = attach_verifier(model)
+        info = replace(info, num_params=sum(p.numel() for p in model.parameters()))
     model = model.to(plan.device)
     if plan.recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -147,8 +169,11 @@ def build_model(plan: RunPlan, num_classes: int):
 
 
 def build_optimizer(torchreid, plan: RunPlan, model, imagenet: bool):
+    from reid_eval.siamese import VERIFIER
+
     r, m = plan.recipe, plan.recipe.model(plan.opts.model)
     staged = imagenet and m.base_lr_mult != 1.0 and bool(m.new_layers)
+    new_layers = list(m.new_layers) + ([VERIFIER] if plan.opts.loss == "siamese" else [])  # a new head: full rate
     optimizer = torchreid.reid.optim.build_optimizer(
         model,
         optim=r.optim,
@@ -159,7 +184,7 @@ def build_optimizer(torchreid, plan: RunPlan, model, imagenet: bool):
         adam_beta1=r.adam_betas[0],
         adam_beta2=r.adam_betas[1],
         staged_lr=staged,
-        new_layers=list(m.new_layers),
+        new_layers=new_layers,
         base_lr_mult=m.base_lr_mult,
     )
     scheduler = compat.build_scheduler(optimizer, "single_step", stepsize=m.step_epochs, gamma=r.gamma)

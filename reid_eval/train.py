@@ -14,7 +14,8 @@ An epoch is one pass over the training set in random order (torchreid's RandomSa
 ``--images-per-epoch N`` N images drawn uniformly with replacement: floor(N / batch) steps per epoch whatever
 the set's size, so a small set trains as many steps, and sees as many images, as a set of N images (the
 bench's ``none-iters`` control). Either way ``metrics.json`` records the optimizer steps (``iterations``) and
-``images_seen`` (steps x batch).
+``images_seen`` (steps x batch). ``--loss siamese`` trains the Discriminative Embedding instead of the softmax IDE:
+identification + verification on identity-balanced batches, as many per epoch (reid_eval.siamese).
 
 Output (``--out``, default ``runs/reid/<data folder>/<model>-<recipe>-s<seed>``):
   metrics.json   Rank-1/5/10, mAP (fractions), the cuhk03-style CMC, whether ImageNet weights were used,
@@ -59,11 +60,13 @@ from reid_eval.recipes import (
     get_recipe,
     resolve_precision,
 )
+from reid_eval.siamese import NUM_INSTANCES, ReidSiameseEngine
 from reid_eval.train_metrics import CHECKPOINT_FILE, LOG_FILE, METRICS_FILE, Timing, metrics_record
 
 __all__ = [
     "TrainOptions",
     "run_training",
+    "register_torchreid",
     "default_out",
     "ReidSoftmaxEngine",
     "build_parser",
@@ -75,6 +78,8 @@ __all__ = [
 ]
 
 DEFAULT_RUNS = Path("runs/reid")
+LOSSES = ("softmax", "siamese")
+ENGINES = {"softmax": ReidSoftmaxEngine, "siamese": ReidSiameseEngine}  # --loss -> the torchreid engine
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,9 @@ class TrainOptions:
     # images drawn per epoch, with replacement (seeded); None: one pass over the set (a permutation). The bench's
     # none-iters control sets it to another set's size, so both train the same steps and see as many images.
     images_per_epoch: int | None = None
+    # softmax: the IDE (identification); siamese: the Discriminative Embedding (identification + verification on
+    # identity-balanced batches, reid_eval.siamese)
+    loss: str = "softmax"
 
     def validate(self) -> None:
         checks = [
@@ -130,6 +138,7 @@ class TrainOptions:
                 "--images-per-epoch",
                 f"must be >= 2 (BatchNorm needs two samples), got {self.images_per_epoch}",
             ),
+            (self.loss in LOSSES, "--loss", f"must be one of {', '.join(LOSSES)}, got {self.loss!r}"),
             (
                 self.device != "cuda" or torch.cuda.is_available(),
                 "--device",
@@ -192,7 +201,8 @@ def _save_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
-def _registrations() -> None:
+def register_torchreid() -> None:
+    """torchreid patched (reid_eval.compat) and this project's models in its factory; idempotent."""
     from reid_eval import openreid_resnet
     from reid_eval.models import register_models
 
@@ -233,6 +243,8 @@ class RunPlan:
         }
         if self.opts.images_per_epoch is not None:  # only then: the keys of earlier runs stay valid
             key["images_per_epoch"] = self.opts.images_per_epoch
+        if self.opts.loss != "softmax":  # likewise
+            key["loss"] = self.opts.loss
         return json.loads(json.dumps(key))  # JSON types (lists, not tuples): compares equal after reading back
 
 
@@ -265,6 +277,13 @@ def _plan(opts: TrainOptions, splits: ReidSplits) -> RunPlan:
     if batch_size > per_epoch:
         print(f"[reid] note: batch size {batch_size} > {per_epoch} images per epoch: using batch {per_epoch}")
         batch_size = per_epoch
+    most = NUM_INSTANCES * splits.num_train_pids  # a batch holds each identity once at most
+    if opts.loss == "siamese" and (batch_size % NUM_INSTANCES or not 2 * NUM_INSTANCES <= batch_size <= most):
+        raise UsageError(
+            "--batch-size",
+            f"{batch_size}: --loss siamese forms batches of identities x {NUM_INSTANCES} images; use a multiple of "
+            f"{NUM_INSTANCES} from {2 * NUM_INSTANCES} to {most} ({splits.num_train_pids} training identities)",
+        )
     recipe = replace(recipe, batch_size=batch_size)
     device = resolve_device(opts.device)
     try:
@@ -305,7 +324,7 @@ def run_training(opts: TrainOptions) -> dict:
     """Train and evaluate one model (see the module docstring); returns the metrics dict written to
     metrics.json. A finished run with the same run key is returned as it is."""
     opts.validate()
-    _registrations()
+    register_torchreid()
     splits = load_splits(opts.data, opts.test_data)
     plan = _plan(opts, splits)
     key = plan.run_key(splits)
@@ -361,7 +380,7 @@ def _build_session(plan: RunPlan, splits: ReidSplits) -> _Session:
     note = pretrained_note(info, pretrained_choice)
     print(f"[reid] model: {info.num_params:,} parameters; {note}")
     optimizer, scheduler, staged = build_optimizer(torchreid, plan, model, info.imagenet_weights)
-    engine = ReidSoftmaxEngine(
+    engine = ENGINES[plan.opts.loss](
         dm,
         model,
         optimizer,
@@ -511,6 +530,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw N training images per epoch with replacement (seeded) instead of one pass over the set, e.g. "
         "another set's size to train as many steps as on it (default: one pass)",
     )
+    p.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default="softmax",
+        help="softmax: the IDE; siamese: the Discriminative Embedding (identification + verification on "
+        f"identity-balanced batches of {NUM_INSTANCES} images per identity; batch a multiple of {NUM_INSTANCES})",
+    )
     return p
 
 
@@ -532,6 +558,7 @@ def options_from_args(a: argparse.Namespace) -> TrainOptions:
         overwrite=a.overwrite,
         threads=a.threads,
         images_per_epoch=a.images_per_epoch,
+        loss=a.loss,
     )
 
 

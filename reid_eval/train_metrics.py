@@ -101,7 +101,8 @@ def metrics_record(
                 "iterations": iterations,  # optimizer steps in all
                 "images_seen": iterations * plan.batch_size,
                 "images_per_epoch": plan.opts.images_per_epoch or len(splits.train_items),
-                "sampler": "with replacement" if plan.opts.images_per_epoch else "one pass (permutation)",
+                "sampler": _sampler(plan.opts),
+                "loss": plan.opts.loss,
                 "train_images": len(splits.train_items),
                 "train_ids": splits.num_train_pids,
                 "generated_images": splits.generated_train_images,
@@ -122,6 +123,12 @@ def metrics_record(
     )
     metrics.update(_run_info(plan, splits, key, t))
     return metrics
+
+
+def _sampler(opts) -> str:
+    if opts.loss == "siamese":
+        return "identity-balanced batches"
+    return "with replacement" if opts.images_per_epoch else "one pass (permutation)"
 
 
 def _run_info(plan: RunPlan, splits: ReidSplits, key: dict, t: Timing) -> dict:

@@ -78,7 +78,11 @@ def test_images_per_epoch_resamples_with_replacement_from_the_seed():
         train.TrainOptions(data="x", images_per_epoch=1).validate()
 
 
-@pytest.mark.parametrize("sampling", [[], ["--images-per-epoch", "20"]], ids=["one-pass", "with-replacement"])
+@pytest.mark.parametrize(
+    "sampling",
+    [[], ["--images-per-epoch", "20"], ["--loss", "siamese"]],
+    ids=["one-pass", "with-replacement", "siamese"],
+)
 def test_interrupted_run_resumes_to_the_same_weights(tiny_market, tmp_path, monkeypatch, sampling):
     base = ["--data", str(tiny_market), "--epochs", "2", *TINY, *sampling]
     train.main(base + ["--out", str(tmp_path / "straight")])
@@ -106,7 +110,9 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_market, tmp_path, monk
     straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     assert resumed["rank1"] == straight["rank1"] and resumed["mAP"] == straight["mAP"]
     assert (
-        resumed["training"]["iterations"] == straight["training"]["iterations"] == 2 * ((20 if sampling else 31) // 8)
+        resumed["training"]["iterations"]
+        == straight["training"]["iterations"]
+        == 2 * ((20 if "--images-per-epoch" in sampling else 31) // 8)
     )
 
 
@@ -122,6 +128,10 @@ def test_bad_options_name_the_flag(tiny_market, tmp_path, capsys):
             "--pretrained: require: inception",
         ),
         (["--data", str(tmp_path / "missing"), "--out", str(tmp_path)], "dataset root does not exist"),
+        (
+            ["--data", str(tiny_market), "--out", str(tmp_path), *TINY, "--loss", "siamese", "--batch-size", "6"],
+            "--loss siamese forms batches of identities x 4 images",
+        ),
     ]:
         with pytest.raises(SystemExit) as e:
             train.main(argv)
