@@ -132,6 +132,8 @@ class BenchOptions:
     out: Path = DEFAULT_OUT
     # 'METHOD' (regime full) or 'METHOD:REGIME' -> generator checkpoint path
     checkpoints: dict = field(default_factory=dict)
+    # NAME -> folder of an external generator's images: one subfolder per set (augment.exchange's format)
+    external: dict = field(default_factory=dict)
     seeds: tuple[int, ...] = DEFAULT_SEEDS
     ceiling_seeds: tuple[int, ...] | None = None  # seeds of the p = 1.0 cells; None: the first of ``seeds``
     epochs: int | None = None
@@ -166,7 +168,7 @@ class BenchOptions:
     @property
     def rows(self) -> list[tuple[str, str]]:
         """(method, generator_data) rows of the grid."""
-        return method_rows(self.methods, self.generator_data)
+        return method_rows(self.methods, self.generator_data, tuple(self.external))
 
     def checkpoint_for(self, method: str, regime: str) -> Path | None:
         """The checkpoint given for (method, regime) ('patn=PATH' is regime full), or None."""
@@ -244,8 +246,11 @@ class BenchOptions:
     def _validate_methods(self) -> None:
         from generators.base import get_method
 
+        for name in self.external:
+            if name not in self.methods:
+                raise BenchError(f"--external {name}=...: add {name} to --methods")
         for m in self.methods:
-            if m in CONTROLS:
+            if m in CONTROLS or m in self.external:
                 continue
             try:
                 trainable = is_trainable(m)
@@ -386,6 +391,22 @@ def _checkpoints(values: list[str] | None) -> dict:
     return out
 
 
+def _externals(values: list[str] | None) -> dict:
+    from augment.exchange import check_method_name
+
+    out = {}
+    for v in values or []:
+        name, sep, folder = v.partition("=")
+        if not sep or not folder:
+            raise BenchError(f"--external {v!r}: expected NAME=DIR, e.g. mydiffusion=runs/external/mydiffusion")
+        try:
+            check_method_name(name, "--external")
+        except ValueError as e:
+            raise BenchError(str(e)) from None
+        out[name] = Path(folder)
+    return out
+
+
 def _add_grid_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default="inception", help=f"comma list of {', '.join(MODEL_NAMES)} (default inception)")
     p.add_argument(
@@ -401,6 +422,14 @@ def _add_grid_flags(p: argparse.ArgumentParser) -> None:
         "--generator-data",
         help="comma list of generator-training regimes, a row each per generator method: full (the whole training "
         "split), kept (the kept images only), disjoint (other identities) (default full,disjoint; deform4: full)",
+    )
+    p.add_argument(
+        "--external",
+        action="append",
+        metavar="NAME=DIR",
+        help="a generator run by another tool, through files: NAME (also in --methods) has one subfolder per set "
+        "under DIR; the bench exports each set's plan there (plan.csv, plan.json), and once the tool has written "
+        "the images beside them, imports them as the set (augment.exchange; repeatable)",
     )
     p.add_argument("--ratios", default="", help="comma list of augmentation ratios, e.g. 2,3 (default none)")
     p.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)), help="comma list of seeds (plan and training)")
@@ -509,6 +538,7 @@ def options_from_args(a: argparse.Namespace) -> BenchOptions:
         ratios=_ints(a.ratios),
         recipe=a.recipe,
         checkpoints=_checkpoints(a.checkpoint),
+        external=_externals(a.external),
         seeds=seeds,
         ceiling_seeds=_ceiling_seeds(a.ceiling_seeds, seeds),
         epochs=a.epochs,

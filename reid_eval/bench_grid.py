@@ -76,11 +76,14 @@ def is_trainable(method: str) -> bool:
     return get_method(method.rstrip("*")).trainable
 
 
-def method_rows(methods: tuple[str, ...], regimes: tuple[str, ...]) -> list[tuple[str, str]]:
-    """(method, generator_data) of every row of the grid: a trainable generator once per regime, the rest once."""
+def method_rows(
+    methods: tuple[str, ...], regimes: tuple[str, ...], external: tuple[str, ...] = ()
+) -> list[tuple[str, str]]:
+    """(method, generator_data) of every row of the grid: a trainable generator once per regime, the rest once
+    (controls, ``copy``, and ``external`` methods: images made by another tool, imported through files)."""
     rows = []
     for m in methods:
-        if m in CONTROLS or not is_trainable(m):
+        if m in CONTROLS or m in external or not is_trainable(m):
             rows.append((m, NO_GENERATOR))
         else:
             rows += [(m, r) for r in regimes]

@@ -66,7 +66,7 @@ def prepare(cells: list[Cell], opts, log=print) -> Prepared:
     runnable, generators, partners, skipped = [], {}, {}, []
     sizes: dict = {}
     for cell in cells:
-        found = resolver.for_cell(cell)
+        found = resolver.for_cell(cell) if cell.base_method not in opts.external else _external_ready(cell, opts)
         if isinstance(found, SkippedCell):
             skipped.append(found)
             continue
@@ -81,6 +81,28 @@ def prepare(cells: list[Cell], opts, log=print) -> Prepared:
     prepared = Prepared(runnable, inputs.data, inputs.index, generators, partners, skipped, {})
     prepared.settings = {c: _cell_settings(c, opts, prepared) for c in runnable}
     return prepared
+
+
+def external_folder(cell: Cell, opts) -> Path:
+    """Where the external tool of ``cell``'s method finds the set's plan and writes its images."""
+    return Path(opts.external[cell.base_method]) / cell.set_name
+
+
+def _external_ready(cell: Cell, opts) -> SkippedCell | None:
+    """None when the external tool has written images for the cell's set; else the plan is exported there
+    (once) and the cell waits: a later run of the bench imports the images (augment.exchange)."""
+    from augment.data.market import is_image_file
+    from augment.exchange import export_plan
+    from augment.run import RunOptions
+
+    folder = external_folder(cell, opts)
+    if folder.is_dir() and any(is_image_file(p.name) for p in folder.iterdir()):
+        return None
+    if not cell.generates:
+        return None
+    if not (folder / "plan.json").is_file():
+        export_plan(cell.plan_spec(), RunOptions(data=opts.data), folder)
+    return SkippedCell(cell, f"waiting for {cell.base_method}'s images: its plan is in {folder} (plan.csv, plan.json)")
 
 
 def cell_dir(cell: Cell, opts) -> Path:
@@ -222,6 +244,8 @@ def build_set(cell: Cell, opts, executor: Executor, generator: Generator | None)
     refused: its size would no longer be the plan's (nor its partner's)."""
     from augment.run import RunOptions, run_augmentation
 
+    if cell.base_method in getattr(opts, "external", {}) and cell.generates:
+        return _import_set(cell, opts)
     spec = cell.plan_spec()
     sets_dir = Path(opts.sets_dir) if opts.sets_dir is not None else Path(opts.out) / "sets"
     run_opts = RunOptions(
@@ -241,6 +265,25 @@ def build_set(cell: Cell, opts, executor: Executor, generator: Generator | None)
     failed = sum(v for k, v in summary.rows.items() if k.endswith("_failed"))
     if failed:
         raise BenchError(f"the set {summary.out} of cell {cell.name} has {failed} failed rows; re-run to retry them")
+    return Path(summary.out), summary.checkpoint_hash, time.perf_counter() - t0
+
+
+def _import_set(cell: Cell, opts) -> tuple[Path, str, float]:
+    """An external method's set: its returned images checked against the plan and imported (augment.exchange);
+    the content hash of those images stands where a checkpoint hash would."""
+    from augment.exchange import import_generated
+    from augment.run import RunOptions
+
+    sets_dir = Path(opts.sets_dir) if opts.sets_dir is not None else Path(opts.out) / "sets"
+    folder = external_folder(cell, opts)
+    t0 = time.perf_counter()
+    print(f"[bench] importing the set {cell.set_name} of cell {cell.name} from {folder}")
+    try:
+        summary = import_generated(
+            cell.plan_spec(), RunOptions(data=opts.data, out=sets_dir / cell.set_name, overwrite=True), folder
+        )
+    except (ValueError, FileNotFoundError) as e:
+        raise BenchError(f"importing the set of cell {cell.name} failed: {e}") from e
     return Path(summary.out), summary.checkpoint_hash, time.perf_counter() - t0
 
 

@@ -202,3 +202,27 @@ def test_recovery_and_summary_statistics_over_seeds():
     assert summary.loc["patn", "recovery_of_means"] == pytest.approx((125 / 3 - 15) / (70 - 15))
     assert summary.loc["none", "n"] == 1 and np.isnan(summary.loc["none", "rank1_pct_std"])
     assert np.isnan(recovery(50.0, 70.0, 70.0)) and np.isnan(recovery(50.0, 80.0, 70.0))  # no positive gap
+
+
+def test_external_generator_through_files(tiny_market, tmp_path, monkeypatch):
+    """An external method: the first run exports each set's plan and waits; a tool writes the images beside it
+    (here: each source image under its output name, as PNG); the next run imports and trains on them."""
+    import cv2
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(augment.run, "embedded_dataset", lambda *a, **k: tiny_market)
+    ext = tmp_path / "ext"
+    opts = options(tmp_path, portions=(0.5,), methods=("none", "ext"), external={"ext": ext})
+    first = bench.run_bench(opts)
+    assert list(first["method"]) == ["none"]  # ext waits for its images
+    (folder,) = [p for p in ext.iterdir() if p.is_dir()]
+    plan = pd.read_csv(folder / "plan.csv")
+    assert len(plan) > 0 and (folder / "plan.json").is_file()
+    for row in plan.itertuples():  # the stand-in tool reads plan.csv only
+        image = cv2.imread(row.source_path)
+        cv2.imwrite(str(folder / (row.output_name.rsplit(".", 1)[0] + ".png")), image)
+    second = bench.run_bench(opts)
+    made = second[second["method"] == "ext"].iloc[0]
+    assert made["generated_images"] == len(plan) and made["train_images"] > first["train_images"].iloc[0]
+    manifest = pd.read_parquet(tmp_path / "bench" / "sets" / folder.name / "manifest.parquet")
+    assert set(manifest.loc[manifest["kind"] == "generated", "method"]) == {"external:ext"}
