@@ -177,7 +177,7 @@ class GenerateStage:
         t0 = time.perf_counter()
         out = dict(payload)
         # the payload is the model batch (payloads are cut at --batch-size): one forward, however large
-        self.transferer.batch_size = max(1, len(payload["output_name"]))
+        self.transferer.batch_size = max(1, len(payload["src_img"]))
         out["gen_img"] = self.transferer(payload["src_img"], payload["source_kps"], payload["target_kps"])
         out["model_seconds"] = time.perf_counter() - t0
         out["generated_at"] = time.time()
