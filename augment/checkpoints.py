@@ -15,6 +15,12 @@ from pathlib import Path
 from augment.runtime import UsageError
 
 DEFAULT_RUNS = Path("runs")
+INTERRUPTED_EXIT = 130  # the shell's status for a run stopped by SIGINT (generators.train's too)
+
+
+class TrainingInterrupted(Exception):
+    """The embedded checkpoint's training stopped (Ctrl-C / SIGTERM) before its schedule's end: nothing was
+    generated with the half-trained generator; running the same command again resumes the training."""
 
 
 @dataclass(frozen=True)
@@ -34,21 +40,35 @@ def _method(name: str):
 
 
 def ensure_embedded_checkpoint(method: str, data: Path, iterations: int | None) -> Path:
-    """The method's embedded-dataset checkpoint, trained first (generators.train) when absent."""
-    ckpt = DEFAULT_RUNS / "generators" / f"{method}-synth" / "checkpoints" / "latest.pt"
-    if ckpt.is_file():
-        return ckpt
-    from generators.checkpoint import CheckpointError
+    """The method's embedded-dataset checkpoint, trained first (generators.train) when absent, and its
+    training resumed first when an earlier run stopped it short of its schedule (a checkpoint is used only
+    at the end of its schedule). Raises :class:`TrainingInterrupted` when the training is stopped now."""
+    from generators.checkpoint import CheckpointError, read_checkpoint
     from generators.train import RunConfig, train
 
-    config = RunConfig(out=ckpt.parent.parent, method=method, data=data, preset="synth", iterations=iterations)
-    argv = ["--method", method, "--data", str(data), "--preset", "synth", "--out", str(config.out)]
-    argv += ["--iterations", str(iterations)] if iterations else []
-    print(
-        f"[augment] no {method} checkpoint for the embedded dataset at {ckpt}: training one "
-        f"(python -m generators.train {' '.join(argv)})"
-    )
-    train(config)
+    ckpt = DEFAULT_RUNS / "generators" / f"{method}-synth" / "checkpoints" / "latest.pt"
+    run_dir = ckpt.parent.parent
+    if ckpt.is_file():
+        info = read_checkpoint(ckpt)
+        done, total = int(info["iteration"]), int(info["config"]["train"]["iterations"])
+        if done >= total:
+            return ckpt
+        config = RunConfig(out=run_dir, resume=True)
+        print(f"[augment] {ckpt} stopped at iteration {done}/{total}: resuming its training first")
+    else:
+        config = RunConfig(out=run_dir, method=method, data=data, preset="synth", iterations=iterations)
+        argv = ["--method", method, "--data", str(data), "--preset", "synth", "--out", str(config.out)]
+        argv += ["--iterations", str(iterations)] if iterations else []
+        print(
+            f"[augment] no {method} checkpoint for the embedded dataset at {ckpt}: training one "
+            f"(python -m generators.train {' '.join(argv)})"
+        )
+    report = train(config)
+    if report.interrupted:
+        raise TrainingInterrupted(
+            f"the training of {run_dir} stopped at iteration {report.iteration}/{report.iterations}; nothing was "
+            "generated: run the same command again to resume it"
+        )
     if not ckpt.is_file():
         raise CheckpointError(f"{ckpt}: training did not produce it")
     return ckpt

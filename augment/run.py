@@ -46,7 +46,9 @@ import pandas as pd
 
 from augment.checkpoints import (  # noqa: F401  (re-exported: the checkpoint a run uses)
     DEFAULT_RUNS,
+    INTERRUPTED_EXIT,
     CheckpointChoice,
+    TrainingInterrupted,
     check_checkpoint,
     choose_checkpoint,
     ensure_embedded_checkpoint,
@@ -576,6 +578,9 @@ def main(argv: list[str] | None = None):
     except OSError as e:  # the machine refused a read or write (disk full, permissions): no traceback
         print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except TrainingInterrupted as e:
+        print(f"[augment] interrupted: {e}", file=sys.stderr)
+        raise SystemExit(INTERRUPTED_EXIT) from None
 
 
 if __name__ == "__main__":

@@ -300,3 +300,31 @@ def test_copy_control_needs_no_checkpoint_and_copies_its_sources(tiny_market, tm
         source = read_rgb(paths[row.source_name]).astype(int)
         assert np.abs(made - source).mean() < 2.0  # JPEG re-encoding at quality 95, nothing else
         assert parse_market_name(row.output_name).pid == parse_market_name(row.source_name).pid
+
+
+def test_interrupted_embedded_training_generates_nothing_and_resumes(tiny_market, tmp_path, monkeypatch):
+    """The embedded checkpoint's training stopped half-way (Ctrl-C): the run exits 130 without generating
+    with the half-trained generator; the same command again resumes the training to its end, then generates."""
+    import augment.run
+    import generators.train
+    from generators.checkpoint import read_checkpoint
+    from generators.train_loop import IterationInfo
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(augment.run, "embedded_dataset", lambda *a, **k: tiny_market)
+    real_train = generators.train.train
+
+    def stop_at_2(info: IterationInfo):
+        if info.iteration == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(generators.train, "train", lambda config: real_train(config, hooks=[stop_at_2]))
+    args = ["--method", "patn", "--portion", "0.3", "--executor", "local", "--train-iterations", "4"]
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    assert stopped.value.code == 130
+    ckpt = Path("runs/generators/patn-synth/checkpoints/latest.pt")
+    assert read_checkpoint(ckpt)["iteration"] == 2 and not Path("runs/augment").exists()
+    monkeypatch.setattr(generators.train, "train", real_train)
+    summary = main(args)
+    assert read_checkpoint(ckpt)["iteration"] == 4 and summary.generated_this_run > 0
