@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -242,11 +243,14 @@ def test_ensure_embedded_checkpoint_trains_through_the_library(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     seen = []
 
-    def fake_train(config):
+    def fake_train(config):  # a finished run: its checkpoint at the end of its schedule
+        from generators.base import build
+        from generators.checkpoint import save
+
         seen.append(config)
-        ckpt = config.out / "checkpoints" / "latest.pt"
-        ckpt.parent.mkdir(parents=True)
-        ckpt.write_bytes(b"x")
+        schedule = {"train.iterations": 7, "train.decay_start": 7}
+        save(config.out / "checkpoints" / "latest.pt", build("patn", "synth", ngf=4, **schedule), iteration=7)
+        return SimpleNamespace(interrupted=False)
 
     monkeypatch.setattr(gen_train, "train", fake_train)
     ckpt = run_module.ensure_embedded_checkpoint("patn", Path("data/synth"), 7)
@@ -254,7 +258,7 @@ def test_ensure_embedded_checkpoint_trains_through_the_library(tmp_path, monkeyp
     (config,) = seen
     assert (config.method, config.preset, config.data, config.iterations) == ("patn", "synth", Path("data/synth"), 7)
     assert run_module.ensure_embedded_checkpoint("patn", Path("data/synth"), 7) == ckpt and len(seen) == 1
-    monkeypatch.setattr(gen_train, "train", lambda config: None)
+    monkeypatch.setattr(gen_train, "train", lambda config: SimpleNamespace(interrupted=False))
     with pytest.raises(CheckpointError, match="training did not produce it"):
         run_module.ensure_embedded_checkpoint("pg2", Path("data/synth"), None)
 
