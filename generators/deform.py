@@ -512,11 +512,11 @@ class DeformableGAN(QualityTerms, Method):
                     logits_fake = D.logits(fake_in)
                 loss_gan = cfg.gan_penalty_weight * bce_gan_loss(logits_fake, True)
                 loss_content = cfg.l1_penalty_weight * self.content_loss(ctx, fake, P2)
-                extra.update(self.identity_term(nets, ctx, fake, P1))
+                extra.update(self.identity_term(nets, ctx, fake, x))
             loss_G = loss_gan + loss_content
             for term in extra.values():  # none in the official recipes
                 loss_G = loss_G + term
             ctx.backward_step(loss_G, opts["G"])
-        critic = self.after_generator_step(nets, opts, ctx, P1, P2)
+        critic = self.after_generator_step(nets, opts, ctx, x)
         terms = {"G": loss_G, "content": loss_content, "G_GAN": loss_gan, **extra}
         return ctx.finish({**terms, "D": loss_D, "D_real": loss_real, "D_fake": loss_fake, **critic})

@@ -138,6 +138,21 @@ def load_vgg19_features(path: str | os.PathLike | None = None, num_layers: int =
     return freeze(net)
 
 
+def random_vgg19_features(num_layers: int = 4, seed: int = 0) -> nn.Sequential:
+    """A frozen VGG-19 ``features[:num_layers]`` with torchvision's random initialisation (conv
+    weights Kaiming-normal, fan-out, ReLU gain; biases 0), drawn from ``seed`` without touching
+    the global RNG: the "random-weights perceptual loss" baseline, which needs no file."""
+    net = vgg19_prefix(num_layers)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                std = (2.0 / (m.out_channels * m.kernel_size[0] * m.kernel_size[1])) ** 0.5
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
+                m.bias.zero_()
+    return freeze(net)
+
+
 # ----------------------------------------------------------------------------------------------
 # The VGG feature extractor
 # ----------------------------------------------------------------------------------------------

@@ -120,6 +120,7 @@ from generators.losses import (
     bce_gan_loss,
     feature_matching_loss,
     load_vgg19_features,
+    random_vgg19_features,
 )
 from generators.quality import IdentityCriticConfig, QualityTerms
 
@@ -149,6 +150,7 @@ class PATNConfig:
     lambda_perceptual: float = 10.0  # lambda_B
     perceptual: bool = True  # train with the VGG-19 relu1_2 term (needs weights)
     perceptual_layers: int = 4  # VGG-19 features[:4] = relu1_2 (official index 3, inclusive)
+    perceptual_weights: str = "imagenet"  # imagenet (official: the file) | random (frozen seeded init, no file)
     pool_size: int = 50
     with_d_pb: bool = True
     with_d_pp: bool = True
@@ -163,6 +165,8 @@ class PATNConfig:
         norm_layer(self.norm)
         pad_layers(self.padding, 1)
         check_upsample(self.upsample)
+        if self.perceptual_weights not in ("imagenet", "random"):
+            raise ValueError(f"perceptual_weights must be imagenet or random, got {self.perceptual_weights!r}")
         if self.lambda_fm < 0 or not 0 <= self.ema_decay < 1:
             raise ValueError(f"need lambda_fm >= 0 and 0 <= ema_decay < 1, got {self.lambda_fm}, {self.ema_decay}")
         if self.n_blocks < 0 or self.n_downsampling < 0:
@@ -496,14 +500,17 @@ class PATN(QualityTerms, Method):
         return G(x.src_img, self.pose_pair(G, x.src_kps, x.tgt_kps, x.size, x.device))
 
     def required_weights(self, cfg: PATNConfig) -> list[str]:
-        return ["vgg19"] if cfg.uses_perceptual else []
+        return ["vgg19"] if cfg.uses_perceptual and cfg.perceptual_weights == "imagenet" else []
 
     def make_context(
         self, nets, cfg: PATNConfig, *, device="cpu", amp_dtype=None, seed: int = 0, vgg_weights=None
     ) -> StepContext:
         ctx = super().make_context(nets, cfg, device=device, amp_dtype=amp_dtype, seed=seed, vgg_weights=vgg_weights)
         if cfg.uses_perceptual:  # raises MissingWeightsError before any training
-            features = load_vgg19_features(vgg_weights, cfg.perceptual_layers)  # [:4]: up to relu1_2
+            if cfg.perceptual_weights == "random":
+                features = random_vgg19_features(cfg.perceptual_layers, seed)
+            else:
+                features = load_vgg19_features(vgg_weights, cfg.perceptual_layers)  # [:4]: up to relu1_2
             extractor = VGGFeatures(features, (VGG19_LAYERS[cfg.perceptual_layers - 1],))
             ctx.losses["perceptual"] = PerceptualL1(extractor).to(ctx.device)
         for i, name in enumerate(("D_PP", "D_PB")):
@@ -527,10 +534,10 @@ class PATN(QualityTerms, Method):
         with frozen(D_PB, D_PP):
             with ctx.autocast():
                 g_terms = self.generator_losses(ctx, fake, P2, critics)
-                g_terms.update(self.identity_term(nets, ctx, fake, P1))
+                g_terms.update(self.identity_term(nets, ctx, fake, x))
             loss_G = sum(g_terms.values())
             ctx.backward_step(loss_G, opts["G"])
-        extra = self.after_generator_step(nets, opts, ctx, P1, P2)
+        extra = self.after_generator_step(nets, opts, ctx, x)
 
         # D steps: real pair vs. a pooled fake pair --------------------------------------------
         fake = fake.detach().float()
