@@ -122,7 +122,7 @@ from generators.losses import (
     load_vgg19_features,
     random_vgg19_features,
 )
-from generators.quality import IdentityCriticConfig, QualityTerms
+from generators.identity_critic import IdentityCriticConfig, QualityTerms
 
 # ----------------------------------------------------------------------------------------------
 # Config and presets
