@@ -10,10 +10,15 @@
   N(0, 0.02), BatchNorm2d weight N(1, 0.02) and bias 0; conv biases keep PyTorch's default.
 - :func:`frozen` — a discriminator as a fixed critic during the generator's step.
 - :func:`check_divisible` — the input size a generator with ``levels`` halvings accepts.
+- :func:`upsample_layers` — a 2x upsampling conv: the official transposed convolution, or resize
+  (nearest / bilinear) then a stride-1 conv, which cannot make checkerboard patterns (a
+  stride-2 transposed conv whose kernel is not a multiple of 2 overlaps unevenly).
+- :class:`WeightEMA` — an exponential moving average of a network's weights (sampling copy).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -26,6 +31,7 @@ NORMS = {
     "instance": functools.partial(nn.InstanceNorm2d, affine=False),
 }
 PADDINGS = {"reflect": nn.ReflectionPad2d, "replicate": nn.ReplicationPad2d, "zero": None}
+UPSAMPLES = ("convt", "nearest", "bilinear")
 
 
 def norm_layer(kind: str) -> Callable[[int], nn.Module]:
@@ -105,3 +111,63 @@ def check_divisible(img: torch.Tensor, levels: int, what: str = "downsamplings")
     factor = 2**levels
     if h % factor or w % factor:
         raise ValueError(f"image size {h}x{w} must be divisible by {factor} ({levels} {what})")
+
+
+def check_upsample(mode: str) -> str:
+    """``mode`` if it is one of :data:`UPSAMPLES`, else ValueError."""
+    if mode not in UPSAMPLES:
+        raise ValueError(f"unknown upsample {mode!r}; known: {', '.join(UPSAMPLES)}")
+    return mode
+
+
+def upsample_layers(
+    c_in: int, c_out: int, mode: str, *, kernel: int = 3, bias: bool = False, padding: str = "reflect"
+) -> list[nn.Module]:
+    """Layers that double H and W: (B,c_in,h,w) -> (B,c_out,2h,2w).
+
+    ``convt``: ConvTranspose2d(kernel, stride 2) with the padding that doubles exactly (kernel 3:
+    padding 1, output_padding 1, PATN; kernel 4: padding 1, Deformable GAN). ``nearest`` /
+    ``bilinear``: resize by 2, then Conv2d(kernel 3, stride 1) behind ``padding`` (same parameter
+    count as the kernel-3 transposed conv; 4x its MACs, which run at the doubled size).
+    """
+    check_upsample(mode)
+    if mode == "convt":
+        if kernel not in (3, 4):
+            raise ValueError(f"transposed-conv upsampling needs kernel 3 or 4, got {kernel}")
+        extra = 1 if kernel == 3 else 0
+        return [nn.ConvTranspose2d(c_in, c_out, kernel, stride=2, padding=1, output_padding=extra, bias=bias)]
+    resize = nn.Upsample(scale_factor=2, mode=mode, **({} if mode == "nearest" else {"align_corners": False}))
+    pads, p = pad_layers(padding, 1)
+    return [resize, *pads, nn.Conv2d(c_in, c_out, 3, padding=p, bias=bias)]
+
+
+class WeightEMA:
+    """Exponential moving average of ``source``'s parameters in a frozen copy (Karras et al. 2018;
+    Yazici et al. 2019: averaged generator weights give smoother, sharper samples than the last
+    iterate of an oscillating GAN game).
+
+    ``update(step)``: target <- d * target + (1 - d) * source with d = min(decay, (1 + step) /
+    (10 + step)) (the warm-up lets the copy follow the fast early changes), buffers (BatchNorm
+    running statistics) copied. The copy never trains (parameters need no gradient).
+    """
+
+    def __init__(self, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must lie in (0, 1), got {decay}")
+        self.decay = decay
+
+    @staticmethod
+    def copy_of(source: nn.Module) -> nn.Module:
+        """A frozen deep copy of ``source`` to hold the average."""
+        target = copy.deepcopy(source)
+        for p in target.parameters():
+            p.requires_grad_(False)
+        return target
+
+    @torch.no_grad()
+    def update(self, target: nn.Module, source: nn.Module, step: int) -> None:
+        d = min(self.decay, (1.0 + step) / (10.0 + step))
+        for t, s in zip(target.parameters(), source.parameters()):
+            t.lerp_(s.detach().to(t.dtype), 1.0 - d)
+        for t, s in zip(target.buffers(), source.buffers()):
+            t.copy_(s)

@@ -104,8 +104,9 @@ from torch import nn
 
 from augment.data.keypoints import NUM_JOINTS
 from generators.base import Method, StepContext, TrainSchedule, inference_batch, register_method
-from generators.blocks import check_divisible, frozen  # G step: D is a fixed critic
-from generators.losses import bce_gan_loss, load_vgg_features
+from generators.blocks import check_divisible, check_upsample, frozen, upsample_layers
+from generators.losses import bce_gan_loss, feature_matching_loss, load_vgg_features
+from generators.identity_critic import IdentityCriticConfig, QualityTerms
 from generators.warp import warp_parts
 
 WARP_SKIPS = ("mask", "none")
@@ -139,6 +140,11 @@ class DeformConfig:
     nn_loss_area_size: int = 3  # k: nearest-neighbour loss over k x k (1 = plain L1)
     perceptual: bool = True  # content on VGG-19 block1_conv2 (else raw pixels)
     vgg_input: str = "torchvision"  # torchvision | keras (see the module docstring)
+    # Switches beyond the official recipe (their defaults are the official behaviour):
+    upsample: str = "convt"  # decoder: convt (official ConvT4 s2) | nearest | bilinear (+ Conv3)
+    lambda_fm: float = 0.0  # discriminator feature matching weight (0: off)
+    ema_decay: float = 0.0  # sample from an EMA of G's weights ("G_ema"; 0: off)
+    identity: IdentityCriticConfig = field(default_factory=IdentityCriticConfig)  # weight 0: off
     train: TrainSchedule = field(default_factory=TrainSchedule)
 
     def __post_init__(self):
@@ -159,6 +165,9 @@ class DeformConfig:
             raise ValueError("disc_filters needs at least one width")
         if self.nn_loss_area_size < 1 or self.nn_loss_area_size % 2 == 0:
             raise ValueError(f"nn_loss_area_size must be odd and >= 1, got {self.nn_loss_area_size}")
+        check_upsample(self.upsample)
+        if self.lambda_fm < 0 or not 0 <= self.ema_decay < 1:
+            raise ValueError(f"need lambda_fm >= 0 and 0 <= ema_decay < 1, got {self.lambda_fm}, {self.ema_decay}")
 
     @property
     def uses_perceptual(self) -> bool:
@@ -247,12 +256,13 @@ def down_block(c_in: int, c_out: int, norm: bool, eps: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def up_block(c_in: int, c_out: int, dropout: bool, eps: float) -> nn.Sequential:
+def up_block(c_in: int, c_out: int, dropout: bool, eps: float, upsample: str = "convt") -> nn.Sequential:
     """Official ``block(down=False, leaky=False)``: ReLU -> ConvT4x4 s2 'valid' + crop 1 (= padding
-    1, no bias) -> IN -> (Dropout 0.5). Doubles H and W."""
+    1, no bias) -> IN -> (Dropout 0.5). Doubles H and W. ``upsample`` nearest / bilinear: resize,
+    then conv3x3 'same' (zero padding, no bias) instead of the ConvT (blocks.upsample_layers)."""
     layers: list[nn.Module] = [
         nn.ReLU(),
-        nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=False),
+        *upsample_layers(c_in, c_out, upsample, kernel=4, bias=False, padding="zero"),
         KerasInstanceNorm(eps),
     ]
     if dropout:
@@ -306,7 +316,7 @@ class DeformGenerator(nn.Module):
         n = len(enc)
         ins = [skips[n - 1]] + [dec[i - 1] + skips[n - 1 - i] for i in range(1, n - 1)]
         self.decoder = nn.ModuleList(
-            up_block(ins[i], dec[i], dropout=i < cfg.dec_dropout, eps=eps) for i in range(n - 1)
+            up_block(ins[i], dec[i], dropout=i < cfg.dec_dropout, eps=eps, upsample=cfg.upsample) for i in range(n - 1)
         )
         self.output = nn.Sequential(nn.ReLU(), nn.Conv2d(dec[-1] + skips[0], 3, 3, padding=1, bias=True), nn.Tanh())
 
@@ -347,6 +357,14 @@ class DeformDiscriminator(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every stage (first conv, each down block); the last is :meth:`logits`."""
+        out = []
+        for layer in self.model:
+            x = layer(x)
+            out.append(x)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x))
@@ -418,7 +436,7 @@ def pose_inputs(
 
 
 @register_method
-class DeformableGAN(Method):
+class DeformableGAN(QualityTerms, Method):
     """Deformable GAN with the official loss recipe (see the module docstring)."""
 
     name = "deform"
@@ -426,10 +444,11 @@ class DeformableGAN(Method):
     presets = DEFORM_PRESETS
 
     def build_networks(self, cfg: DeformConfig) -> dict[str, nn.Module]:
-        return {"G": init_keras(DeformGenerator(cfg)), "D": init_keras(DeformDiscriminator(cfg))}
+        G = init_keras(DeformGenerator(cfg))
+        return {"G": G, "D": init_keras(DeformDiscriminator(cfg)), **self.quality_networks(G, cfg)}
 
     def generate(self, nets, src_img, src_kps, tgt_kps) -> torch.Tensor:
-        G = nets["G"]
+        G = self.sampler(nets)
         x = inference_batch(G, src_img, src_kps, tgt_kps, lambda img: check_divisible(img, G.downsampling))
         return G(x.src_img, **pose_inputs(G, x.src_kps, x.tgt_kps, x.size, x.device))
 
@@ -481,9 +500,23 @@ class DeformableGAN(Method):
         # G step against the updated, frozen D --------------------------------------------------
         with frozen(D):
             with ctx.autocast():
-                loss_gan = cfg.gan_penalty_weight * bce_gan_loss(D.logits(torch.cat([P1, BP1, fake, BP2], 1)), True)
+                fake_in = torch.cat([P1, BP1, fake, BP2], 1)
+                extra = {}
+                if cfg.lambda_fm > 0:  # D's stages on the fake quadruple against the real one
+                    fake_feats = D.features(fake_in)
+                    with torch.no_grad():
+                        real_feats = D.features(real_in)
+                    extra["FM"] = cfg.lambda_fm * feature_matching_loss(fake_feats[:-1], real_feats[:-1])
+                    logits_fake = fake_feats[-1]
+                else:
+                    logits_fake = D.logits(fake_in)
+                loss_gan = cfg.gan_penalty_weight * bce_gan_loss(logits_fake, True)
                 loss_content = cfg.l1_penalty_weight * self.content_loss(ctx, fake, P2)
+                extra.update(self.identity_term(nets, ctx, fake, x))
             loss_G = loss_gan + loss_content
+            for term in extra.values():  # none in the official recipes
+                loss_G = loss_G + term
             ctx.backward_step(loss_G, opts["G"])
-        terms = {"G": loss_G, "content": loss_content, "G_GAN": loss_gan}
-        return ctx.finish({**terms, "D": loss_D, "D_real": loss_real, "D_fake": loss_fake})
+        critic = self.after_generator_step(nets, opts, ctx, x)
+        terms = {"G": loss_G, "content": loss_content, "G_GAN": loss_gan, **extra}
+        return ctx.finish({**terms, "D": loss_D, "D_real": loss_real, "D_fake": loss_fake, **critic})

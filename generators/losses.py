@@ -16,6 +16,9 @@ image pool.
 - :func:`bce_gan_loss` — BCE against all-ones / all-zeros targets, computed from the
   discriminator's pre-sigmoid map in fp32 (``BCE(sigmoid(z))`` in fp16/bf16 saturates; the
   with-logits form is the same function, numerically stable, and allowed under autocast).
+- :func:`feature_matching_loss` — pix2pixHD's discriminator feature matching: mean over the
+  discriminator's layers of the L1 between its activations on the generated and the real input
+  (a perceptual-like term that needs no pretrained weights).
 - :class:`ImagePool` — the pix2pix history buffer of generated samples (size 50 in PATN) with its
   own seeded, checkpointable RNG.
 """
@@ -132,6 +135,21 @@ def load_vgg19_features(path: str | os.PathLike | None = None, num_layers: int =
             )
         sub[key] = state[full]
     net.load_state_dict(sub)
+    return freeze(net)
+
+
+def random_vgg19_features(num_layers: int = 4, seed: int = 0) -> nn.Sequential:
+    """A frozen VGG-19 ``features[:num_layers]`` with torchvision's random initialisation (conv
+    weights Kaiming-normal, fan-out, ReLU gain; biases 0), drawn from ``seed`` without touching
+    the global RNG: the "random-weights perceptual loss" baseline, which needs no file."""
+    net = vgg19_prefix(num_layers)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                std = (2.0 / (m.out_channels * m.kernel_size[0] * m.kernel_size[1])) ** 0.5
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
+                m.bias.zero_()
     return freeze(net)
 
 
@@ -278,6 +296,15 @@ def bce_gan_loss(logits: torch.Tensor, target_is_real: bool) -> torch.Tensor:
         logits = logits.float()
         target = torch.ones_like(logits) if target_is_real else torch.zeros_like(logits)
         return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def feature_matching_loss(fake: Sequence[torch.Tensor], real: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(1/L) sum_l mean |D_l(fake) - D_l(real)| over the L matched activations (any shapes, pairwise
+    equal), in fp32; the real activations are treated as constants (detached)."""
+    if len(fake) != len(real) or not fake:
+        raise ValueError(f"feature matching needs matching, non-empty layer lists ({len(fake)} vs {len(real)})")
+    terms = [F.l1_loss(f.float(), r.detach().float()) for f, r in zip(fake, real)]
+    return sum(terms) / len(terms)
 
 
 # ----------------------------------------------------------------------------------------------

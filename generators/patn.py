@@ -101,8 +101,28 @@ from torch import nn
 
 from augment.data.keypoints import NUM_JOINTS
 from generators.base import Method, StepContext, TrainSchedule, inference_batch, register_method
-from generators.blocks import ResnetBlock, check_divisible, conv_bias, frozen, init_weights, norm_layer, pad_layers
-from generators.losses import VGG19_LAYERS, ImagePool, PerceptualL1, VGGFeatures, bce_gan_loss, load_vgg19_features
+from generators.blocks import (
+    ResnetBlock,
+    check_divisible,
+    check_upsample,
+    conv_bias,
+    frozen,
+    init_weights,
+    norm_layer,
+    pad_layers,
+    upsample_layers,
+)
+from generators.losses import (
+    VGG19_LAYERS,
+    ImagePool,
+    PerceptualL1,
+    VGGFeatures,
+    bce_gan_loss,
+    feature_matching_loss,
+    load_vgg19_features,
+    random_vgg19_features,
+)
+from generators.identity_critic import IdentityCriticConfig, QualityTerms
 
 # ----------------------------------------------------------------------------------------------
 # Config and presets
@@ -130,14 +150,25 @@ class PATNConfig:
     lambda_perceptual: float = 10.0  # lambda_B
     perceptual: bool = True  # train with the VGG-19 relu1_2 term (needs weights)
     perceptual_layers: int = 4  # VGG-19 features[:4] = relu1_2 (official index 3, inclusive)
+    perceptual_weights: str = "imagenet"  # imagenet (official: the file) | random (frozen seeded init, no file)
     pool_size: int = 50
     with_d_pb: bool = True
     with_d_pp: bool = True
+    # Switches beyond the official recipe (their defaults are the official behaviour):
+    upsample: str = "convt"  # decoder: convt (official ConvT3 s2) | nearest | bilinear (+ Conv3)
+    lambda_fm: float = 0.0  # discriminator feature matching weight (0: off)
+    ema_decay: float = 0.0  # sample from an EMA of G's weights ("G_ema"; 0: off)
+    identity: IdentityCriticConfig = field(default_factory=IdentityCriticConfig)  # weight 0: off
     train: TrainSchedule = field(default_factory=TrainSchedule)
 
     def __post_init__(self):
         norm_layer(self.norm)
         pad_layers(self.padding, 1)
+        check_upsample(self.upsample)
+        if self.perceptual_weights not in ("imagenet", "random"):
+            raise ValueError(f"perceptual_weights must be imagenet or random, got {self.perceptual_weights!r}")
+        if self.lambda_fm < 0 or not 0 <= self.ema_decay < 1:
+            raise ValueError(f"need lambda_fm >= 0 and 0 <= ema_decay < 1, got {self.lambda_fm}, {self.ema_decay}")
         if self.n_blocks < 0 or self.n_downsampling < 0:
             raise ValueError("n_blocks and n_downsampling must be >= 0")
         if not 0 <= self.d_downsampling <= 2:
@@ -206,14 +237,17 @@ def encoder_layers(in_channels: int, ngf: int, n_down: int, norm: str) -> list[n
     return layers
 
 
-def decoder_layers(ngf: int, n_down: int, norm: str, out_channels: int = 3) -> list[nn.Module]:
-    """n_down x [ConvT3 s2 p1 op1-Norm-ReLU] halving width, then ReflPad3-Conv7(bias)-Tanh."""
+def decoder_layers(
+    ngf: int, n_down: int, norm: str, out_channels: int = 3, upsample: str = "convt", padding: str = "reflect"
+) -> list[nn.Module]:
+    """n_down x [ConvT3 s2 p1 op1-Norm-ReLU] halving width, then ReflPad3-Conv7(bias)-Tanh.
+    ``upsample`` nearest / bilinear: each ConvT3 becomes resize-Pad-Conv3 (blocks.upsample_layers)."""
     make_norm, bias = norm_layer(norm), conv_bias(norm)
     layers: list[nn.Module] = []
     for i in range(n_down):
         c = ngf * 2 ** (n_down - i)
         layers += [
-            nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
+            *upsample_layers(c, c // 2, upsample, bias=bias, padding=padding),
             make_norm(c // 2),
             nn.ReLU(True),
         ]
@@ -259,7 +293,15 @@ class PATNBody(nn.Module):
     """Official PATNModel: the two encoders, the PATB cascade and the decoder."""
 
     def __init__(
-        self, pose_channels: int, ngf: int, n_blocks: int, n_down: int, norm: str, padding: str, dropout: bool
+        self,
+        pose_channels: int,
+        ngf: int,
+        n_blocks: int,
+        n_down: int,
+        norm: str,
+        padding: str,
+        dropout: bool,
+        upsample: str = "convt",
     ):
         super().__init__()
         dim = ngf * 2**n_down
@@ -268,7 +310,7 @@ class PATNBody(nn.Module):
         self.att = nn.ModuleList(
             PATBlock(dim, dim if i == 0 else 2 * dim, norm, padding, dropout) for i in range(n_blocks)
         )
-        self.stream1_up = nn.Sequential(*decoder_layers(ngf, n_down, norm))
+        self.stream1_up = nn.Sequential(*decoder_layers(ngf, n_down, norm, upsample=upsample, padding=padding))
 
     def forward(self, src_img: torch.Tensor, pose_pair: torch.Tensor) -> torch.Tensor:
         x1, x2 = self.stream1_down(src_img), self.stream2_down(pose_pair)
@@ -287,7 +329,7 @@ class PATNGenerator(nn.Module):
     def __init__(self, cfg: PATNConfig, pose_channels: int = 2 * NUM_JOINTS):
         super().__init__()
         self.model = PATNBody(
-            pose_channels, cfg.ngf, cfg.n_blocks, cfg.n_downsampling, cfg.norm, cfg.padding, cfg.dropout
+            pose_channels, cfg.ngf, cfg.n_blocks, cfg.n_downsampling, cfg.norm, cfg.padding, cfg.dropout, cfg.upsample
         )
         self.pose_sigma = cfg.pose_sigma
         self.n_downsampling = cfg.n_downsampling
@@ -306,7 +348,7 @@ class ResnetGenerator(nn.Module):
         self.model = nn.Sequential(
             *encoder_layers(3 + pose_channels, cfg.ngf, cfg.n_downsampling, cfg.norm),
             *(ResnetBlock(dim, cfg.norm, cfg.padding, cfg.dropout) for _ in range(cfg.n_blocks)),
-            *decoder_layers(cfg.ngf, cfg.n_downsampling, cfg.norm),
+            *decoder_layers(cfg.ngf, cfg.n_downsampling, cfg.norm, upsample=cfg.upsample, padding=cfg.padding),
         )
         self.pose_sigma = cfg.pose_sigma
         self.n_downsampling = cfg.n_downsampling
@@ -343,6 +385,18 @@ class ResnetDiscriminator(nn.Module):
         for layer in self.model[:-1]:
             x = layer(x)
         return x
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Activations after every ReLU of the encoder and every ResnetBlock; the last is
+        :meth:`logits` (feature matching uses the others)."""
+        out = []
+        for layer in self.model[:-1]:
+            x = layer(x)
+            if isinstance(layer, (nn.ReLU, ResnetBlock)):
+                out.append(x)
+        if not out or out[-1] is not x:
+            out.append(x)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model[-1](self.logits(x))
@@ -421,7 +475,7 @@ def pose_heatmaps(kps, size: tuple[int, int], sigma: float, device: torch.device
 
 
 @register_method
-class PATN(Method):
+class PATN(QualityTerms, Method):
     """PATN with the official loss recipe (see the module docstring)."""
 
     name = "patn"
@@ -431,7 +485,7 @@ class PATN(Method):
 
     def build_networks(self, cfg: PATNConfig) -> dict[str, nn.Module]:
         G = init_weights(self.generator_class(cfg), "normal")
-        return {"G": G, **build_discriminators(cfg)}
+        return {"G": G, **build_discriminators(cfg), **self.quality_networks(G, cfg)}
 
     def pose_pair(self, G: nn.Module, src_kps, tgt_kps, size, device) -> torch.Tensor:
         """cat(BP1, BP2): (B,36,H,W), source maps first (official order)."""
@@ -441,19 +495,22 @@ class PATN(Method):
         )
 
     def generate(self, nets, src_img, src_kps, tgt_kps) -> torch.Tensor:
-        G = nets["G"]
+        G = self.sampler(nets)
         x = inference_batch(G, src_img, src_kps, tgt_kps, lambda img: check_divisible(img, G.n_downsampling))
         return G(x.src_img, self.pose_pair(G, x.src_kps, x.tgt_kps, x.size, x.device))
 
     def required_weights(self, cfg: PATNConfig) -> list[str]:
-        return ["vgg19"] if cfg.uses_perceptual else []
+        return ["vgg19"] if cfg.uses_perceptual and cfg.perceptual_weights == "imagenet" else []
 
     def make_context(
         self, nets, cfg: PATNConfig, *, device="cpu", amp_dtype=None, seed: int = 0, vgg_weights=None
     ) -> StepContext:
         ctx = super().make_context(nets, cfg, device=device, amp_dtype=amp_dtype, seed=seed, vgg_weights=vgg_weights)
         if cfg.uses_perceptual:  # raises MissingWeightsError before any training
-            features = load_vgg19_features(vgg_weights, cfg.perceptual_layers)  # [:4]: up to relu1_2
+            if cfg.perceptual_weights == "random":
+                features = random_vgg19_features(cfg.perceptual_layers, seed)
+            else:
+                features = load_vgg19_features(vgg_weights, cfg.perceptual_layers)  # [:4]: up to relu1_2
             extractor = VGGFeatures(features, (VGG19_LAYERS[cfg.perceptual_layers - 1],))
             ctx.losses["perceptual"] = PerceptualL1(extractor).to(ctx.device)
         for i, name in enumerate(("D_PP", "D_PB")):
@@ -473,21 +530,14 @@ class PATN(Method):
         # G step ---------------------------------------------------------------------------------
         with ctx.autocast():
             fake = G(P1, torch.cat([BP1, BP2], dim=1))
-        zero = P1.new_zeros(())
+        critics = [(D, cond) for D, cond in ((D_PB, BP2), (D_PP, P1)) if D is not None]  # official order
         with frozen(D_PB, D_PP):
             with ctx.autocast():
-                loss_l1 = F.l1_loss(fake.float(), P2) * cfg.lambda_l1
-                loss_perc = (
-                    ctx.losses["perceptual"](fake, P2) * cfg.lambda_perceptual if "perceptual" in ctx.losses else zero
-                )
-                gan_terms = []
-                if D_PB is not None:
-                    gan_terms.append(bce_gan_loss(D_PB.logits(torch.cat([fake, BP2], 1)), True))
-                if D_PP is not None:
-                    gan_terms.append(bce_gan_loss(D_PP.logits(torch.cat([fake, P1], 1)), True))
-                loss_gan = sum(gan_terms) * cfg.lambda_gan / len(gan_terms) if gan_terms else zero
-            loss_G = loss_l1 + loss_perc + loss_gan
+                g_terms = self.generator_losses(ctx, fake, P2, critics)
+                g_terms.update(self.identity_term(nets, ctx, fake, x))
+            loss_G = sum(g_terms.values())
             ctx.backward_step(loss_G, opts["G"])
+        extra = self.after_generator_step(nets, opts, ctx, x)
 
         # D steps: real pair vs. a pooled fake pair --------------------------------------------
         fake = fake.detach().float()
@@ -505,7 +555,33 @@ class PATN(Method):
                 )
             ctx.backward_step(loss_D, opts[name])
             d_losses[name] = loss_D.detach()
-        return ctx.finish({"G": loss_G, "L1": loss_l1, "perceptual": loss_perc, "G_GAN": loss_gan, **d_losses})
+        return ctx.finish({"G": loss_G, **g_terms, **d_losses, **extra})
+
+    def generator_losses(self, ctx: StepContext, fake, real, critics) -> dict[str, torch.Tensor]:
+        """G's weighted terms: L1, perceptual, G_GAN (the mean BCE over the critics), and FM
+        (feature matching on each critic's activations, only when ``lambda_fm`` > 0).
+        ``critics``: [(D, condition)], each D judging cat(image, condition)."""
+        cfg: PATNConfig = ctx.config
+        zero = fake.new_zeros((), dtype=torch.float32)
+        terms = {"L1": F.l1_loss(fake.float(), real) * cfg.lambda_l1}
+        terms["perceptual"] = (
+            ctx.losses["perceptual"](fake, real) * cfg.lambda_perceptual if "perceptual" in ctx.losses else zero
+        )
+        gan, fm = [], []
+        for D, condition in critics:
+            fake_in = torch.cat([fake, condition], 1)
+            if cfg.lambda_fm > 0:
+                fake_feats = D.features(fake_in)
+                with torch.no_grad():
+                    real_feats = D.features(torch.cat([real.to(fake.dtype), condition], 1))
+                fm.append(feature_matching_loss(fake_feats[:-1], real_feats[:-1]))
+                gan.append(bce_gan_loss(fake_feats[-1], True))
+            else:
+                gan.append(bce_gan_loss(D.logits(fake_in), True))
+        terms["G_GAN"] = sum(gan) * cfg.lambda_gan / len(gan) if gan else zero
+        if cfg.lambda_fm > 0:
+            terms["FM"] = sum(fm) * cfg.lambda_fm / len(fm) if fm else zero
+        return terms
 
 
 @register_method
