@@ -105,8 +105,8 @@ from torch import nn
 from augment.data.keypoints import NUM_JOINTS
 from generators.base import Method, StepContext, TrainSchedule, inference_batch, register_method
 from generators.blocks import check_divisible, check_upsample, frozen, upsample_layers
-from generators.losses import bce_gan_loss, feature_matching_loss, load_vgg_features
 from generators.identity_critic import IdentityCriticConfig, QualityTerms
+from generators.losses import bce_gan_loss, feature_matching_loss, load_vgg_features
 from generators.warp import warp_parts
 
 WARP_SKIPS = ("mask", "none")

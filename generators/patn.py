@@ -112,6 +112,7 @@ from generators.blocks import (
     pad_layers,
     upsample_layers,
 )
+from generators.identity_critic import IdentityCriticConfig, QualityTerms
 from generators.losses import (
     VGG19_LAYERS,
     ImagePool,
@@ -122,7 +123,6 @@ from generators.losses import (
     load_vgg19_features,
     random_vgg19_features,
 )
-from generators.identity_critic import IdentityCriticConfig, QualityTerms
 
 # ----------------------------------------------------------------------------------------------
 # Config and presets

@@ -18,8 +18,8 @@ from generators import identity, quality_curve
 from generators.base import build, count_flops, count_parameters
 from generators.blocks import WeightEMA, upsample_layers
 from generators.checkpoint import load, save
-from generators.losses import feature_matching_loss
 from generators.identity_critic import IdentityEncoder, pair_contrastive_loss, recognition_loss
+from generators.losses import feature_matching_loss
 
 H, W = 128, 64
 TINY_PATN = {"ngf": 4, "n_blocks": 2, "ndf": 4, "d_blocks": 1, "pool_size": 3}
