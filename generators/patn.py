@@ -212,9 +212,7 @@ SYNTH_SCHEDULE = TrainSchedule(
 
 # 2-core CPU size: ~4 GFLOPs of training work per image (G forward 0.71 GFLOPs).
 # resize + conv decoder and an EMA of G's weights: measured better at equal iterations (docstring).
-SYNTH_NETS = dict(
-    ngf=8, ndf=8, d_blocks=1, perceptual=False, upsample="nearest", ema_decay=0.999, train=SYNTH_SCHEDULE
-)
+SYNTH_NETS = dict(ngf=8, ndf=8, d_blocks=1, perceptual=False, upsample="nearest", ema_decay=0.999, train=SYNTH_SCHEDULE)
 
 PATN_PRESETS = {
     "market": PATNConfig(train=MARKET_SCHEDULE),
