@@ -78,15 +78,11 @@ image (3 x G forward + 8 x D forwards). It trains WITHOUT the perceptual term: V
 cannot be assumed on offline machines (turn it on with ``--set perceptual=true`` and
 ``--vgg-weights``). Two quality switches differ from the official structure, neither touching the
 attention blocks: the decoder upsamples by nearest resize + Conv3 instead of ConvT3 stride 2 (same
-parameters; the transposed conv's uneven overlap paints a checkerboard on the small network), and
-samples come from an EMA (decay 0.999) of G's weights (``G_ema``). Measured on the embedded test
-pairs (first 1,000, 1,000 iterations each, seed 0): SSIM / mask-SSIM 0.2402 / 0.8460 with the
-official decoder, 0.2657 / 0.8566 with resize + conv, 0.2802 / 0.8559 with the EMA on top; the
-re-ID identity proxy (``generators.identity``, Rank-1 of generated images among real ones) 19.6%
--> 23.5%. Discriminator feature matching (``--set lambda_fm=...``) and the online identity critic
-(``--set identity.weight=...``) are available and measured no better (docs/methods.md). ``market``
-needs them and stops before training with
-MissingWeightsError (naming the file, ``--vgg-weights PATH`` and ``--no-perceptual``).
+parameters, no checkerboard), and samples come from an EMA (decay 0.999) of G's weights (``G_ema``).
+At equal iterations they lifted test-pair SSIM 0.2402 -> 0.2802 and the re-ID identity proxy
+19.6% -> 23.5% (docs/methods.md, with the switches measured and left off). ``market`` needs the
+VGG-19 weights and stops before training with MissingWeightsError (naming the file,
+``--vgg-weights PATH`` and ``--no-perceptual``).
 
 Resnet baseline (method ``resnet``). The paper's ablation (Sec. 4.3, Table 3) compares PATN with
 a "Resnet generator" of 5/9/13 residual blocks; the repository ships no code for it. Read here as
@@ -210,7 +206,7 @@ SYNTH_SCHEDULE = TrainSchedule(
     num_workers=2,
 )
 
-# 2-core CPU size: ~4 GFLOPs of training work per image (G forward 0.71 GFLOPs).
+# 2-core CPU size: ~4 GFLOPs of training work per image (G forward 0.74 GFLOPs).
 # resize + conv decoder and an EMA of G's weights: measured better at equal iterations (docstring).
 SYNTH_NETS = dict(ngf=8, ndf=8, d_blocks=1, perceptual=False, upsample="nearest", ema_decay=0.999, train=SYNTH_SCHEDULE)
 

@@ -45,7 +45,8 @@ def make_contrast_checkpoint(path: Path, data: Path) -> Path:
     recs = [r for r in ds.train if r.name in ann][:16]
     imgs = np.stack([read_rgb(r.path) for r in recs])
     kps = np.stack([ann[r.name] for r in recs]).astype(np.int64)
-    bundle = build("patn", "synth", ngf=8, n_blocks=1, ndf=8, seed=0)
+    # the official decoder and no EMA copy: generate() must run the G whose weights are set here
+    bundle = build("patn", "synth", ngf=8, n_blocks=1, ndf=8, upsample="convt", ema_decay=0.0, seed=0)
     _kaiming(bundle.nets, seed=1)
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
     bundle.nets.train()

@@ -64,7 +64,7 @@ def test_file_is_self_describing_and_plain(saved):
     assert data["format"] == FORMAT and data["iteration"] == 5 and data["dataset_fingerprint"] == "abcd" * 4
     assert data["code_version"] == code_version() and code_version().startswith("0.1.0")
     assert data["content_hash"] == weights_hash(data["nets"])
-    assert set(data["nets"]) == {"G", "D_PB", "D_PP"}
+    assert set(data["nets"]) == {"G", "G_ema", "D_PB", "D_PP"}  # the synth preset samples from an EMA of G
     assert data["config"]["train"]["decay_start"] == 11
 
 
