@@ -40,17 +40,17 @@ def ray_session(address: str | None, *, num_cpus: int | None = None, num_gpus: i
     import ray
 
     _quiet_ray_env()
+    if address and address.startswith(("http://", "https://")):  # refused whether or not Ray is running
+        raise UsageError(
+            "--address",
+            f"{address} (or RAY_ADDRESS) is a job-submission (dashboard) address; "
+            "submit with `python -m cluster.submit --address URL -- ...`, or give the cluster's "
+            "GCS address (host:6379)",
+        )
     if ray.is_initialized():
         yield ray
         return
     if address:
-        if address.startswith(("http://", "https://")):
-            raise UsageError(
-                "--address",
-                f"{address} (or RAY_ADDRESS) is a job-submission (dashboard) address; "
-                "submit with `python -m cluster.submit --address URL -- ...`, or give the cluster's "
-                "GCS address (host:6379)",
-            )
         # a submitted job already carries its working_dir runtime_env; ray.init inherits it.
         # Actor output goes to the driver so that it shows in `ray job logs`.
         ray.init(address=address, log_to_driver=True)
