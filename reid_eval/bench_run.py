@@ -5,10 +5,13 @@
 runs what is left on ``jobs`` processes (one torch thread each on CPU): the generator trainings first (the
 longest jobs, and the ones other cells wait for), then every re-ID training whose set can be built; when a
 generator finishes, the sets of its cells are built (in this process, ``augment.run``'s library) and their
-trainings queued. Cells whose sets are identical (same files and generator checkpoint) and whose trainings are
-the same (model, recipe, seed, epochs, batch, images per epoch) train once; the others reuse that training's
-metrics. Every finished training writes its cells' ``cell.json`` and the results so far. With one job (CUDA,
-or ``--jobs 1``) everything runs in this process, one job after another, its output shown.
+trainings queued, longest first. Short trainings (under half the longest of their batch, e.g. ``none`` on a
+reduced set) wait until every generator has finished, so they run last, beside the grid's last long training,
+on a process that would otherwise sit idle (:func:`defer_short`). Cells whose sets are identical (same files
+and generator checkpoint) and whose trainings are the same (model, recipe, seed, epochs, batch, images per
+epoch) train once; the others reuse that training's metrics. Every finished training writes its cells'
+``cell.json`` and the results so far. With one job (CUDA, or ``--jobs 1``) everything runs in this process,
+one job after another, its output shown.
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ from reid_eval.bench_report import RESULT_COLUMNS
 from reid_eval.bench_stats import LEARNT, add_recovery
 from reid_eval.features import METRIC_FILE
 
-__all__ = ["BenchError", "Prepared", "prepare", "Scheduler", "collect_results", "cell_dir", "CELL_FILE"]
+__all__ = ["BenchError", "Prepared", "prepare", "Scheduler", "collect_results", "cell_dir", "defer_short", "CELL_FILE"]
 
 CELL_FILE = "cell.json"
+SHORT_SHARE = 0.5  # a training with under this share of its batch's longest per-epoch images is short
 
 
 class BenchError(ValueError):
@@ -367,6 +371,7 @@ class Scheduler:
         self.inflight: dict[tuple, list[_Pending]] = {}  # train key -> cells waiting for that training
         self.futures: dict[Future, tuple] = {}
         self.waiting: dict[str, list[Cell]] = {}  # generator name -> cells whose sets wait for it
+        self.held: list[list[_Pending]] = []  # short trainings queued once every generator has finished
         self.pool = _InlinePool()
         self.verbose, self.threads = True, opts.threads
 
@@ -406,7 +411,10 @@ class Scheduler:
             print(f"[bench] training the {generator.method} generator {generator.name} -> {generator.folder}")
             self._submit(train_generator, job, ("generator", generator))
         self._start(ready)
-        while self.futures:
+        while self.futures or self.held:
+            if not self.futures:  # nothing left to wait for: the held trainings go now
+                self._release_held()
+                continue
             done, _ = wait(list(self.futures), return_when=FIRST_COMPLETED)
             for future in done:
                 self._handle(future)
@@ -424,6 +432,8 @@ class Scheduler:
             write_record(what, result["seconds"])
             print(f"[bench] generator {what.name} trained ({result['seconds'] / 60:.1f} min)")
             self._start(self.waiting.pop(what.name))
+            if not self.waiting:
+                self._release_held()
         else:
             self._record(what, result)
 
@@ -460,14 +470,24 @@ class Scheduler:
                 self.inflight[p.key].append(p)
             else:
                 new.setdefault(p.key, []).append(p)
-        for group in sorted(new.values(), key=lambda g: -g[0].images_per_epoch):  # largest first balances workers
-            first = group[0]
-            self.inflight[first.key] = group
-            print(
-                f"[bench] queued {first.cell.model} {first.cell.name} ({first.images_per_epoch} images per epoch)"
-                f" -> {first.cell_dir / 'train.log'}"
-            )
-            self._submit(train_cell, self._training_job(first), ("cell", first.key))
+        now, later = defer_short(list(new.values()), generators_pending=bool(self.waiting))
+        self.held += later
+        for group in now:
+            self._queue(group)
+
+    def _queue(self, group: list[_Pending]) -> None:
+        first = group[0]
+        self.inflight[first.key] = group
+        print(
+            f"[bench] queued {first.cell.model} {first.cell.name} ({first.images_per_epoch} images per epoch)"
+            f" -> {first.cell_dir / 'train.log'}"
+        )
+        self._submit(train_cell, self._training_job(first), ("cell", first.key))
+
+    def _release_held(self) -> None:
+        held, self.held = self.held, []
+        for group in held:
+            self._queue(group)
 
     def _training_job(self, p: _Pending) -> dict:
         """What a (worker) process needs to train a cell: picklable TrainOptions fields."""
@@ -505,6 +525,18 @@ class Scheduler:
             "min so far"
         )
         self.on_result()
+
+
+def defer_short(groups: list[list], generators_pending: bool) -> tuple[list[list], list[list]]:
+    """(now, later): training groups (lists of cells sharing one training, each with ``images_per_epoch``) in the
+    order to queue them now, longest first (it balances the workers), and the short ones to hold back while a
+    generator still trains: the pool runs jobs in submission order, so a short training queued early runs mid-grid,
+    while held back it fills a process at the end, when the last long training would run alone."""
+    ordered = sorted(groups, key=lambda g: -g[0].images_per_epoch)
+    if not generators_pending or not ordered:
+        return ordered, []
+    cut = SHORT_SHARE * ordered[0][0].images_per_epoch
+    return [g for g in ordered if g[0].images_per_epoch >= cut], [g for g in ordered if g[0].images_per_epoch < cut]
 
 
 def _metric_seconds(folder: Path) -> float:

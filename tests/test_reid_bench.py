@@ -295,3 +295,32 @@ def test_published_numbers_are_consistent():
     assert published.DEFORM_TABLE4["IDE + Euclidean"] == (73.9, 48.8, 78.5, 55.9)
     assert published.method_label("patn*") == "PATN*" and published.method_label("pg2*") == "PG2*"
     assert published.column_key(portion=0.30000000000000004) == 0.3 and published.column_key(ratio=3) == "3x"
+
+
+def test_short_trainings_wait_for_every_generator(monkeypatch, capsys):
+    """The pool runs jobs in submission order: a `none` cell (182 images per epoch beside 1,854) queued at the start
+    would run mid-grid; held back until the last generator has finished, it runs last, beside the last long one."""
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    sizes = {"none-s0": 182, "copy-s0": 1854, "none-iters-s0": 1854, "patn-s0": 1854, "patn-s1": 1873}
+    queued = []
+    monkeypatch.setattr(
+        bench_run.Scheduler, "_pending", lambda self, c: SimpleNamespace(key=c, images_per_epoch=sizes[c], cell=c)
+    )
+    monkeypatch.setattr(bench_run.Scheduler, "_queue", lambda self, group: queued.append(group[0].key))
+    monkeypatch.setattr(bench_run, "write_record", lambda *a: None)
+    scheduler = bench_run.Scheduler(SimpleNamespace(generators={}), SimpleNamespace(threads=None), None, None, 0.0)
+    scheduler.waiting = {"patn-full": ["patn-s0"], "patn-disjoint": ["patn-s1"]}
+    scheduler._start(["none-s0", "copy-s0", "none-iters-s0"])
+    assert queued == ["copy-s0", "none-iters-s0"]
+    for name in ("patn-full", "patn-disjoint"):
+        done = Future()
+        done.set_result({"seconds": 1.0})
+        scheduler.futures[done] = ("generator", SimpleNamespace(name=name))
+        scheduler._handle(done)
+        assert ("none-s0" in queued) == (name == "patn-disjoint")  # held until the last generator is done
+    assert queued == ["copy-s0", "none-iters-s0", "patn-s0", "patn-s1", "none-s0"] and not scheduler.held
+    # without a generator in training nothing waits: longest first
+    now, later = bench_run.defer_short([[SimpleNamespace(images_per_epoch=n)] for n in (182, 1909)], False)
+    assert [g[0].images_per_epoch for g in now] == [1909, 182] and later == []
