@@ -371,7 +371,7 @@ class Scheduler:
         self.inflight: dict[tuple, list[_Pending]] = {}  # train key -> cells waiting for that training
         self.futures: dict[Future, tuple] = {}
         self.waiting: dict[str, list[Cell]] = {}  # generator name -> cells whose sets wait for it
-        self.held: list[list[_Pending]] = []  # short trainings queued once every generator has finished
+        self.held: dict[tuple, list[_Pending]] = {}  # train key -> a short training queued once no generator trains
         self.pool = _InlinePool()
         self.verbose, self.threads = True, opts.threads
 
@@ -466,12 +466,12 @@ class Scheduler:
                 _finish_cell(p, json.loads((source / "metrics.json").read_text()), p.set_seconds, source)
                 print(f"[bench] {cell.model} {cell.name}: same training set as {source}: metrics reused")
                 self.on_result()
-            elif p.key in self.inflight:
-                self.inflight[p.key].append(p)
+            elif p.key in self.inflight or p.key in self.held:
+                (self.inflight if p.key in self.inflight else self.held)[p.key].append(p)
             else:
                 new.setdefault(p.key, []).append(p)
         now, later = defer_short(list(new.values()), generators_pending=bool(self.waiting))
-        self.held += later
+        self.held.update((group[0].key, group) for group in later)
         for group in now:
             self._queue(group)
 
@@ -485,8 +485,8 @@ class Scheduler:
         self._submit(train_cell, self._training_job(first), ("cell", first.key))
 
     def _release_held(self) -> None:
-        held, self.held = self.held, []
-        for group in held:
+        held, self.held = self.held, {}
+        for group in held.values():
             self._queue(group)
 
     def _training_job(self, p: _Pending) -> dict:

@@ -303,16 +303,26 @@ def test_short_trainings_wait_for_every_generator(monkeypatch, capsys):
     from concurrent.futures import Future
     from types import SimpleNamespace
 
-    sizes = {"none-s0": 182, "copy-s0": 1854, "none-iters-s0": 1854, "patn-s0": 1854, "patn-s1": 1873}
-    queued = []
+    sizes = {"none-s0": 182, "none-s0-again": 182, "copy-s0": 1854, "none-iters-s0": 1854, "patn-s0": 1854}
+    sizes["patn-s1"] = 1873
+    keys = {"none-s0-again": "none-s0"}  # another cell of the same training: it joins the held one
+    queued, group_sizes = [], {}
     monkeypatch.setattr(
-        bench_run.Scheduler, "_pending", lambda self, c: SimpleNamespace(key=c, images_per_epoch=sizes[c], cell=c)
+        bench_run.Scheduler,
+        "_pending",
+        lambda self, c: SimpleNamespace(key=keys.get(c, c), images_per_epoch=sizes[c], cell=c),
     )
-    monkeypatch.setattr(bench_run.Scheduler, "_queue", lambda self, group: queued.append(group[0].key))
+
+    def queue(self, group):
+        queued.append(group[0].key)
+        group_sizes[group[0].key] = len(group)
+
+    monkeypatch.setattr(bench_run.Scheduler, "_queue", queue)
     monkeypatch.setattr(bench_run, "write_record", lambda *a: None)
     scheduler = bench_run.Scheduler(SimpleNamespace(generators={}), SimpleNamespace(threads=None), None, None, 0.0)
     scheduler.waiting = {"patn-full": ["patn-s0"], "patn-disjoint": ["patn-s1"]}
     scheduler._start(["none-s0", "copy-s0", "none-iters-s0"])
+    scheduler._start(["none-s0-again"])
     assert queued == ["copy-s0", "none-iters-s0"]
     for name in ("patn-full", "patn-disjoint"):
         done = Future()
@@ -321,6 +331,7 @@ def test_short_trainings_wait_for_every_generator(monkeypatch, capsys):
         scheduler._handle(done)
         assert ("none-s0" in queued) == (name == "patn-disjoint")  # held until the last generator is done
     assert queued == ["copy-s0", "none-iters-s0", "patn-s0", "patn-s1", "none-s0"] and not scheduler.held
+    assert group_sizes["none-s0"] == 2  # trained once for both cells
     # without a generator in training nothing waits: longest first
     now, later = bench_run.defer_short([[SimpleNamespace(images_per_epoch=n)] for n in (182, 1909)], False)
     assert [g[0].images_per_epoch for g in now] == [1909, 182] and later == []
