@@ -411,10 +411,7 @@ class Scheduler:
             print(f"[bench] training the {generator.method} generator {generator.name} -> {generator.folder}")
             self._submit(train_generator, job, ("generator", generator))
         self._start(ready)
-        while self.futures or self.held:
-            if not self.futures:  # nothing left to wait for: the held trainings go now
-                self._release_held()
-                continue
+        while self.futures:  # a held training is queued when the last generator future is handled
             done, _ = wait(list(self.futures), return_when=FIRST_COMPLETED)
             for future in done:
                 self._handle(future)
@@ -466,8 +463,10 @@ class Scheduler:
                 _finish_cell(p, json.loads((source / "metrics.json").read_text()), p.set_seconds, source)
                 print(f"[bench] {cell.model} {cell.name}: same training set as {source}: metrics reused")
                 self.on_result()
-            elif p.key in self.inflight or p.key in self.held:
-                (self.inflight if p.key in self.inflight else self.held)[p.key].append(p)
+            elif p.key in self.inflight:
+                self.inflight[p.key].append(p)
+            elif p.key in self.held:
+                self.held[p.key].append(p)
             else:
                 new.setdefault(p.key, []).append(p)
         now, later = defer_short(list(new.values()), generators_pending=bool(self.waiting))
