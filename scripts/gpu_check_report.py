@@ -281,12 +281,14 @@ def _tests_section(report: dict) -> list[str]:
                 f["tensors"],
                 f["unequal"],
                 f"{f['max_abs_diff']:.3g}",
+                f"{f.get('control_unequal', '-')} / {f.get('control_max_abs_diff', float('nan')):.3g}",
                 "; ".join(f["nondeterministic_ops"]) or "-",
             ]
             for f in train
         ]
-        out += ["", "AMP training, resumed vs uninterrupted:", ""]
-        out += _table(["method", "amp", "tensors", "differing", "max diff", "ops without a deterministic kernel"], rows)
+        out += ["", "AMP training, resumed vs uninterrupted (control: a second uninterrupted run):", ""]
+        header = ["method", "amp", "tensors", "differing", "max diff", "control: differing / max diff"]
+        out += _table(header + ["ops without a deterministic kernel"], rows)
     return out
 
 

@@ -208,6 +208,11 @@ def _train_state(run_dir: Path) -> tuple[dict, list[tuple[str, torch.Tensor]]]:
     return data, tensors
 
 
+def _differences(ta, tb) -> dict[str, float]:
+    """Largest |difference| of each tensor that is not bit-equal, by name."""
+    return {n: float((x.double() - y.double()).abs().max()) for (n, x), (_, y) in zip(ta, tb) if not torch.equal(x, y)}
+
+
 def _log(run_dir: Path) -> list[dict]:
     lines = (run_dir / "train_log.jsonl").read_text().splitlines()
     return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
@@ -248,21 +253,24 @@ def test_amp_training_resumes_bit_exact(method, amp, train_root, tmp_path, deter
         straight = train(run(tmp_path / "a"), log=quiet)
         first = train(run(tmp_path / "b"), hooks=[stop_at_2], log=quiet)
         resumed = train(RunConfig(out=tmp_path / "b", resume=True, amp=amp, progress=False, num_samples=2), log=quiet)
+        train(run(tmp_path / "c"), log=quiet)  # the control: is an uninterrupted run reproducible on this device?
     assert straight.iteration == 4 and straight.amp == amp
     assert first.interrupted and first.iteration == 2 and resumed.start_iteration == 2 and resumed.iteration == 4
 
     a, ta = _train_state(tmp_path / "a")
     b, tb = _train_state(tmp_path / "b")
-    log_a = _log(tmp_path / "a")
+    log_a, log_b = _log(tmp_path / "a"), _log(tmp_path / "b")
     not_finite = [(row["iteration"], k) for row in log_a for k, v in row.items() if not math.isfinite(v)]
     assert not not_finite, f"{method} {amp}: non-finite losses (iteration, term): {not_finite}"
     scaler = a["ctx"]["step"]["scaler"]
     if ON_CUDA and amp == "fp16":
         assert scaler is not None and math.isfinite(scaler["scale"]) and scaler["scale"] > 0
+    # the bookkeeping a resume restores is exact whatever the kernels do
     assert [n for n, _ in ta] == [n for n, _ in tb]
-    unequal = [
-        (n, float((x.double() - y.double()).abs().max())) for (n, x), (_, y) in zip(ta, tb) if not torch.equal(x, y)
-    ]
+    assert a["schedulers"] == b["schedulers"] and a["ctx"]["sampler"] == b["ctx"]["sampler"]
+    assert [(r["iteration"], sorted(r)) for r in log_a] == [(r["iteration"], sorted(r)) for r in log_b]
+    unequal, noise = _differences(ta, tb), _differences(ta, _train_state(tmp_path / "c")[1])
+    assert not [n for n in unequal if n.endswith(".step")], f"{method} {amp}: optimizer step counts differ"
     nondeterministic = sorted(
         {str(w.message).split(" does not")[0] for w in caught if NONDETERMINISTIC in str(w.message)}
     )
@@ -272,21 +280,25 @@ def test_amp_training_resumes_bit_exact(method, amp, train_root, tmp_path, deter
         amp=amp,
         tensors=len(ta),
         unequal=len(unequal),
-        max_abs_diff=max((d for _, d in unequal), default=0.0),
+        max_abs_diff=max(unequal.values(), default=0.0),
+        control_unequal=len(noise),
+        control_max_abs_diff=max(noise.values(), default=0.0),
         scaler=scaler,
         nondeterministic_ops=nondeterministic,
+        warnings=sorted({str(w.message)[:120] for w in caught})[:8],
     )
-    if unequal and nondeterministic:
+    if unequal and (noise or nondeterministic):
         pytest.xfail(
             f"{method} {amp}: {len(unequal)} of {len(ta)} tensors differ after resume (largest |diff| "
-            f"{max(d for _, d in unequal):.3g} in {max(unequal, key=lambda u: u[1])[0]}); these ops have no "
-            f"deterministic CUDA kernel: {'; '.join(nondeterministic)}"
+            f"{max(unequal.values()):.3g}), but two uninterrupted runs differ too ({len(noise)} tensors, largest "
+            f"{max(noise.values(), default=0.0):.3g}): kernels here are not reproducible run to run (ops that say "
+            f"so: {'; '.join(nondeterministic) or 'none'}), so a bit-exact resume cannot be judged on this device"
         )
-    assert unequal == [], f"{method} {amp}: tensors differ after resume: {unequal[:5]}"
-    assert a["content_hash"] == b["content_hash"] and a["schedulers"] == b["schedulers"]
+    worst = sorted(unequal.items(), key=lambda kv: -kv[1])[:5]
+    assert not unequal, f"{method} {amp}: tensors differ after resume, a reproducible run does not: {worst}"
+    assert a["content_hash"] == b["content_hash"]
     assert a["ctx"]["step"]["scaler"] == b["ctx"]["step"]["scaler"]
-    assert a["ctx"]["sampler"] == b["ctx"]["sampler"]
-    assert log_a == _log(tmp_path / "b")
+    assert log_a == log_b
 
 
 # ---------------------------------------------------------------------------------------------

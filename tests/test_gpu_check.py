@@ -157,6 +157,7 @@ def gpu_like_report() -> dict:
     infer["agreement"] = {p: {"mean": 0.5, "p99.9": 3.0, "max": 5.0} for p in ("fp32", "fp16", "bf16")}
     train = {"kind": "training", "method": "spgnet", "amp": "fp16", "tensors": 9, "unequal": 3, "max_abs_diff": 1e-3}
     train["nondeterministic_ops"] = ["grid_sampler_2d_backward_cuda"]
+    train.update(control_unequal=2, control_max_abs_diff=5e-4)
     tests = gpu_check.pytest_record(PYTEST_OUTPUT, 1, Path("/nonexistent"))["result"]
     tests["figures"] = [infer, train]
     return {
@@ -213,7 +214,7 @@ def test_report_of_a_gpu_run_with_failures():
         "bench:pg2: SKIPPED: budget exhausted",
         "| patn | 1,024 | - | - | out of memory |",
         "failed: tests/test_cuda.py::test_inference_precisions_agree_with_fp32[pg2]: AssertionError",
-        "grid_sampler_2d_backward_cuda",
+        "| spgnet | fp16 | 9 | 3 | 0.001 | 2 / 0.0005 | grid_sampler_2d_backward_cuda |",
         "| resnet50 | torchvision | 256x128 | 256 | - | - | - | - | out of memory |",
     ):
         assert text in md, text
