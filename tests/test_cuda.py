@@ -9,7 +9,7 @@ What they prove on the device (``scripts/gpu_check.py`` runs them and puts their
   with the contiguous fp32 forward within :data:`OUTPUT_TOLERANCE`;
 - a few AMP training steps of every method (``synth`` preset, fp16 with a GradScaler and bf16), and a run
   stopped and resumed ends with the same weights, optimizer states, GradScaler state and log as an
-  uninterrupted one;
+  uninterrupted one (where a second uninterrupted run is itself reproducible: the control);
 - CMC/mAP computed on the device equal the CPU result;
 - the pose encoders (heatmaps, disks, masks, part polygons and affines) on the device equal the numpy path.
 
