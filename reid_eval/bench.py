@@ -574,6 +574,9 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     except (BenchError, UsageError, DatasetError, CheckpointError, MissingWeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("[bench] interrupted: finished cells and generators are kept; the same command resumes", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

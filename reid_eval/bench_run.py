@@ -20,9 +20,12 @@ import contextlib
 import json
 import os
 import shutil
+import signal
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
+from multiprocessing.connection import wait as wait_for_exit
 from pathlib import Path
 
 import numpy as np
@@ -356,6 +359,42 @@ def _jobs(opts, tasks: int) -> int:
     return 1 if on_gpu else max(1, min(os.cpu_count() or 1, tasks))
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM raises KeyboardInterrupt while the grid runs (main thread only), so that `kill` stops the
+    worker processes as Ctrl-C does instead of leaving them to train on without a parent."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_pool(pool, grace: float = 10.0) -> None:
+    """Cancel queued jobs and end the running ones: ``shutdown(cancel_futures=True)`` alone lets a worker
+    finish its training, which would go on writing into a cell that a resumed bench may start again."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # gone after shutdown: take them first
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.exitcode is None:
+            process.terminate()  # SIGTERM: a generator training checkpoints its last iteration and exits
+    # a sentinel turns ready when its process exits, whichever thread reaps it (the pool's own thread joins too)
+    running = {process.sentinel: process for process in processes}
+    deadline = time.monotonic() + grace
+    while running and (left := deadline - time.monotonic()) > 0:
+        for sentinel in wait_for_exit(list(running), timeout=left):
+            del running[sentinel]
+    for process in running.values():
+        process.kill()
+
+
 class Scheduler:
     """Runs the unfinished cells of a prepared grid (see the module docstring)."""
 
@@ -394,9 +433,10 @@ class Scheduler:
             self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
             self.verbose = False
         try:
-            self._loop(generators, waiting, ready)
+            with _sigterm_interrupts():
+                self._loop(generators, waiting, ready)
         except BaseException:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            _stop_pool(self.pool)
             raise
         self.pool.shutdown(wait=True)
 

@@ -335,3 +335,32 @@ def test_short_trainings_wait_for_every_generator(monkeypatch, capsys):
     # without a generator in training nothing waits: longest first
     now, later = bench_run.defer_short([[SimpleNamespace(images_per_epoch=n)] for n in (182, 1909)], False)
     assert [g[0].images_per_epoch for g in now] == [1909, 182] and later == []
+
+
+def test_an_interrupted_bench_stops_its_worker_processes():
+    """`kill` (SIGTERM) reaches the grid as KeyboardInterrupt, and stopping the pool ends a training in flight
+    (a pool shut down with cancel_futures alone lets it run on, writing into a cell a resumed bench restarts)."""
+    import multiprocessing as mp
+    import os
+    import signal
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing.connection import wait
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), bench_run._sigterm_interrupts():
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is undone
+
+    pool = ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("spawn"))
+    futures = [pool.submit(time.sleep, 120) for _ in range(3)]  # two run, one waits in the queue
+    deadline = time.monotonic() + 60
+    while sum(f.running() for f in futures) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2)  # the workers start and take their jobs
+    processes = list(pool._processes.values())
+    assert len(processes) == 2 and all(p.is_alive() for p in processes)
+    started = time.monotonic()
+    bench_run._stop_pool(pool, grace=10)
+    exited = wait([p.sentinel for p in processes], timeout=0)  # ready once a process has exited
+    assert len(exited) == 2 and time.monotonic() - started < 15
