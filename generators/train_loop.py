@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ from generators.checkpoint import save
 from generators.data import PairSampler
 from generators.samples import sample_grid
 from generators.train_setup import RunPaths
+
+SCHEDULER_BEFORE_OPTIMIZER = r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`"
 
 
 @dataclass
@@ -217,8 +220,12 @@ def train_iteration(state: TrainState, batch: dict, progress: LoopProgress) -> N
     progress.losses = state.parallel.reduce_losses(
         state.impl.train_step(state.bundle.nets, state.opts, batch, state.ctx)
     )
-    for sch in state.scheds.values():
-        sch.step()
+    with warnings.catch_warnings():
+        # every schedule follows the iteration count, also one whose optimizer has not stepped yet (SPGNet's
+        # D before gan_start): torch's "scheduler before optimizer" warning is about a mistake not made here
+        warnings.filterwarnings("ignore", message=SCHEDULER_BEFORE_OPTIMIZER)
+        for sch in state.scheds.values():
+            sch.step()
     progress.completed += 1
     state.ctx.iteration = progress.completed
     state.sampler.advance(len(batch["src_name"]))

@@ -20,12 +20,9 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
-from multiprocessing.connection import wait as wait_for_exit
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +33,7 @@ from augment.plan import TrainIndex, make_plan
 from augment.runtime import bf16_is_native, resolve_device
 from reid_eval.bench_generators import Generator, GeneratorResolver, SkippedCell, train_generator, write_record
 from reid_eval.bench_grid import NO_GENERATOR, Cell, metric_names
+from reid_eval.bench_pool import InlinePool, sigterm_interrupts, stop_pool
 from reid_eval.bench_report import RESULT_COLUMNS
 from reid_eval.bench_stats import LEARNT, add_recovery
 from reid_eval.features import METRIC_FILE
@@ -337,62 +335,11 @@ def train_cell(job: dict) -> dict:
     return metrics
 
 
-class _InlinePool:
-    """The pool's interface in this process: a job runs when submitted (one job at a time, output shown)."""
-
-    def submit(self, fn, job) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(fn(job))
-        except Exception as e:  # handed to the caller by future.result(), as a process pool does
-            future.set_exception(e)
-        return future
-
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        pass
-
-
 def _jobs(opts, tasks: int) -> int:
     if opts.jobs is not None:
         return max(1, min(opts.jobs, tasks))
     on_gpu = resolve_device(opts.device).type == "cuda"
     return 1 if on_gpu else max(1, min(os.cpu_count() or 1, tasks))
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts():
-    """SIGTERM raises KeyboardInterrupt while the grid runs (main thread only), so that `kill` stops the
-    worker processes as Ctrl-C does instead of leaving them to train on without a parent."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _stop_pool(pool, grace: float = 10.0) -> None:
-    """Cancel queued jobs and end the running ones: ``shutdown(cancel_futures=True)`` alone lets a worker
-    finish its training, which would go on writing into a cell that a resumed bench may start again."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())  # gone after shutdown: take them first
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        if process.exitcode is None:
-            process.terminate()  # SIGTERM: a generator training checkpoints its last iteration and exits
-    # a sentinel turns ready when its process exits, whichever thread reaps it (the pool's own thread joins too)
-    running = {process.sentinel: process for process in processes}
-    deadline = time.monotonic() + grace
-    while running and (left := deadline - time.monotonic()) > 0:
-        for sentinel in wait_for_exit(list(running), timeout=left):
-            del running[sentinel]
-    for process in running.values():
-        process.kill()
 
 
 class Scheduler:
@@ -411,7 +358,7 @@ class Scheduler:
         self.futures: dict[Future, tuple] = {}
         self.waiting: dict[str, list[Cell]] = {}  # generator name -> cells whose sets wait for it
         self.held: dict[tuple, list[_Pending]] = {}  # train key -> a short training queued once no generator trains
-        self.pool = _InlinePool()
+        self.pool = InlinePool()
         self.verbose, self.threads = True, opts.threads
 
     def run(self, todo: list[Cell], trained: dict[tuple, Path]) -> None:
@@ -433,10 +380,10 @@ class Scheduler:
             self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
             self.verbose = False
         try:
-            with _sigterm_interrupts():
+            with sigterm_interrupts():
                 self._loop(generators, waiting, ready)
         except BaseException:
-            _stop_pool(self.pool)
+            stop_pool(self.pool)
             raise
         self.pool.shutdown(wait=True)
 
@@ -459,7 +406,7 @@ class Scheduler:
     def _submit(self, fn, job: dict, tag: tuple) -> None:
         future = self.pool.submit(fn, job)
         self.futures[future] = tag
-        if isinstance(self.pool, _InlinePool):  # done already: record it before the next job runs
+        if isinstance(self.pool, InlinePool):  # done already: record it before the next job runs
             self._handle(future)
 
     def _handle(self, future: Future) -> None:

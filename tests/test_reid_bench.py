@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from augment.plan import PlanSpec
-from reid_eval import bench, bench_run, published
+from reid_eval import bench, bench_pool, bench_run, published
 from reid_eval.bench import BenchError, BenchOptions, Cell, build_grid, render_markdown
 
 
@@ -348,7 +348,7 @@ def test_an_interrupted_bench_stops_its_worker_processes():
     from multiprocessing.connection import wait
 
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt), bench_run._sigterm_interrupts():
+    with pytest.raises(KeyboardInterrupt), bench_pool.sigterm_interrupts():
         os.kill(os.getpid(), signal.SIGTERM)
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is undone
 
@@ -361,6 +361,6 @@ def test_an_interrupted_bench_stops_its_worker_processes():
     processes = list(pool._processes.values())
     assert len(processes) == 2 and all(p.is_alive() for p in processes)
     started = time.monotonic()
-    bench_run._stop_pool(pool, grace=10)
+    bench_pool.stop_pool(pool, grace=10)
     exited = wait([p.sentinel for p in processes], timeout=0)  # ready once a process has exited
     assert len(exited) == 2 and time.monotonic() - started < 15

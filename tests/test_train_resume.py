@@ -12,6 +12,8 @@ travel in the checkpoint; PG2 switches from stage 1 to stage 2 after iteration 3
 from __future__ import annotations
 
 import json
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -151,3 +153,14 @@ def test_interrupted_and_resumed_training_is_bit_exact(method, root, tmp_path):
     assert log[-1]["lr"] < log[0]["lr"]  # the decay ran after the resume
     if method == "pg2":  # the stage switch (G1 trains in stage 1 only) came after the resume
         assert ["G1" in line for line in log] == [True] * 3 + [False] * 2
+
+
+def test_a_scheduler_ahead_of_its_optimizer_does_not_warn(root, tmp_path):
+    """SPGNet's D optimizer first steps at gan_start while its LR schedule follows every iteration, on purpose:
+    torch's "lr_scheduler.step() before optimizer.step()" warning would only alarm the user."""
+    cfg = replace(run_config(root, tmp_path / "run", "spgnet"), iterations=3)
+    cfg.overrides["gan_start"] = "5"  # D never steps in these three iterations
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(cfg, log=lambda s: None)
+    assert not [str(w.message) for w in caught if "lr_scheduler.step()" in str(w.message)]
