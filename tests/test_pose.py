@@ -264,6 +264,22 @@ def test_heatmaps_equal_official_cords_to_map():
     assert (ref[ref > 0] < tiny).any() and not (ours[ours > 0] < tiny).any()
 
 
+@pytest.mark.parametrize("size, sigma", [((128, 64), 6.0), ((64, 32), 1.5), ((256, 176), 12.0), ((32, 16), 3.3)])
+def test_heatmaps_equal_the_gaussian_at_every_pixel(size, sigma):
+    """The table of values per squared distance gives the very float32 numbers of a float64 exp at every pixel,
+    also far from the image (squared distances past the table's cutoff) and for missing joints."""
+    rng = np.random.default_rng(7)
+    kps = rng.integers(0, 3 * max(size), size=(16, 18, 2))
+    kps[rng.random((16, 18)) < 0.2] = -1
+    rows, cols = np.arange(size[0])[:, None], np.arange(size[1])[None, :]
+    d2 = (rows - kps[..., 0, None, None]) ** 2 + (cols - kps[..., 1, None, None]) ** 2
+    ref = (np.exp(-d2.astype(np.float64) / (2 * sigma**2)) * (kps != -1).all(-1)[..., None, None]).astype(np.float32)
+    ref[ref < np.finfo(np.float32).tiny] = 0
+    ours = P.heatmaps(kps, size, sigma)
+    assert (ref > 0).mean() > 0.01 and (d2 > P._heatmap_cutoff(sigma)).any()  # both regimes are exercised
+    np.testing.assert_array_equal(ours.view(np.uint32), ref.view(np.uint32))
+
+
 def test_joint_disk_pixel_counts():
     k = only(nose=(60, 30), Rank=(0, 0), Lank=(127, 63))
     d = P.joint_disks(k)
