@@ -243,26 +243,26 @@ def heatmaps(kps: Array, size: Sequence[int] = IMAGE_SIZE, sigma: float = HEATMA
     rows, cols = _grid(size, k.device)
     ky, kx = k[..., 0, None, None], k[..., 1, None, None]  # (N,18,1,1)
     d2 = (rows - ky) ** 2 + (cols - kx) ** 2  # exact integers
-    # The value depends on the integer d2 alone, so each one is computed once, in a table: float64 exp, float32,
-    # values under float32's smallest normal flushed to 0. Every larger d2 (and a missing joint) reads entry
-    # `cutoff`, which is 0. The same numbers as an exp at every pixel, without the per-pixel float64 work.
-    cutoff = _heatmap_cutoff(float(sigma))
-    table = torch.exp(-torch.arange(cutoff + 1, dtype=torch.float64, device=k.device) / (2 * float(sigma) ** 2))
-    table = table.float()
-    table = table.masked_fill_(table < torch.finfo(torch.float32).tiny, 0.0)
+    # The value depends on the integer d2 alone, so it comes from a table (one float64 exp per distance, made
+    # once per sigma): the same numbers as an exp at every pixel. Every larger d2 and a missing joint read the
+    # table's last entry, 0.
+    table = _heatmap_table(float(sigma)).to(k.device)
+    cutoff = len(table) - 1
     d2 = d2.clamp_(max=cutoff).masked_fill_(~_present(k)[..., None, None], cutoff)
     return _out(table[d2], is_numpy)
 
 
 @functools.cache
-def _heatmap_cutoff(sigma: float) -> int:
-    """The smallest squared distance whose Gaussian value is under half float32's smallest normal: it and every
-    larger one become a float32 under ``tiny`` (flushed to 0 by :func:`heatmaps`)."""
+def _heatmap_table(sigma: float) -> torch.Tensor:
+    """float32 exp(-d2 / (2 sigma^2)) for d2 = 0 .. cutoff, computed in float64, values under float32's smallest
+    normal flushed to 0; cutoff is the first d2 whose value is under half that normal (it and every larger d2
+    would flush), so the last entry is 0. Shared: callers index it, never write to it."""
     tiny = float(torch.finfo(torch.float32).tiny)
     cutoff = math.ceil(2 * sigma**2 * math.log(2 / tiny))
     while math.exp(-cutoff / (2 * sigma**2)) >= tiny / 2:  # guard against rounding in the estimate
         cutoff += 1
-    return cutoff
+    table = torch.exp(-torch.arange(cutoff + 1, dtype=torch.float64) / (2 * sigma**2)).float()
+    return table.masked_fill_(table < tiny, 0.0)
 
 
 def joint_disks(kps: Array, size: Sequence[int] = IMAGE_SIZE, radius: int = JOINT_RADIUS) -> Array:
