@@ -167,8 +167,10 @@ class GenerateStage:
     ):
         import torch
 
+        from augment.runtime import tune_malloc
         from generators.inference import Transferer
 
+        tune_malloc()  # 2-3x faster CPU generation (its docstring)
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.transferer = Transferer(checkpoint, device=device, dtype=precision)

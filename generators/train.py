@@ -60,7 +60,15 @@ from pathlib import Path
 import torch
 
 from augment.data.market import DatasetError
-from augment.runtime import UsageError, amp_name, resolve_amp, resolve_device, seed_everything, set_rng_state
+from augment.runtime import (
+    UsageError,
+    amp_name,
+    resolve_amp,
+    resolve_device,
+    seed_everything,
+    set_rng_state,
+    tune_malloc,
+)
 from generators.base import build, parse_override
 from generators.checkpoint import CheckpointError, bundle_from_checkpoint
 from generators.data import OFFICIAL_EPOCH_PAIRS, PairDataset, PairSampler, fixed_pairs, make_loader
@@ -301,6 +309,7 @@ def train(
                 "--workers N or cluster.train_ray.train_on_ray",
             )
         parallel = SingleProcess()
+    tune_malloc()  # the Deformable GAN trains ~1.3x faster on CPU (its docstring); the results are the same
     device = resolve_device(run.device)
     amp_dtype = resolve_amp(run.amp, device)
     resolved = resolve_run(run, log)

@@ -116,8 +116,15 @@ TABLE_DEFAULTS: dict[str, dict] = {
     "patn5": dict(
         portions=DEFAULT_PORTIONS, methods=DEFAULT_METHODS, generator_data=DEFAULT_GENERATOR_DATA, out=DEFAULT_OUT
     ),
-    "deform4": dict(portions=(), methods=(NONE, "deform"), generator_data=("full",), out=Path("runs/bench-deform4")),
+    "deform4": dict(
+        portions=(),
+        methods=(NONE, "deform"),
+        generator_data=("full",),
+        out=Path("runs/bench-deform4"),
+        set_seeds="first",
+    ),
 }
+SET_SEEDS = ("each", "first")  # the sets' plan seed: each cell's own, or the first seed's for every cell
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,7 @@ class BenchOptions:
     external: dict = field(default_factory=dict)
     seeds: tuple[int, ...] = DEFAULT_SEEDS
     ceiling_seeds: tuple[int, ...] | None = None  # seeds of the p = 1.0 cells; None: the first of ``seeds``
+    set_seeds: str = "each"  # SET_SEEDS: the plans' seed (each: the cell's; first: seeds[0] for every cell)
     epochs: int | None = None
     batch_size: int | None = None
     device: str = "auto"
@@ -166,6 +174,11 @@ class BenchOptions:
         return self.ceiling_seeds if self.ceiling_seeds is not None else self.seeds[:1]
 
     @property
+    def set_seed(self) -> int | None:
+        """Every cell's plan seed, or None where each cell plans with its own seed."""
+        return self.seeds[0] if self.set_seeds == "first" and self.seeds else None
+
+    @property
     def rows(self) -> list[tuple[str, str]]:
         """(method, generator_data) rows of the grid."""
         return method_rows(self.methods, self.generator_data, tuple(self.external))
@@ -192,6 +205,7 @@ class BenchOptions:
             ),
             (self.seeds and all(s >= 0 for s in self.seeds), f"--seeds must be >= 0, got {list(self.seeds)}"),
             (all(s >= 0 for s in self.ceiling), f"--ceiling-seeds must be >= 0, got {list(self.ceiling)}"),
+            (self.set_seeds in SET_SEEDS, f"--set-seeds must be one of {', '.join(SET_SEEDS)}, got {self.set_seeds!r}"),
             (self.jobs is None or self.jobs >= 1, f"--jobs must be >= 1, got {self.jobs}"),
             (
                 self.gen_precision in ("auto", "fp32", "bf16"),
@@ -238,6 +252,7 @@ class BenchOptions:
         else:
             what = f"portions {list(self.portions)}, ratios {list(self.ratios)}"
         seeds = f"seeds {list(self.seeds)}" + (f" (p = 1.0: {list(self.ceiling)})" if self.table == "patn5" else "")
+        seeds += f", sets planned with seed {self.set_seed}" if self.set_seed is not None else ""
         return (
             f"table {self.table}: models {', '.join(self.models)}, recipe {self.recipe}, {what}, methods "
             f"{list(self.methods)}, generator data {list(self.generator_data)}, {seeds}"
@@ -282,8 +297,10 @@ def build_grid(opts: BenchOptions) -> list[Cell]:
     """Cells in run order: per seed and model, the portions x rows, then the ratios x rows (no ``none``); for
     Table 4, per seed, model and loss, the rows at each length (``bench_grid.poses_cells``)."""
     if opts.table == "deform4":
-        return poses_cells(opts.models, opts.rows, opts.poses_per_image, opts.lengths, opts.reid_methods, opts.seeds)
-    return grid_cells(opts.models, opts.rows, opts.portions, opts.ratios, opts.seeds, opts.ceiling)
+        return poses_cells(
+            opts.models, opts.rows, opts.poses_per_image, opts.lengths, opts.reid_methods, opts.seeds, opts.set_seed
+        )
+    return grid_cells(opts.models, opts.rows, opts.portions, opts.ratios, opts.seeds, opts.ceiling, opts.set_seed)
 
 
 def _check_checkpoints(cells: list[Cell], opts: BenchOptions) -> None:
@@ -438,6 +455,13 @@ def _add_grid_flags(p: argparse.ArgumentParser) -> None:
         default="first",
         help="seeds of the p = 1.0 cells: first (the first of --seeds; default), all, or a comma list",
     )
+    p.add_argument(
+        "--set-seeds",
+        choices=SET_SEEDS,
+        help="the seed that plans each cell's set: each (the cell's own seed: the spread includes the plan's draws; "
+        "default) or first (the first of --seeds for every cell: one set per row, the seeds differ in training "
+        "only; deform4's default)",
+    )
     p.add_argument("--quick", action="store_true", help="one seed (the first of --seeds): a first look")
 
 
@@ -521,6 +545,7 @@ def _table_fields(a: argparse.Namespace) -> dict:
         "methods": None if a.methods is None else _words(a.methods),
         "generator_data": None if a.generator_data is None else _words(a.generator_data),
         "out": a.out,
+        "set_seeds": a.set_seeds,
         "poses_per_image": a.poses_per_image,
         "lengths": None if a.lengths is None else _words(a.lengths),
         "reid_methods": None if a.reid_methods is None else _words(a.reid_methods),

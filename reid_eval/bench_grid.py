@@ -23,6 +23,11 @@ steps as the augmented set A of its seed and K), and ``copy`` and the generators
 per real image (``PlanSpec("poses", per_image=K)``), for the recipe's epochs (``length`` ``epochs``: 11x T's
 steps at K = 10) or for T's steps (``t-steps``: each epoch draws |T| images of A with replacement). ``loss``
 ``siamese`` trains the Discriminative Embedding instead of the softmax IDE (``reid_eval.siamese``).
+
+A cell's ``plan_seed`` (None: its own seed) draws its set: ``--set-seeds first`` gives every cell the first seed's
+plan, so the seeds of a row share one set (built once) and differ only in their training (initialisation, batch
+draws, augmentation); the Table-4 grid's default, where a set of ~19,000 generated images costs as much as two
+trainings.
 """
 
 from __future__ import annotations
@@ -103,6 +108,11 @@ class Cell:
     generator_data: str = NO_GENERATOR  # full | kept | disjoint for a trainable generator, else '-'
     length: str = EPOCHS  # epochs | t-steps (poses: A trained for T's steps)
     loss: str = "softmax"  # softmax (IDE) | siamese (the Discriminative Embedding)
+    plan_seed: int | None = None  # the seed of the set's plan; None: ``seed``
+
+    @property
+    def set_seed(self) -> int:
+        return self.seed if self.plan_seed is None else self.plan_seed
 
     @property
     def base_method(self) -> str:
@@ -152,13 +162,13 @@ class Cell:
         """The augment.run plan of this cell's training set (both controls: the reduced set; for poses, T)."""
         if self.is_control:
             portion = self._portion() if self.protocol == "portion" else 1.0  # a ratio's or poses' real set
-            return PlanSpec("portion", portion=portion, generate=False, seed=self.seed)
+            return PlanSpec("portion", portion=portion, generate=False, seed=self.set_seed)
         if self.protocol in ("ratio", "poses"):
             per_image = int(self.value) - (self.protocol == "ratio")
-            return PlanSpec(self.protocol, per_image=per_image, method=self.base_method, seed=self.seed)
+            return PlanSpec(self.protocol, per_image=per_image, method=self.base_method, seed=self.set_seed)
         target_poses = "kept" if self.kept_poses else "removed"
         return PlanSpec(
-            "portion", portion=self._portion(), target_poses=target_poses, method=self.base_method, seed=self.seed
+            "portion", portion=self._portion(), target_poses=target_poses, method=self.base_method, seed=self.set_seed
         )
 
     def partner_spec(self) -> PlanSpec | None:
@@ -167,15 +177,15 @@ class Cell:
         ``none-iters``: the generated set it is matched to (any method's: the rows do not depend on it); None
         where that is the reduced set itself (p = 1). A ``t-steps`` cell: the real set T."""
         if self.length == T_STEPS and not self.is_control:
-            return PlanSpec("portion", portion=1.0, generate=False, seed=self.seed)
+            return PlanSpec("portion", portion=1.0, generate=False, seed=self.set_seed)
         if self.method != NONE_ITERS:
             return None
         if self.protocol in ("ratio", "poses"):
             per_image = int(self.value) - (self.protocol == "ratio")
-            return PlanSpec(self.protocol, per_image=per_image, method=COPY, seed=self.seed)
+            return PlanSpec(self.protocol, per_image=per_image, method=COPY, seed=self.set_seed)
         if self.value >= 1.0:
             return None
-        return PlanSpec("portion", portion=self._portion(), method=COPY, seed=self.seed)
+        return PlanSpec("portion", portion=self._portion(), method=COPY, seed=self.set_seed)
 
     @property
     def set_name(self) -> str:
@@ -185,10 +195,10 @@ class Cell:
         return f"{name}-on-{self.generator_data}" if self.needs_generator else name
 
     def settings(self) -> dict:
-        """The cell as recorded in cell.json (``length`` and ``loss`` only where they differ from the default,
-        so that cells finished before they existed stay finished)."""
+        """The cell as recorded in cell.json (``length``, ``loss`` and ``plan_seed`` only where they differ from
+        the default, so that cells finished before they existed stay finished)."""
         out = asdict(self)
-        for key, default in (("length", EPOCHS), ("loss", "softmax")):
+        for key, default in (("length", EPOCHS), ("loss", "softmax"), ("plan_seed", None)):
             if out[key] == default:
                 del out[key]
         return out
@@ -201,18 +211,31 @@ def grid_cells(
     ratios: tuple[int, ...],
     seeds: tuple[int, ...],
     ceiling_seeds: tuple[int, ...],
+    set_seed: int | None = None,
 ) -> list[Cell]:
     """Cells in run order: per seed and model, the portions x rows, then the ratios x rows (``none`` has no
-    ratio cell). The p = 1.0 cells (the ceiling) run for ``ceiling_seeds`` only, the rest for ``seeds``."""
+    ratio cell). The p = 1.0 cells (the ceiling) run for ``ceiling_seeds`` only, the rest for ``seeds``.
+    ``set_seed``: every cell's plan seed (None: each cell's own)."""
     cells = []
     for seed in sorted(set(seeds) | set(ceiling_seeds), key=lambda s: (s not in seeds, s)):
+        plan = _plan_seed(seed, set_seed)
         for model in models:
             for p in portions:
                 if seed in (ceiling_seeds if p >= 1.0 else seeds):
-                    cells += [Cell(model, m, "portion", float(p), seed, g) for m, g in rows]
+                    cells += [Cell(model, m, "portion", float(p), seed, g, plan_seed=plan) for m, g in rows]
             if seed in seeds:
-                cells += [Cell(model, m, "ratio", float(r), seed, g) for r in ratios for m, g in rows if m != NONE]
+                cells += [
+                    Cell(model, m, "ratio", float(r), seed, g, plan_seed=plan)
+                    for r in ratios
+                    for m, g in rows
+                    if m != NONE
+                ]
     return cells
+
+
+def _plan_seed(seed: int, set_seed: int | None) -> int | None:
+    """A cell's ``plan_seed``: None where it is the cell's own seed (so cell.json stays as before)."""
+    return None if set_seed is None or set_seed == seed else set_seed
 
 
 def _losses(reid_methods: tuple[str, ...]) -> list[str]:
@@ -234,14 +257,18 @@ def poses_cells(
     lengths: tuple[str, ...],
     reid_methods: tuple[str, ...],
     seeds: tuple[int, ...],
+    set_seed: int | None = None,
 ) -> list[Cell]:
     """Table 4's cells in run order: per seed, model and loss (softmax for the IDE rows, siamese for the
-    Discriminative Embedding), the rows; the controls (T) once, ``copy`` and the generators once per length."""
+    Discriminative Embedding), the rows; the controls (T) once, ``copy`` and the generators once per length.
+    ``set_seed``: every cell's plan seed (None: each cell's own)."""
     cells = []
     for seed in seeds:
+        plan = _plan_seed(seed, set_seed)
         for model in models:
             for loss in _losses(reid_methods):
                 for m, g in rows:
                     for length in (EPOCHS,) if m in CONTROLS else lengths:
-                        cells.append(Cell(model, m, "poses", float(poses_per_image), seed, g, length, loss))
+                        cell = Cell(model, m, "poses", float(poses_per_image), seed, g, length, loss, plan)
+                        cells.append(cell)
     return cells

@@ -55,6 +55,7 @@ RESULT_COLUMNS = [
     "reused_from",
     "cell_dir",
     "set_dir",
+    "set_seed",  # the seed of the set's plan (--set-seeds first: the first seed's for every cell)
     # the Table-4 grid (--table deform4): how long A trained, the loss, the distances learnt on the features
     "length",
     "loss",

@@ -205,6 +205,7 @@ def _row(cell: Cell, opts, metrics: dict, info: dict, generator: str) -> dict:
         "reused_from": info.get("reused_from") or "",
         "cell_dir": info["cell_dir"],
         "set_dir": info["set_dir"],
+        "set_seed": cell.set_seed,
         "length": cell.length,
         "loss": cell.loss,
     }
@@ -243,10 +244,13 @@ def _gen_precision(choice: str, device: str) -> str:
     return "bf16" if bf16_is_native(resolve_device(device)) else "fp32"
 
 
-def build_set(cell: Cell, opts, executor: Executor, generator: Generator | None) -> tuple[Path, str, float]:
+def build_set(
+    cell: Cell, opts, executor: Executor, generator: Generator | None, threads: int | None = None
+) -> tuple[Path, str, float]:
     """Build the cell's training set with augment.run's library function; returns (set folder, the content
     hash of the checkpoint that generated it ("" for real images only), seconds). A set with failed rows is
-    refused: its size would no longer be the plan's (nor its partner's)."""
+    refused: its size would no longer be the plan's (nor its partner's). ``threads``: the generator's torch
+    threads with the local executor (None: this process's)."""
     from augment.run import RunOptions, run_augmentation
 
     if cell.base_method in getattr(opts, "external", {}) and cell.generates:
@@ -259,6 +263,7 @@ def build_set(cell: Cell, opts, executor: Executor, generator: Generator | None)
         out=sets_dir / cell.set_name,
         device=opts.device,
         precision=_gen_precision(opts.gen_precision, opts.device),
+        threads=threads if executor.name == "local" else None,
         overwrite=True,  # the bench owns its sets: one made by other code or settings is rebuilt, not refused
     )
     print(f"[bench] building the set {cell.set_name} of cell {cell.name} ({executor.name} executor)")
@@ -424,7 +429,10 @@ class Scheduler:
     def _pending(self, cell: Cell) -> _Pending:
         from reid_eval.datasets import load_splits
 
-        set_dir, made_by, seconds = build_set(cell, self.opts, self.executor, self.prepared.generators.get(cell))
+        # beside worker processes (one thread each) the main process generates with one thread too: two threads
+        # there would put four on two cores, and OpenMP threads that wait for a core slow every process down
+        generator = self.prepared.generators.get(cell)
+        set_dir, made_by, seconds = build_set(cell, self.opts, self.executor, generator, self.threads)
         splits = load_splits(set_dir, self.opts.test_data)
         per_epoch = self.prepared.partners.get(cell)
         o = self.opts

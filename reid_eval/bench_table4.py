@@ -118,6 +118,13 @@ def _detail(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _set_text(opts) -> str:
+    seed = getattr(opts, "set_seed", None)
+    if seed is None:
+        return "; each seed plans its own A (target poses)"
+    return f"; one generator and one A (planned with seed {seed}) for every seed: the spread is the re-ID training's"
+
+
 def _published() -> list[str]:
     lines = [
         f"\n## Published: {published.DEFORM_SOURCE}\n\n",
@@ -139,11 +146,12 @@ def render_table4(results: pd.DataFrame, opts, rows: Sequence[tuple[str, str]], 
     lines = [
         f"# Re-ID on the real training set T and the augmented set A (K = {k}): ours / published\n\n",
         f"Ours: {data_label(opts)}, recipe `{opts.recipe}`, mean ± std over seeds {seeds} (n per cell below; one "
-        "seed: no spread). IDE = the softmax model; its features for Euclidean, XQDA and KISSME are the pooled "
-        "backbone features (pool5; Inception 1536-d, ResNet-50 2048-d), L2-normalised; KISSME after PCA, XQDA "
-        "on the features (docs/metric-learning.md). Discriminative Embedding = the identification + verification "
-        "model, Euclidean on its pooled features. Rank-1 = Market-1501 CMC (torchreid), mAP torchreid's. "
-        f'Published: {published.DEFORM_SOURCE} (A: its Deformable GAN\'s images). "–": not run / not published.\n',
+        f"seed: no spread){_set_text(opts)}. IDE = the softmax model; its features for Euclidean, XQDA and KISSME "
+        "are the pooled backbone features (pool5; Inception 1536-d, ResNet-50 2048-d), L2-normalised; KISSME "
+        "after PCA, XQDA on the features (docs/metric-learning.md). Discriminative Embedding = the identification "
+        "+ verification model, Euclidean on its pooled features. Rank-1 = Market-1501 CMC (torchreid), mAP "
+        f"torchreid's. Published: {published.DEFORM_SOURCE} (A: its Deformable GAN's images). "
+        '"–": not run / not published.\n',
     ]
     for model in opts.models:
         for a_row in a_rows(rows, opts.lengths):

@@ -47,7 +47,7 @@ import torch
 
 from augment.data.atomic import atomic_path, write_json_atomic
 from augment.data.market import DatasetError
-from augment.runtime import UsageError, resolve_device, rng_state, seed_everything, set_rng_state
+from augment.runtime import UsageError, resolve_device, rng_state, seed_everything, set_rng_state, tune_malloc
 from reid_eval import compat
 from reid_eval.datasets import ReidSplits, load_splits, register_market_dir
 from reid_eval.engine import ReidSoftmaxEngine, build_datamanager, build_model, build_optimizer, pretrained_note
@@ -324,6 +324,7 @@ def run_training(opts: TrainOptions) -> dict:
     """Train and evaluate one model (see the module docstring); returns the metrics dict written to
     metrics.json. A finished run with the same run key is returned as it is."""
     opts.validate()
+    tune_malloc()  # ~7% faster CPU training steps (its docstring); the results are the same
     register_torchreid()
     splits = load_splits(opts.data, opts.test_data)
     plan = _plan(opts, splits)

@@ -285,3 +285,44 @@ def test_deform4_grid_end_to_end_then_resume(tiny_market, tmp_path, monkeypatch)
 
     monkeypatch.setattr(bench_run, "train_cell", no_training)
     pd.testing.assert_frame_equal(bench.run_bench(opts), results)
+
+
+def test_deform4_seeds_share_one_set_by_default():
+    """--set-seeds first (deform4's default): every seed's A is the first seed's plan (one set, built once),
+    while each seed still trains its own cell; --set-seeds each plans per seed, and cell.json says which."""
+    shared = bench.build_grid(_parse())
+    a_cells = [c for c in shared if not c.is_control]
+    assert [c.seed for c in a_cells] == [0, 1, 2] and len({c.name for c in a_cells}) == 3
+    assert {c.set_name for c in a_cells} == {"poses10-deform-s0-on-full"}
+    assert {c.plan_spec().seed for c in shared} == {0}
+    assert "plan_seed" not in a_cells[0].settings() and a_cells[2].settings()["plan_seed"] == 0
+    each = bench.build_grid(_parse("--set-seeds", "each"))
+    assert [c.set_name for c in each if not c.is_control] == [f"poses10-deform-s{s}-on-full" for s in (0, 1, 2)]
+    patn = bench.options_from_args(bench.build_parser().parse_args([]))
+    assert patn.set_seeds == "each" and patn.set_seed is None
+    with pytest.raises(BenchError, match="--set-seeds must be one of each, first"):
+        BenchOptions.for_table("deform4", set_seeds="some").validate()
+
+
+def test_deform4_shared_set_trains_every_seed(tiny_market, tmp_path):
+    opts = BenchOptions.for_table(
+        "deform4",
+        data=tiny_market,
+        methods=("none", "copy"),
+        poses_per_image=2,
+        reid_methods=("euclidean",),
+        epochs=1,
+        batch_size=8,
+        device="cpu",
+        out=tmp_path / "bench",
+        sets_dir=tmp_path / "sets",
+        jobs=1,
+        threads=1,
+        seeds=(0, 1),
+    )
+    results = bench.run_bench(opts)
+    a = results[results["method"] == "copy"]
+    assert list(a["seed"]) == [0, 1] and list(a["set_seed"]) == [0, 0]
+    assert a["set_dir"].nunique() == 1 and (a["reused_from"] == "").all()  # one set, two trainings
+    assert sorted(p.name for p in (tmp_path / "sets").iterdir()) == ["portion1-none-s0", "poses2-copy-s0"]
+    assert "one A (planned with seed 0) for every seed" in (tmp_path / "bench" / "table.md").read_text()
