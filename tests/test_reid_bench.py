@@ -364,3 +364,19 @@ def test_an_interrupted_bench_stops_its_worker_processes():
     bench_pool.stop_pool(pool, grace=10)
     exited = wait([p.sentinel for p in processes], timeout=0)  # ready once a process has exited
     assert len(exited) == 2 and time.monotonic() - started < 15
+
+
+def test_bench_generator_schedule_on_the_embedded_dataset(tmp_path):
+    """PATN's synth generators train EMBEDDED_ITERATIONS on the embedded dataset; the other methods, another
+    preset, real data or --generator-iterations keep their own schedule; the schedule is in the cache key."""
+    from reid_eval.bench_generators import EMBEDDED_ITERATIONS, GeneratorResolver
+
+    def resolver(embedded=True, **fields):
+        return GeneratorResolver(BenchOptions(out=tmp_path, **fields), tmp_path, None, embedded=embedded)
+
+    assert resolver().iterations("patn") == EMBEDDED_ITERATIONS["patn"] == 1300
+    assert resolver().iterations("deform") is None and resolver(embedded=False).iterations("patn") is None
+    assert resolver(generator_preset="market").iterations("patn") is None
+    assert resolver(generator_iterations=2500).iterations("patn") == 2500
+    short, preset = resolver()._trained("patn", "full", "f", tmp_path), resolver(generator_iterations=2500)
+    assert short.iterations == 1300 and short.folder != preset._trained("patn", "full", "f", tmp_path).folder
