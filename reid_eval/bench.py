@@ -23,10 +23,9 @@ cell runs for every seed of ``--seeds`` (the plan's seed and the re-ID training'
 per cell and seed with its ``recovery`` = (method - none-iters) / (full - none-iters); ``summary.csv`` and the
 Markdown table give mean ± std and n per cell (``reid_eval.bench_stats`` defines both).
 
-How it runs (``reid_eval.bench_run``): the generators the grid needs train first (cached under
-``<out>/generators/``, by method, regime and training data); each cell's set is built by ``augment.run``'s
-library (under ``<out>/sets/``); cells with identical training sets train once; trainings (re-ID and
-generator) run ``--jobs`` at a time (on CPU one process per core with one torch thread each).
+How it runs (``reid_eval.bench_run``): the generators train first (cached in ``<out>/generators/``); each
+cell's set is built by ``augment.run``'s library (in ``<out>/sets/``); cells with identical training sets train
+once; trainings run ``--jobs`` at a time (on CPU one process per core with one torch thread each).
 
 Outputs under ``--out`` (default runs/bench):
   cells/<model>-<recipe>/<cell>/   metrics.json, checkpoint.pt, train.log (reid_eval.train), cell.json
@@ -41,15 +40,11 @@ Resumable: a cell whose metrics.json and cell.json exist with the same settings 
 generator.json exists is reused and one interrupted mid-training resumes; delete a folder to redo it.
 
 The default grid (embedded dataset, Open-ReID Inception, recipe ``cpu``: 64x32 input, 16 epochs, batch 64):
-p in {0.1, 1.0} x {none, none-iters, copy, patn (full), patn (disjoint)}, seeds 0, 1, 2, the ceiling p = 1.0
-with seed 0 only (``--ceiling-seeds``): 20 cells, 16 re-ID trainings (the five p = 1.0 cells share one set)
-and 2 generator trainings (PATN ``synth`` preset: one on the whole embedded training split, one on population 1
-of the embedded dataset; each serves every portion and seed). Twelve of the trainings are full-size (the ~1,860
-images of a generated set, or as many draws for none-iters: 448-464 steps of 64 images), one is the real set
-(1,909 images, 464 steps), three are the reduced set at p = 0.1 (182 images, 32 steps): ~384,000 image-steps in
-all. Why this grid: the ceiling's spread over seeds is small next to the gap it closes, so one p = 1.0 seed
-buys three more full-size cells elsewhere; p = 0.3 would add four full-size trainings per seed, and does not
-fit the budget of 90 minutes on two cores (the estimate in minutes: docs/reid.md#benchmark-design).
+p in {0.1, 1.0} x {none, none-iters, copy, patn (full), patn (disjoint)}, seeds 0, 1, 2, the ceiling with seed 0
+only (``--ceiling-seeds``: its spread is small next to the gap it closes): 20 cells, 16 re-ID trainings (13
+full-size, 448-464 steps of 64; three at p = 0.1's 182 images, 32 steps) and two PATN ``synth`` generators of
+1,300 iterations (the whole embedded training split; population 1: other identities), each serving every
+portion and seed. p = 0.3 does not fit the budget of 90 minutes on two cores (docs/reid.md#benchmark-design).
 ``--epochs`` and ``--quick`` trade certainty for time.
 """
 
@@ -110,6 +105,7 @@ DEFAULT_METHODS = (NONE, NONE_ITERS, "copy", "patn")
 DEFAULT_GENERATOR_DATA = ("full", "disjoint")
 DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_OUT = Path("runs/bench")
+DEFORM4_OUT = Path("runs/bench-deform4")
 TABLES = ("patn5", "deform4")  # PATN's Table 5 (portions, ratios) or the Deformable GAN's Table 4 (K poses)
 # what each table's grid runs unless told otherwise (the command line's defaults, and BenchOptions.for_table's)
 TABLE_DEFAULTS: dict[str, dict] = {
@@ -117,11 +113,7 @@ TABLE_DEFAULTS: dict[str, dict] = {
         portions=DEFAULT_PORTIONS, methods=DEFAULT_METHODS, generator_data=DEFAULT_GENERATOR_DATA, out=DEFAULT_OUT
     ),
     "deform4": dict(
-        portions=(),
-        methods=(NONE, "deform"),
-        generator_data=("full",),
-        out=Path("runs/bench-deform4"),
-        set_seeds="first",
+        portions=(), methods=(NONE, "deform"), generator_data=("full",), out=DEFORM4_OUT, set_seeds="first"
     ),
 }
 SET_SEEDS = ("each", "first")  # the sets' plan seed: each cell's own, or the first seed's for every cell
