@@ -23,9 +23,11 @@ Schedule: the preset's iterations, except where ``EMBEDDED_ITERATIONS`` names a 
 generator trained on the embedded dataset (and ``--generator-iterations`` is not given): PATN trains 1,300
 iterations, the length at which its quality curve had the best SSIM and mask-SSIM (10 CPU minutes; the preset
 trains 2,500; README, "Quality against training time"), with the preset's schedule shape (the learning rate
-decays over the last 40%), which keeps the default grid within its time budget. Generator
-training always uses seed 0, so the spread over bench seeds holds the plan's and the re-ID training's
-randomness, not the generator's.
+decays over the last 40%), which keeps the default grid within its time budget.
+
+Generator training always uses seed 0, so the spread over bench seeds holds the plan's and the re-ID
+training's randomness, not the generator's. A kept-regime generator trains on the kept images of the cell's
+set, i.e. of its plan seed (``Cell.set_seed``).
 """
 
 from __future__ import annotations
@@ -181,7 +183,7 @@ class GeneratorResolver:
                 cell, f"a {cell.protocol} set keeps every real image: its kept-images generator is the full one"
             )
         if regime == "kept":
-            key = (method, regime, cell.value, cell.seed)
+            key = (method, regime, cell.value, cell.set_seed)
             if key not in self._cache:
                 self._cache[key] = self._kept(cell)
             found = self._cache[key]
@@ -227,12 +229,12 @@ class GeneratorResolver:
 
     def _kept(self, cell: Cell) -> Generator | SkippedCell:
         """A generator trained on the pairs among the cell's kept images (written beside it), or why not."""
-        names = kept_names(self.index, float(f"{cell.value:g}"), cell.seed)
+        names = kept_names(self.index, float(f"{cell.value:g}"), cell.set_seed)
         fingerprint = _key(self.index.fingerprint, names)
         pairs = kept_pairs(self.index, names)
         identities = pairs["from"].str.split("_").str[0].nunique() if len(pairs) else 0
         what = (
-            f"p = {cell.value:g}, seed {cell.seed}: {len(names)} kept images of "
+            f"p = {cell.value:g}, seed {cell.set_seed}: {len(names)} kept images of "
             f"{len(np.unique(self.index.pids))} identities give {len(pairs)} pairs over {identities} identities"
         )
         if len(pairs) < self.opts.min_kept_pairs:
