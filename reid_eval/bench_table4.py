@@ -28,7 +28,7 @@ The default grid (embedded dataset, Open-ReID Inception, recipe ``cpu``; ``pytho
 deform4``): the Deformable GAN (Table 4's generator; its ``synth`` preset, regime ``full``: one generator for every
 seed), K = 10, T and A at ``t-steps``, IDE + Euclidean / XQDA / KISSME, seeds 0, 1, 2: 6 re-ID trainings, every one
 1,909 images' worth of steps per epoch (464 steps of 64 over 16 epochs), one generator training (1,800
-iterations), three A sets (one per seed: 18,830 generated images each, 20,739 images with the real ones), and
+iterations), one A set for every seed (``--set-seeds first``: 18,830 generated images, 20,739 with the real ones), and
 features of 3,797 (T) or 22,627 (A) images per cell for the metric learning. The estimate in minutes and its
 reasoning: docs/reid.md#table-4-the-k-poses-grid. The full grid adds ``none-iters``, ``copy``, the fixed-epoch A,
 the Discriminative Embedding, ``disjoint`` and ResNet-50 (the command is there too).
