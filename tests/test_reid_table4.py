@@ -236,22 +236,20 @@ def test_siamese_loss_is_identification_plus_verification():
 
 
 # --------------------------------------------------------------------------------------------- end to end
+def _tiny_deform4(tiny_market, tmp_path, **fields) -> BenchOptions:
+    """Table 4 on the tiny dataset: T and K = 2 copies per image, one epoch of batch 8, in this process."""
+    base = dict(data=tiny_market, methods=("none", "copy"), poses_per_image=2, epochs=1, batch_size=8)
+    base.update(device="cpu", out=tmp_path / "bench", sets_dir=tmp_path / "sets", jobs=1, threads=1)
+    return BenchOptions.for_table("deform4", **base, **fields)
+
+
 def test_deform4_grid_end_to_end_then_resume(tiny_market, tmp_path, monkeypatch):
     """T and A (copies, K = 2) at T's steps, the IDE's three distances and the Discriminative Embedding."""
-    opts = BenchOptions.for_table(
-        "deform4",
-        data=tiny_market,
-        methods=("none", "copy"),
-        poses_per_image=2,
+    opts = _tiny_deform4(
+        tiny_market,
+        tmp_path,
         reid_methods=("euclidean", "xqda", "kissme", "embedding"),
         metric_options=SMALL_KISSME,
-        epochs=1,
-        batch_size=8,
-        device="cpu",
-        out=tmp_path / "bench",
-        sets_dir=tmp_path / "sets",
-        jobs=1,
-        threads=1,
         seeds=(0,),
     )
     results = bench.run_bench(opts)
@@ -305,21 +303,7 @@ def test_deform4_seeds_share_one_set_by_default():
 
 
 def test_deform4_shared_set_trains_every_seed(tiny_market, tmp_path):
-    opts = BenchOptions.for_table(
-        "deform4",
-        data=tiny_market,
-        methods=("none", "copy"),
-        poses_per_image=2,
-        reid_methods=("euclidean",),
-        epochs=1,
-        batch_size=8,
-        device="cpu",
-        out=tmp_path / "bench",
-        sets_dir=tmp_path / "sets",
-        jobs=1,
-        threads=1,
-        seeds=(0, 1),
-    )
+    opts = _tiny_deform4(tiny_market, tmp_path, reid_methods=("euclidean",), seeds=(0, 1))
     results = bench.run_bench(opts)
     a = results[results["method"] == "copy"]
     assert list(a["seed"]) == [0, 1] and list(a["set_seed"]) == [0, 0]
