@@ -324,7 +324,7 @@ def run_training(opts: TrainOptions) -> dict:
     """Train and evaluate one model (see the module docstring); returns the metrics dict written to
     metrics.json. A finished run with the same run key is returned as it is."""
     opts.validate()
-    tune_malloc()  # ~7% faster CPU training steps (its docstring); the results are the same
+    tune_malloc()  # as generation and generator training do (its docstring); the results are the same
     register_torchreid()
     splits = load_splits(opts.data, opts.test_data)
     plan = _plan(opts, splits)
