@@ -4,6 +4,7 @@ identity proxy (generators.identity) and the quality-vs-time command (generators
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import numpy as np
@@ -14,7 +15,7 @@ from generator_inputs import tiny_batch
 from torch import nn
 
 from augment.data.constants import IMAGENET_MEAN, IMAGENET_STD
-from generators import identity, quality_curve
+from generators import identity, quality_compare, quality_curve
 from generators.base import build, count_flops, count_parameters
 from generators.blocks import WeightEMA, upsample_layers
 from generators.checkpoint import load, save
@@ -239,3 +240,35 @@ def test_quality_curve_command_on_the_tiny_dataset(tiny_market, tmp_path, capsys
     assert quality_curve.main(argv) == 2  # the folder holds a run
     assert "already holds" in capsys.readouterr().err
     assert quality_curve.main([*argv[:-2], "--out", str(tmp_path / "x"), "--minutes", "0"]) == 2
+    capsys.readouterr()
+    assert quality_compare.main([str(out), "--out", str(tmp_path / "compare.png")]) == 0  # reads what it wrote
+    assert "| patn synth | " in capsys.readouterr().out and (tmp_path / "compare.png").stat().st_size > 1000
+
+
+def _curve_folder(folder, method, clock, rows):
+    folder.mkdir()
+    (folder / "summary.json").write_text(json.dumps({"config": {"method": method, "preset": "synth", "clock": clock}}))
+    columns = ["point", "minutes", "iteration", "ssim", "mask_ssim", "l1", "copy_ssim", "copy_mask_ssim", "copy_l1"]
+    lines = [",".join(columns)] + [",".join(str(v) for v in (*row, 0.19, 0.82, 0.2)) for row in rows]
+    (folder / "curve.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_quality_compare_marks_each_curves_best_point_and_refuses_mixed_clocks(tmp_path, capsys):
+    a = _curve_folder(
+        tmp_path / "a", "patn", "cpu", [("m3", 3, 100, 0.23, 0.85, 0.16), ("end", 20, 900, 0.26, 0.84, 0.18)]
+    )
+    b = _curve_folder(
+        tmp_path / "b", "deform", "cpu", [("m3", 3, 50, 0.30, 0.88, 0.15), ("end", 20, 400, 0.28, 0.89, 0.14)]
+    )
+    table = quality_compare.compare([a, b], tmp_path / "c.png")
+    rows = {(r.split(" | ")[0][2:], r.split(" | ")[1]): r for r in table.splitlines()[2:]}
+    # best SSIM: patn's last point, deform's first; best L1 (lowest): patn's first, deform's last
+    assert "**0.2600**" in rows["patn synth", "20.0"] and "**0.1600**" in rows["patn synth", "3.0"]
+    assert "**0.3000**" in rows["deform synth", "3.0"] and "**0.1400**" in rows["deform synth", "20.0"]
+    assert "**" not in rows["patn synth: copy-source", "-"] and (tmp_path / "c.png").stat().st_size > 1000
+    c = _curve_folder(tmp_path / "c", "pg2", "wall", [("end", 20, 10, 0.2, 0.8, 0.2)])
+    assert quality_compare.main([str(a), str(c), "--out", str(tmp_path / "d.png")]) == 2
+    assert "different clocks" in capsys.readouterr().err and not (tmp_path / "d.png").exists()
+    assert quality_compare.main([str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
