@@ -268,6 +268,9 @@ class Method:
     Config: ClassVar[type] = object
     presets: ClassVar[dict[str, Any]] = {}
     trainable: ClassVar[bool] = True  # False: nothing to train (the ``copy`` control); a checkpoint is its config
+    # config fields counted in iterations (e.g. PG2's stage switch): ``--iterations N`` scales them by the same
+    # fraction as the schedule's decay point, unless set explicitly
+    schedule_fields: ClassVar[tuple[str, ...]] = ()
 
     # -- networks and inference ----------------------------------------------------------------
     def build_networks(self, cfg) -> dict[str, nn.Module]:

@@ -449,6 +449,7 @@ class PG2(Method):
     name = "pg2"
     Config = PG2Config
     presets = PG2_PRESETS
+    schedule_fields = ("stage1_iterations",)  # --iterations N keeps stage 1's share of the run
 
     def build_networks(self, cfg: PG2Config) -> dict[str, nn.Module]:
         G1 = init_slim(G1Generator(cfg))

@@ -19,7 +19,8 @@ restored), then the loop (:mod:`generators.train_loop`) and the report.
 
 Schedule: the method's ``TrainSchedule`` (iteration based): Adam on every network, constant LR
 until ``decay_start``, then linear to 0 at ``iterations``. ``--iterations N`` keeps the preset's
-decay point as the same fraction of the run (``--set train.decay_start=K`` sets it exactly).
+decay point as the same fraction of the run (``--set train.decay_start=K`` sets it exactly), and so
+every config field the method counts in iterations (``Method.schedule_fields``: PG2's stage switch).
 Batches come from :class:`generators.data.PairSampler`: uniform draws with replacement, 4,000 per
 "epoch", as the official loader.
 

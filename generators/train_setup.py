@@ -209,8 +209,11 @@ def _config_overrides(run: RunConfig, impl, preset_name: str) -> dict:
     sched = preset.train
     if run.iterations is not None:
         overrides["train.iterations"] = run.iterations
-        if "train.decay_start" not in overrides:  # same fraction of the run as the preset
-            overrides["train.decay_start"] = round(run.iterations * sched.decay_start / sched.iterations)
+        for key, value in [("train.decay_start", sched.decay_start)] + [
+            (name, getattr(preset, name)) for name in impl.schedule_fields
+        ]:
+            if key not in overrides:  # same fraction of the run as the preset
+                overrides[key] = round(run.iterations * value / sched.iterations)
     if run.batch_size is not None:
         overrides["train.batch_size"] = run.batch_size
     if run.checkpoint_every is not None:

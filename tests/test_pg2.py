@@ -498,6 +498,26 @@ def test_config_errors_name_the_fix():
     assert get_method("pg2").config_from_dict(asdict(cfg)) == cfg
 
 
+def test_iterations_flag_keeps_stage_one_share_of_the_run():
+    """--iterations N scales the stage switch with the decay point (the synth preset's 2,300 of 2,800 would
+    otherwise be refused for any shorter run); an explicit --set stage1_iterations wins."""
+    from generators.train import RunConfig
+    from generators.train_setup import _config_overrides
+
+    impl, synth = get_method("pg2"), get_method("pg2").preset("synth")
+    short = _config_overrides(RunConfig(out=None, method="pg2", preset="synth", iterations=280), impl, "synth")
+    expected = round(280 * synth.stage1_iterations / synth.train.iterations)
+    assert short["stage1_iterations"] == expected == 230 and short["train.decay_start"] == 280
+    cfg = apply_overrides(synth, short)
+    assert (cfg.stage1_iterations, cfg.train.iterations) == (230, 280)
+    given = RunConfig(out=None, method="pg2", preset="synth", iterations=280, overrides={"stage1_iterations": "7"})
+    assert _config_overrides(given, impl, "synth")["stage1_iterations"] == "7"
+    patn = _config_overrides(
+        RunConfig(out=None, method="patn", preset="synth", iterations=100), get_method("patn"), "synth"
+    )
+    assert set(patn) == {"train.iterations", "train.decay_start"}  # no schedule fields of its own
+
+
 def test_resume_across_the_stage_boundary_is_bit_exact(tmp_path):
     from test_generator_data import make_tiny_root
 
