@@ -76,9 +76,14 @@ def read_curve(folder: Path) -> Curve:
     return Curve(label, str(config.get("clock", "wall")), rows)
 
 
+def present_metrics(curves: Sequence[Curve]) -> list[str]:
+    """The panels' metrics that at least one curve has a value for, in panel order."""
+    return [m for m in PANELS if any(not math.isnan(v) for c in curves for v in c.values(m))]
+
+
 def markdown_table(curves: Sequence[Curve]) -> str:
     """Every point of every curve; each curve's best value per metric in bold."""
-    metrics = [m for m in PANELS if any(not math.isnan(v) for c in curves for v in c.values(m))]
+    metrics = present_metrics(curves)
     head = ["curve", "minutes", "iteration", *metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in curves:
@@ -101,7 +106,7 @@ def plot_comparison(curves: Sequence[Curve], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [m for m in PANELS if any(not math.isnan(v) for c in curves for v in c.values(m))]
+    metrics = present_metrics(curves)
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         floors = set()
