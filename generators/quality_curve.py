@@ -62,9 +62,10 @@ from augment.runtime import UsageError
 from augment.synth import embedded_dataset
 from generators.base import Bundle, build, parse_override
 from generators.checkpoint import CheckpointError, save
-from generators.evaluate import METRIC_LABELS, METRICS, EvalConfig, evaluate
+from generators.evaluate import METRICS, EvalConfig, evaluate
 from generators.identity import IdentityConfig, evaluate_identity, reid_embedder
 from generators.losses import MissingWeightsError
+from generators.quality_compare import plot_comparison, read_curve
 from generators.train import IterationInfo, RunConfig, train
 
 CLOCKS = ("wall", "cpu")
@@ -347,35 +348,7 @@ def write_outputs(cfg: CurveConfig, points: list[Point], step_gflops: float, per
         "points": [{**asdict(p), "path": str(p.path)} for p in points],
     }
     write_atomic(folder / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
-    plot_curve(points, cfg, folder / "curve.png")
-
-
-def plot_curve(points: list[Point], cfg: CurveConfig, path: Path) -> None:
-    """Metric panels against minutes: the generator's points joined, the copy-source floor dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [("ssim", "SSIM"), ("mask_ssim", "mask-SSIM"), ("l1", "L1 [0,1] (lower is better)")]
-    if any("id_rank1" in p.results for p in points):
-        panels.append(("id_rank1", "identity Rank-1 (re-ID proxy)"))
-    minutes = [(p.cpu_s if cfg.clock == "cpu" else p.wall_s) / 60 for p in points]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
-    for ax, (key, title) in zip(axes, panels):
-        ax.plot(minutes, [p.results.get(key, float("nan")) for p in points], "o-", label=f"{cfg.method} {cfg.preset}")
-        floor_key = "id_rank1_copy" if key == "id_rank1" else f"copy_{key}"
-        floor = [p.results.get(floor_key) for p in points if p.results.get(floor_key) is not None]
-        if floor:
-            ax.axhline(sum(floor) / len(floor), ls="--", color="grey", label="copy-source")
-        ax.set_title(METRIC_LABELS.get(key, title) if key != "l1" else title)
-        ax.set_xlabel(f"training minutes ({cfg.clock} clock)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    plot_comparison([read_curve(folder)], folder / "curve.png")  # the same panels as a comparison of curves
 
 
 # ---------------------------------------------------------------------------------------------

@@ -209,9 +209,8 @@ def _config_overrides(run: RunConfig, impl, preset_name: str) -> dict:
     sched = preset.train
     if run.iterations is not None:
         overrides["train.iterations"] = run.iterations
-        for key, value in [("train.decay_start", sched.decay_start)] + [
-            (name, getattr(preset, name)) for name in impl.schedule_fields
-        ]:
+        counted = {"train.decay_start": sched.decay_start, **{f: getattr(preset, f) for f in impl.schedule_fields}}
+        for key, value in counted.items():
             if key not in overrides:  # same fraction of the run as the preset
                 overrides[key] = round(run.iterations * value / sched.iterations)
     if run.batch_size is not None:

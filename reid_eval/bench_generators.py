@@ -21,8 +21,8 @@ A folder with a checkpoint but no ``generator.json`` is an interrupted training:
 
 Schedule: the preset's iterations, except where ``EMBEDDED_ITERATIONS`` names a shorter one for a ``synth``
 generator trained on the embedded dataset (and ``--generator-iterations`` is not given): PATN trains 1,300
-iterations, the length at which its quality curve had the best SSIM and mask-SSIM (10 CPU minutes; the preset
-trains 2,500; README, "Quality against training time"), with the preset's schedule shape (the learning rate
+iterations, the length at which its first quality curve had the best SSIM and mask-SSIM (10 CPU minutes; the
+preset trains 2,500), with the preset's schedule shape (the learning rate
 decays over the last 40%), which keeps the default grid within its time budget. It is a trade for time, not
 the best generator for re-ID: the identity proxy and the leakage-free cells improve up to the preset's length
 (docs/reid.md, "The default grid and its cost").
